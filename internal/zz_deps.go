@@ -1,0 +1,26 @@
+package internal
+
+import (
+	_ "github.com/aws/aws-lambda-go/cfn"
+	_ "github.com/aws/aws-lambda-go/events"
+	_ "github.com/aws/aws-lambda-go/lambda"
+	_ "github.com/aws/aws-lambda-go/lambdacontext"
+	_ "github.com/aws/aws-sdk-go-v2/aws"
+	_ "github.com/aws/aws-sdk-go-v2/aws/retry"
+	_ "github.com/aws/aws-sdk-go-v2/config"
+	_ "github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	_ "github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	_ "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	_ "github.com/aws/aws-sdk-go-v2/service/iot"
+	_ "github.com/aws/aws-sdk-go-v2/service/sts"
+	_ "github.com/aws/aws-xray-sdk-go/instrumentation/awsv2"
+	_ "github.com/aws/aws-xray-sdk-go/xray"
+	_ "github.com/aws/smithy-go"
+	_ "github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
+	_ "github.com/eclipse/paho.mqtt.golang"
+	_ "github.com/mochi-mqtt/server/v2"
+	_ "github.com/mochi-mqtt/server/v2/hooks/auth"
+	_ "github.com/mochi-mqtt/server/v2/listeners"
+	_ "github.com/mochi-mqtt/server/v2/packets"
+	_ "github.com/spf13/cobra"
+)
