@@ -1,0 +1,218 @@
+package memddb
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/mriot/mriot/internal/contract"
+	"github.com/mriot/mriot/internal/ddbitem"
+	"github.com/mriot/mriot/internal/fleet"
+)
+
+var (
+	_ contract.Inventory = (*Inventory)(nil)
+	_ contract.Telemetry = (*Telemetry)(nil)
+)
+
+// InventoryKey is the key schema of the device inventory.
+var InventoryKey = KeySchema{HashKey: ddbitem.InventoryHashKey}
+
+// DataKey is the key schema of the data table.
+var DataKey = KeySchema{HashKey: ddbitem.DataHashKey, RangeKey: ddbitem.DataRangeKey}
+
+// Inventory is the device inventory port on one replica.
+type Inventory struct{ t *Table }
+
+// NewInventory returns the inventory port of a replica whose key schema is
+// InventoryKey.
+func NewInventory(t *Table) *Inventory { return &Inventory{t: t} }
+
+// Table returns the replica the port works on.
+func (inv *Inventory) Table() *Table { return inv.t }
+
+// Get implements contract.Inventory.
+func (inv *Inventory) Get(ctx context.Context, thingName string) (fleet.Device, error) {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fleet.Device{}, fmt.Errorf("get device: %w", err)
+	}
+	item, err := inv.t.GetItem(ctx, ddbitem.DeviceKey(thingName))
+	if err != nil {
+		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, err)
+	}
+	if item == nil {
+		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, fleet.ErrNotFound)
+	}
+	d, err := ddbitem.UnmarshalDevice(item)
+	if err != nil {
+		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, err)
+	}
+	return d, nil
+}
+
+func stringAttr(item map[string]types.AttributeValue, name string) string {
+	if s, ok := item[name].(*types.AttributeValueMemberS); ok {
+		return s.Value
+	}
+	return ""
+}
+
+func numberAttr(item map[string]types.AttributeValue, name string) string {
+	if n, ok := item[name].(*types.AttributeValueMemberN); ok {
+		return n.Value
+	}
+	return ""
+}
+
+// Create implements contract.Inventory: attribute_not_exists(ThingName) OR
+// (CertificateId = :cert AND Status = ACTIVE).
+func (inv *Inventory) Create(ctx context.Context, d fleet.Device) error {
+	if err := fleet.ValidateThingName(d.ThingName); err != nil {
+		return fmt.Errorf("create device: %w", err)
+	}
+	item, err := ddbitem.MarshalDevice(d)
+	if err != nil {
+		return fmt.Errorf("create device: %w", err)
+	}
+	err = inv.t.PutItem(ctx, item, func(old map[string]types.AttributeValue) error {
+		if old == nil {
+			return nil
+		}
+		if stringAttr(old, ddbitem.AttrCertificateID) == d.CertificateID && stringAttr(old, ddbitem.AttrStatus) == string(fleet.StatusActive) {
+			return nil
+		}
+		return fmt.Errorf("ConditionalCheckFailedException: device exists with certificate %s, status %s: %w",
+			stringAttr(old, ddbitem.AttrCertificateID), stringAttr(old, ddbitem.AttrStatus), fleet.ErrConditionFailed)
+	})
+	if err != nil {
+		return fmt.Errorf("create device %s: %w", d.ThingName, err)
+	}
+	return nil
+}
+
+// Update implements contract.Inventory: attribute_exists(ThingName) AND
+// Version = :expect.
+func (inv *Inventory) Update(ctx context.Context, d fleet.Device, expectVersion int64) error {
+	if err := fleet.ValidateThingName(d.ThingName); err != nil {
+		return fmt.Errorf("update device: %w", err)
+	}
+	item, err := ddbitem.MarshalDevice(d)
+	if err != nil {
+		return fmt.Errorf("update device: %w", err)
+	}
+	want := fmt.Sprint(expectVersion)
+	err = inv.t.UpdateItem(ctx, ddbitem.DeviceKey(d.ThingName), func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+		if old == nil {
+			return nil, fmt.Errorf("ConditionalCheckFailedException: no device: %w", fleet.ErrNotFound)
+		}
+		if got := numberAttr(old, ddbitem.AttrVersion); got != want {
+			return nil, fmt.Errorf("ConditionalCheckFailedException: version is %s, expected %s: %w", got, want, fleet.ErrConditionFailed)
+		}
+		return item, nil
+	})
+	if err != nil {
+		return fmt.Errorf("update device %s: %w", d.ThingName, err)
+	}
+	return nil
+}
+
+// Delete implements contract.Inventory.
+func (inv *Inventory) Delete(ctx context.Context, thingName string) error {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	if err := inv.t.DeleteItem(ctx, ddbitem.DeviceKey(thingName), nil); err != nil {
+		return fmt.Errorf("delete device %s: %w", thingName, err)
+	}
+	return nil
+}
+
+// List implements contract.Inventory. The cursor is the thing name of the
+// last device of the previous page. A limit below 1 is ErrInvalid (DynamoDB's
+// ValidationException).
+func (inv *Inventory) List(ctx context.Context, limit int, cursor string) ([]fleet.Device, string, error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("list devices: limit %d: %w", limit, fleet.ErrInvalid)
+	}
+	var start map[string]types.AttributeValue
+	if cursor != "" {
+		if err := fleet.ValidateThingName(cursor); err != nil {
+			return nil, "", fmt.Errorf("list devices: cursor: %w", err)
+		}
+		start = ddbitem.DeviceKey(cursor)
+	}
+	items, last, err := inv.t.Scan(ctx, start, limit)
+	if err != nil {
+		return nil, "", fmt.Errorf("list devices: %w", err)
+	}
+	out := make([]fleet.Device, 0, len(items))
+	for _, item := range items {
+		d, err := ddbitem.UnmarshalDevice(item)
+		if err != nil {
+			return nil, "", fmt.Errorf("list devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	next := ""
+	if last != nil {
+		next = stringAttr(last, ddbitem.AttrThingName)
+	}
+	return out, next, nil
+}
+
+// Telemetry is the data table port on one replica.
+type Telemetry struct{ t *Table }
+
+// NewTelemetry returns the telemetry port of a replica whose key schema is
+// DataKey.
+func NewTelemetry(t *Table) *Telemetry { return &Telemetry{t: t} }
+
+// Table returns the replica the port works on.
+func (tel *Telemetry) Table() *Table { return tel.t }
+
+// Put implements contract.Telemetry: attribute_not_exists(PK). An empty
+// m.SortKey is derived from the timestamp and id.
+func (tel *Telemetry) Put(ctx context.Context, m fleet.Message) error {
+	if err := fleet.ValidateThingName(m.Device); err != nil {
+		return fmt.Errorf("put message: device: %w", err)
+	}
+	item, err := ddbitem.MarshalMessage(m)
+	if err != nil {
+		return fmt.Errorf("put message: %w", err)
+	}
+	sk := stringAttr(item, ddbitem.AttrSK)
+	err = tel.t.PutItem(ctx, item, func(old map[string]types.AttributeValue) error {
+		if old != nil {
+			return fmt.Errorf("ConditionalCheckFailedException: message exists: %w", fleet.ErrAlreadyExists)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put message %s/%s: %w", m.Device, sk, err)
+	}
+	return nil
+}
+
+// Query implements contract.Telemetry. A limit below 1 is ErrInvalid.
+func (tel *Telemetry) Query(ctx context.Context, device string, limit int) ([]fleet.Message, error) {
+	if err := fleet.ValidateThingName(device); err != nil {
+		return nil, fmt.Errorf("query messages: device: %w", err)
+	}
+	if limit < 1 {
+		return nil, fmt.Errorf("query messages of %s: limit %d: %w", device, limit, fleet.ErrInvalid)
+	}
+	items, err := tel.t.Query(ctx, &types.AttributeValueMemberS{Value: device}, false, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query messages of %s: %w", device, err)
+	}
+	out := make([]fleet.Message, 0, len(items))
+	for _, item := range items {
+		m, err := ddbitem.UnmarshalMessage(item)
+		if err != nil {
+			return nil, fmt.Errorf("query messages of %s: %w", device, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
