@@ -3,6 +3,8 @@ package awsconf
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +15,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/mriot/mriot/internal/fleet"
 )
 
 // isolate keeps the machine's AWS files and variables out of the test.
@@ -232,5 +238,41 @@ func TestForRegion(t *testing.T) {
 	}
 	if other.Retryer().MaxAttempts() != DefaultMaxAttempts {
 		t.Error("ForRegion did not keep the retryer")
+	}
+}
+
+func TestTransientSentinel(t *testing.T) {
+	resp := func(code int, err error) error {
+		return &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: code}},
+			Err:      err,
+		}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"nil", nil, nil},
+		{"throttling code", &smithy.GenericAPIError{Code: "ThrottlingException"}, fleet.ErrThrottled},
+		{"too many requests code", &smithy.GenericAPIError{Code: "TooManyRequestsException"}, fleet.ErrThrottled},
+		{"server fault", &smithy.GenericAPIError{Code: "Boom", Fault: smithy.FaultServer}, fleet.ErrUnavailable},
+		{"client fault", &smithy.GenericAPIError{Code: "Nope", Fault: smithy.FaultClient}, nil},
+		{"http 429", resp(429, errors.New("x")), fleet.ErrThrottled},
+		{"http 503", resp(503, errors.New("x")), fleet.ErrUnavailable},
+		{"http 400", resp(400, errors.New("x")), nil},
+		{"send error", &smithyhttp.RequestSendError{Err: errors.New("connection refused")}, fleet.ErrUnavailable},
+		{"net error", &net.OpError{Op: "dial", Err: errors.New("refused")}, fleet.ErrUnavailable},
+		{"deadline", fmt.Errorf("call: %w", context.DeadlineExceeded), fleet.ErrUnavailable},
+		{"canceled", context.Canceled, nil},
+		{"retryer gave up", &retry.MaxAttemptsError{Attempt: 5, Err: errors.New("EOF")}, fleet.ErrUnavailable},
+		{"plain", errors.New("bad"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := TransientSentinel(tt.err); got != tt.want {
+				t.Errorf("TransientSentinel(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }
