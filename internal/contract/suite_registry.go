@@ -1,0 +1,523 @@
+package contract
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/pki"
+)
+
+// Quirks are a backend's departures from AWS's documented behaviour. Each
+// one is noted at the assertion it skips; a fake that follows AWS sets none.
+type Quirks struct {
+	// NoCACertificateIDInDescribe: moto omits caCertificateId in
+	// DescribeCertificate.
+	NoCACertificateIDInDescribe bool
+	// CreateThingReplaces: moto replaces a thing on a duplicate CreateThing
+	// with other attributes instead of ResourceAlreadyExistsException.
+	CreateThingReplaces bool
+	// RegisterWithoutCA: the backend registers a device certificate whose CA
+	// is not registered (or is INACTIVE) instead of refusing it.
+	RegisterWithoutCA bool
+	// RevokedCanBeReactivated: the backend lets a REVOKED certificate become
+	// ACTIVE again instead of CertificateStateException.
+	RevokedCanBeReactivated bool
+	// DeleteThingIgnoresPrincipals: the backend deletes a thing with
+	// principals attached instead of refusing.
+	DeleteThingIgnoresPrincipals bool
+	// DeleteCertificateIgnoresAttachments: the backend deletes a certificate
+	// attached to a thing or a policy instead of DeleteConflictException.
+	DeleteCertificateIgnoresAttachments bool
+}
+
+// RegistryEnv is a fresh registry with the means to arrange its state.
+type RegistryEnv struct {
+	Registry Registry
+	// RegisterCA registers an ACTIVE CA certificate with auto-registration
+	// and returns its id.
+	RegisterCA func(t *testing.T, caPEM string) string
+	// CreatePolicy creates a policy.
+	CreatePolicy func(t *testing.T, name, document string)
+	Quirks       Quirks
+}
+
+const testPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"*"}]}`
+
+// registryFixture is one subtest's registry with a registered CA.
+type registryFixture struct {
+	t      *testing.T
+	env    RegistryEnv
+	r      Registry
+	ca     *pki.Authority
+	caID   string
+	suffix string
+	ctx    context.Context
+}
+
+func newRegistryFixture(t *testing.T, newEnv func(t *testing.T) RegistryEnv) *registryFixture {
+	t.Helper()
+	env := newEnv(t)
+	root, err := pki.NewRoot("contract root", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := root.NewIntermediate("contract intermediate", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &registryFixture{t: t, env: env, r: env.Registry, ca: ca, suffix: randomSuffix(t), ctx: context.Background()}
+	f.caID = env.RegisterCA(t, ca.CertPEM())
+	return f
+}
+
+// randomSuffix keeps names of concurrent or repeated runs on a shared
+// backend apart.
+func randomSuffix(t *testing.T) string {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (f *registryFixture) name(base string) string { return base + "-" + f.suffix }
+
+// device issues a device certificate for thing, signed by the fixture's CA.
+func (f *registryFixture) device(thing string) *pki.Leaf {
+	f.t.Helper()
+	leaf, err := f.ca.IssueDevice(thing, time.Hour)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return leaf
+}
+
+// register registers a fresh device certificate with status.
+func (f *registryFixture) register(thing string, status fleet.CertStatus) fleet.Certificate {
+	f.t.Helper()
+	c, err := f.r.RegisterCertificate(f.ctx, f.device(thing).CertPEM(), status)
+	if err != nil {
+		f.t.Fatalf("RegisterCertificate: %v", err)
+	}
+	return c
+}
+
+func (f *registryFixture) thing(name string, attrs map[string]string) fleet.Thing {
+	f.t.Helper()
+	th, err := f.r.CreateThing(f.ctx, name, attrs)
+	if err != nil {
+		f.t.Fatalf("CreateThing %s: %v", name, err)
+	}
+	return th
+}
+
+func (f *registryFixture) policy(name string) string {
+	f.t.Helper()
+	f.env.CreatePolicy(f.t, name, testPolicy)
+	return name
+}
+
+func (f *registryFixture) status(id string) fleet.CertStatus {
+	f.t.Helper()
+	c, err := f.r.DescribeCertificate(f.ctx, id)
+	if err != nil {
+		f.t.Fatalf("DescribeCertificate %s: %v", id, err)
+	}
+	return c.Status
+}
+
+// unknownCertARN is the ARN a certificate would have in this registry, for
+// a certificate that is not registered.
+func (f *registryFixture) unknownCertARN(known fleet.Certificate) string {
+	f.t.Helper()
+	other, err := fleet.ParseCertificatePEM(f.device("unknown").CertPEM())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return strings.TrimSuffix(known.ARN, known.ID) + fleet.CertificateID(other)
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	switch {
+	case want == nil && err != nil:
+		t.Fatalf("%s: unexpected error %v", what, err)
+	case want != nil && !errors.Is(err, want):
+		t.Fatalf("%s: error %v, want one wrapping %q", what, err, want)
+	}
+}
+
+// TestRegistry runs the Registry contract against fresh environments.
+func TestRegistry(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	t.Run("RegisterCertificate", func(t *testing.T) { testRegisterCertificate(t, newEnv) })
+	t.Run("DescribeCACertificate", func(t *testing.T) { testDescribeCA(t, newEnv) })
+	t.Run("UpdateCertificate", func(t *testing.T) { testUpdateCertificate(t, newEnv) })
+	t.Run("DeleteCertificate", func(t *testing.T) { testDeleteCertificate(t, newEnv) })
+	t.Run("Things", func(t *testing.T) { testThings(t, newEnv) })
+	t.Run("DeleteThing", func(t *testing.T) { testDeleteThing(t, newEnv) })
+	t.Run("ThingPrincipals", func(t *testing.T) { testThingPrincipals(t, newEnv) })
+	t.Run("Policies", func(t *testing.T) { testPolicies(t, newEnv) })
+}
+
+func testRegisterCertificate(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	t.Run("registers with status, id and ARN", func(t *testing.T) {
+		for _, status := range []fleet.CertStatus{fleet.CertActive, fleet.CertInactive, fleet.CertPendingActivation} {
+			f := newRegistryFixture(t, newEnv)
+			leaf := f.device(f.name("reg"))
+			c, err := f.r.RegisterCertificate(f.ctx, leaf.CertPEM(), status)
+			wantErr(t, "RegisterCertificate", err, nil)
+			wantID := fleet.CertificateID(leaf.Cert)
+			if c.ID != wantID {
+				t.Errorf("id %s, want SHA-256 of the DER %s", c.ID, wantID)
+			}
+			if !strings.HasPrefix(c.ARN, "arn:aws:iot:") || !strings.HasSuffix(c.ARN, ":cert/"+wantID) {
+				t.Errorf("ARN %q, want arn:aws:iot:<region>:<account>:cert/%s", c.ARN, wantID)
+			}
+			d, err := f.r.DescribeCertificate(f.ctx, c.ID)
+			wantErr(t, "DescribeCertificate", err, nil)
+			if d.ID != wantID || d.ARN != c.ARN || d.Status != status {
+				t.Errorf("described %+v, want id %s, ARN %s, status %s", d, wantID, c.ARN, status)
+			}
+			// moto: NoCACertificateIDInDescribe.
+			if !f.env.Quirks.NoCACertificateIDInDescribe && d.CACertificateID != f.caID {
+				t.Errorf("caCertificateId %q, want %q", d.CACertificateID, f.caID)
+			}
+			got, err := fleet.ParseCertificatePEM(d.PEM)
+			if err != nil || fleet.CertificateID(got) != wantID {
+				t.Errorf("described PEM is not the certificate: %v", err)
+			}
+		}
+	})
+	t.Run("second registration is ErrAlreadyExists and changes nothing", func(t *testing.T) {
+		f := newRegistryFixture(t, newEnv)
+		leaf := f.device(f.name("dup"))
+		c, err := f.r.RegisterCertificate(f.ctx, leaf.CertPEM(), fleet.CertInactive)
+		wantErr(t, "first RegisterCertificate", err, nil)
+		_, err = f.r.RegisterCertificate(f.ctx, leaf.CertPEM(), fleet.CertActive)
+		wantErr(t, "second RegisterCertificate", err, fleet.ErrAlreadyExists)
+		if s := f.status(c.ID); s != fleet.CertInactive {
+			t.Errorf("status after refused registration %s, want INACTIVE", s)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		f := newRegistryFixture(t, newEnv)
+		otherRoot, err := pki.NewRoot("unregistered root", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stranger, err := otherRoot.IssueDevice(f.name("stranger"), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name  string
+			pem   string
+			quirk bool
+		}{
+			{"not PEM", "hello", false},
+			{"PEM without a certificate", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", false},
+			{"garbage certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", false},
+			// RegisterWithoutCA: the backend does not check the issuer.
+			{"CA not registered", stranger.CertPEM(), f.env.Quirks.RegisterWithoutCA},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if tt.quirk {
+					t.Skip("backend quirk: registers certificates of unregistered CAs")
+				}
+				_, err := f.r.RegisterCertificate(f.ctx, tt.pem, fleet.CertActive)
+				wantErr(t, "RegisterCertificate", err, fleet.ErrInvalid)
+			})
+		}
+	})
+	t.Run("DescribeCertificate of an unknown id is ErrNotFound", func(t *testing.T) {
+		f := newRegistryFixture(t, newEnv)
+		leaf := f.device("nobody")
+		_, err := f.r.DescribeCertificate(f.ctx, fleet.CertificateID(leaf.Cert))
+		wantErr(t, "DescribeCertificate", err, fleet.ErrNotFound)
+	})
+}
+
+func testDescribeCA(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	ca, err := f.r.DescribeCACertificate(f.ctx, f.caID)
+	wantErr(t, "DescribeCACertificate", err, nil)
+	if ca.ID != fleet.CertificateID(f.ca.Cert) || ca.ID != f.caID {
+		t.Errorf("CA id %s, want %s", ca.ID, fleet.CertificateID(f.ca.Cert))
+	}
+	if ca.Status != fleet.CertActive {
+		t.Errorf("CA status %s, want ACTIVE", ca.Status)
+	}
+	if !strings.HasSuffix(ca.ARN, ":cacert/"+ca.ID) {
+		t.Errorf("CA ARN %q, want ...:cacert/%s", ca.ARN, ca.ID)
+	}
+	if !ca.AutoRegistration {
+		t.Errorf("CA registered with auto-registration reads back without it")
+	}
+	other, err := pki.NewRoot("other", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.r.DescribeCACertificate(f.ctx, fleet.CertificateID(other.Cert))
+	wantErr(t, "DescribeCACertificate unknown", err, fleet.ErrNotFound)
+}
+
+func testUpdateCertificate(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	tests := []struct {
+		name    string
+		from    fleet.CertStatus
+		to      fleet.CertStatus
+		wantErr error
+		want    fleet.CertStatus
+		quirk   bool
+	}{
+		{"activate pending", fleet.CertPendingActivation, fleet.CertActive, nil, fleet.CertActive, false},
+		{"deactivate", fleet.CertActive, fleet.CertInactive, nil, fleet.CertInactive, false},
+		{"reactivate inactive", fleet.CertInactive, fleet.CertActive, nil, fleet.CertActive, false},
+		{"same status", fleet.CertActive, fleet.CertActive, nil, fleet.CertActive, false},
+		{"revoke", fleet.CertActive, fleet.CertRevoked, nil, fleet.CertRevoked, false},
+		{"revoked stays revoked", fleet.CertRevoked, fleet.CertRevoked, nil, fleet.CertRevoked, false},
+		// RevokedCanBeReactivated: the backend lets it through.
+		{"revoked cannot be re-activated", fleet.CertRevoked, fleet.CertActive, fleet.ErrInvalid, fleet.CertRevoked, f.env.Quirks.RevokedCanBeReactivated},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.quirk {
+				t.Skip("backend quirk: a REVOKED certificate can be re-activated")
+			}
+			c := f.register(f.name("upd")+"-"+string(rune('a'+i)), tt.from)
+			err := f.r.UpdateCertificate(f.ctx, c.ID, tt.to)
+			wantErr(t, "UpdateCertificate", err, tt.wantErr)
+			if s := f.status(c.ID); s != tt.want {
+				t.Errorf("status %s, want %s", s, tt.want)
+			}
+		})
+	}
+	t.Run("unknown is ErrNotFound", func(t *testing.T) {
+		err := f.r.UpdateCertificate(f.ctx, fleet.CertificateID(f.device("nobody").Cert), fleet.CertActive)
+		wantErr(t, "UpdateCertificate", err, fleet.ErrNotFound)
+	})
+}
+
+func testDeleteCertificate(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	pol := f.policy(f.name("delpol"))
+	tests := []struct {
+		name    string
+		status  fleet.CertStatus
+		thing   bool
+		policy  bool
+		wantErr error
+		quirk   bool
+	}{
+		{"inactive and detached", fleet.CertInactive, false, false, nil, false},
+		{"revoked and detached", fleet.CertRevoked, false, false, nil, false},
+		{"pending activation", fleet.CertPendingActivation, false, false, nil, false},
+		{"active", fleet.CertActive, false, false, fleet.ErrDeleteConflict, false},
+		// DeleteCertificateIgnoresAttachments: the backend deletes anyway.
+		{"attached to a thing", fleet.CertInactive, true, false, fleet.ErrDeleteConflict, f.env.Quirks.DeleteCertificateIgnoresAttachments},
+		{"attached to a policy", fleet.CertInactive, false, true, fleet.ErrDeleteConflict, f.env.Quirks.DeleteCertificateIgnoresAttachments},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.quirk {
+				t.Skip("backend quirk: deletes attached certificates")
+			}
+			name := f.name("del") + "-" + string(rune('a'+i))
+			c := f.register(name, tt.status)
+			if tt.thing {
+				f.thing(name, nil)
+				wantErr(t, "AttachThingPrincipal", f.r.AttachThingPrincipal(f.ctx, name, c.ARN), nil)
+			}
+			if tt.policy {
+				wantErr(t, "AttachPolicy", f.r.AttachPolicy(f.ctx, pol, c.ARN), nil)
+			}
+			err := f.r.DeleteCertificate(f.ctx, c.ID)
+			wantErr(t, "DeleteCertificate", err, tt.wantErr)
+			_, err = f.r.DescribeCertificate(f.ctx, c.ID)
+			if tt.wantErr == nil {
+				wantErr(t, "DescribeCertificate after delete", err, fleet.ErrNotFound)
+			} else {
+				wantErr(t, "DescribeCertificate after refused delete", err, nil)
+			}
+		})
+	}
+	t.Run("unknown is ErrNotFound", func(t *testing.T) {
+		err := f.r.DeleteCertificate(f.ctx, fleet.CertificateID(f.device("nobody").Cert))
+		wantErr(t, "DeleteCertificate", err, fleet.ErrNotFound)
+	})
+}
+
+func sameAttrs(a, b map[string]string) bool {
+	return len(a) == len(b) && (len(a) == 0 || reflect.DeepEqual(a, b))
+}
+
+func testThings(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	name := f.name("thing")
+	attrs := map[string]string{"origin": "eu-west-1", "cert": "abc"}
+	th := f.thing(name, attrs)
+	if th.Name != name || !strings.HasPrefix(th.ARN, "arn:aws:iot:") || !strings.HasSuffix(th.ARN, ":thing/"+name) {
+		t.Errorf("created %+v, want name %s and ARN ...:thing/%s", th, name, name)
+	}
+	t.Run("DescribeThing", func(t *testing.T) {
+		d, err := f.r.DescribeThing(f.ctx, name)
+		wantErr(t, "DescribeThing", err, nil)
+		if d.Name != name || d.ARN != th.ARN || !sameAttrs(d.Attributes, attrs) {
+			t.Errorf("described %+v, want %+v", d, th)
+		}
+		_, err = f.r.DescribeThing(f.ctx, f.name("absent"))
+		wantErr(t, "DescribeThing absent", err, fleet.ErrNotFound)
+	})
+	t.Run("CreateThing with the same attributes is a no-op", func(t *testing.T) {
+		again, err := f.r.CreateThing(f.ctx, name, map[string]string{"cert": "abc", "origin": "eu-west-1"})
+		wantErr(t, "CreateThing again", err, nil)
+		if again.Name != name || again.ARN != th.ARN {
+			t.Errorf("second CreateThing returned %+v, want %+v", again, th)
+		}
+	})
+	t.Run("CreateThing with other attributes is ErrAlreadyExists", func(t *testing.T) {
+		// CreateThingReplaces: moto replaces the thing instead.
+		if f.env.Quirks.CreateThingReplaces {
+			t.Skip("backend quirk: CreateThing replaces an existing thing")
+		}
+		_, err := f.r.CreateThing(f.ctx, name, map[string]string{"origin": "us-west-2"})
+		wantErr(t, "CreateThing other attributes", err, fleet.ErrAlreadyExists)
+		d, err := f.r.DescribeThing(f.ctx, name)
+		wantErr(t, "DescribeThing", err, nil)
+		if !sameAttrs(d.Attributes, attrs) {
+			t.Errorf("attributes after refused CreateThing %v, want %v", d.Attributes, attrs)
+		}
+	})
+	t.Run("invalid names are ErrInvalid", func(t *testing.T) {
+		for _, bad := range []string{"", "has space", "slash/name", strings.Repeat("x", fleet.MaxThingNameLen+1)} {
+			_, err := f.r.CreateThing(f.ctx, bad, nil)
+			wantErr(t, "CreateThing "+bad, err, fleet.ErrInvalid)
+		}
+	})
+	t.Run("UpdateThingAttributes merges", func(t *testing.T) {
+		err := f.r.UpdateThingAttributes(f.ctx, name, map[string]string{"status": "ACTIVE", "cert": "def"})
+		wantErr(t, "UpdateThingAttributes", err, nil)
+		d, err := f.r.DescribeThing(f.ctx, name)
+		wantErr(t, "DescribeThing", err, nil)
+		want := map[string]string{"origin": "eu-west-1", "cert": "def", "status": "ACTIVE"}
+		if !sameAttrs(d.Attributes, want) {
+			t.Errorf("attributes %v, want %v", d.Attributes, want)
+		}
+		err = f.r.UpdateThingAttributes(f.ctx, f.name("absent"), map[string]string{"a": "b"})
+		wantErr(t, "UpdateThingAttributes absent", err, fleet.ErrNotFound)
+	})
+}
+
+func testDeleteThing(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	t.Run("absent is a success", func(t *testing.T) {
+		wantErr(t, "DeleteThing", f.r.DeleteThing(f.ctx, f.name("never")), nil)
+	})
+	t.Run("with a principal is ErrDeleteConflict, then deletes once detached", func(t *testing.T) {
+		name := f.name("delthing")
+		f.thing(name, nil)
+		c := f.register(name, fleet.CertActive)
+		wantErr(t, "AttachThingPrincipal", f.r.AttachThingPrincipal(f.ctx, name, c.ARN), nil)
+		// DeleteThingIgnoresPrincipals: the backend deletes anyway.
+		if !f.env.Quirks.DeleteThingIgnoresPrincipals {
+			wantErr(t, "DeleteThing attached", f.r.DeleteThing(f.ctx, name), fleet.ErrDeleteConflict)
+			_, err := f.r.DescribeThing(f.ctx, name)
+			wantErr(t, "DescribeThing after refused delete", err, nil)
+		}
+		wantErr(t, "DetachThingPrincipal", f.r.DetachThingPrincipal(f.ctx, name, c.ARN), nil)
+		wantErr(t, "DeleteThing", f.r.DeleteThing(f.ctx, name), nil)
+		_, err := f.r.DescribeThing(f.ctx, name)
+		wantErr(t, "DescribeThing after delete", err, fleet.ErrNotFound)
+		wantErr(t, "DeleteThing again", f.r.DeleteThing(f.ctx, name), nil)
+	})
+}
+
+func testThingPrincipals(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	name := f.name("tp")
+	f.thing(name, nil)
+	c := f.register(name, fleet.CertActive)
+	list := func(t *testing.T) []string {
+		t.Helper()
+		prs, err := f.r.ListThingPrincipals(f.ctx, name)
+		wantErr(t, "ListThingPrincipals", err, nil)
+		return prs
+	}
+	t.Run("a new thing has none", func(t *testing.T) {
+		if prs := list(t); len(prs) != 0 {
+			t.Errorf("principals %v, want none", prs)
+		}
+	})
+	t.Run("attach is idempotent", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			wantErr(t, "AttachThingPrincipal", f.r.AttachThingPrincipal(f.ctx, name, c.ARN), nil)
+		}
+		if prs := list(t); !slices.Equal(prs, []string{c.ARN}) {
+			t.Errorf("principals %v, want [%s]", prs, c.ARN)
+		}
+	})
+	t.Run("unknown thing or principal is ErrNotFound", func(t *testing.T) {
+		wantErr(t, "AttachThingPrincipal unknown thing", f.r.AttachThingPrincipal(f.ctx, f.name("absent"), c.ARN), fleet.ErrNotFound)
+		wantErr(t, "AttachThingPrincipal unknown principal", f.r.AttachThingPrincipal(f.ctx, name, f.unknownCertARN(c)), fleet.ErrNotFound)
+		wantErr(t, "DetachThingPrincipal unknown thing", f.r.DetachThingPrincipal(f.ctx, f.name("absent"), c.ARN), fleet.ErrNotFound)
+		_, err := f.r.ListThingPrincipals(f.ctx, f.name("absent"))
+		wantErr(t, "ListThingPrincipals unknown thing", err, fleet.ErrNotFound)
+	})
+	t.Run("detach is idempotent", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			wantErr(t, "DetachThingPrincipal", f.r.DetachThingPrincipal(f.ctx, name, c.ARN), nil)
+		}
+		if prs := list(t); len(prs) != 0 {
+			t.Errorf("principals after detach %v, want none", prs)
+		}
+	})
+}
+
+func testPolicies(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	pol := f.policy(f.name("pol"))
+	c := f.register(f.name("polcert"), fleet.CertActive)
+	list := func(t *testing.T) []string {
+		t.Helper()
+		pols, err := f.r.ListAttachedPolicies(f.ctx, c.ARN)
+		wantErr(t, "ListAttachedPolicies", err, nil)
+		return pols
+	}
+	t.Run("none attached", func(t *testing.T) {
+		if pols := list(t); len(pols) != 0 {
+			t.Errorf("policies %v, want none", pols)
+		}
+	})
+	t.Run("attach is idempotent", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			wantErr(t, "AttachPolicy", f.r.AttachPolicy(f.ctx, pol, c.ARN), nil)
+		}
+		if pols := list(t); !slices.Equal(pols, []string{pol}) {
+			t.Errorf("policies %v, want [%s]", pols, pol)
+		}
+	})
+	t.Run("unknown policy or principal is ErrNotFound", func(t *testing.T) {
+		wantErr(t, "AttachPolicy unknown policy", f.r.AttachPolicy(f.ctx, f.name("nopol"), c.ARN), fleet.ErrNotFound)
+		wantErr(t, "AttachPolicy unknown principal", f.r.AttachPolicy(f.ctx, pol, f.unknownCertARN(c)), fleet.ErrNotFound)
+		wantErr(t, "DetachPolicy unknown policy", f.r.DetachPolicy(f.ctx, f.name("nopol"), c.ARN), fleet.ErrNotFound)
+	})
+	t.Run("detach is idempotent", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			wantErr(t, "DetachPolicy", f.r.DetachPolicy(f.ctx, pol, c.ARN), nil)
+		}
+		if pols := list(t); len(pols) != 0 {
+			t.Errorf("policies after detach %v, want none", pols)
+		}
+	})
+}

@@ -1,0 +1,26 @@
+package memddb_test
+
+import (
+	"testing"
+
+	"github.com/mriot/mriot/internal/contract"
+	"github.com/mriot/mriot/internal/memddb"
+)
+
+var regions = []string{"us-west-2", "eu-west-1"}
+
+func TestInventoryContract(t *testing.T) {
+	contract.TestInventory(t, func(t *testing.T) contract.Inventory {
+		g := memddb.NewGlobalTable("DeviceInventory", memddb.InventoryKey, regions)
+		t.Cleanup(g.Close)
+		return memddb.NewInventory(g.Replica("eu-west-1"))
+	})
+}
+
+func TestTelemetryContract(t *testing.T) {
+	contract.TestTelemetry(t, func(t *testing.T) contract.Telemetry {
+		g := memddb.NewGlobalTable("Data", memddb.DataKey, regions)
+		t.Cleanup(g.Close)
+		return memddb.NewTelemetry(g.Replica("us-west-2"))
+	})
+}
