@@ -1,0 +1,330 @@
+// Package jitr is the just-in-time registration workflow: the Lambda invoked
+// by the IoT rule on $aws/events/certificates/registered/#. It validates the
+// auto-registered device certificate and onboards the device in its region
+// with a saga (thing, principal, policy, inventory, activation), or revokes the
+// certificate when it must never connect.
+//
+// The event is published again every time a device presents a
+// PENDING_ACTIVATION certificate, so the handler is idempotent: every step
+// reads first and changes only what is missing.
+package jitr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/saga"
+)
+
+// Registry is what jitr needs of its region's IoT registry.
+type Registry interface {
+	Registrar
+	DescribeCACertificate(ctx context.Context, id string) (fleet.CACertificate, error)
+}
+
+// Inventory is what jitr needs of its region's inventory replica.
+type Inventory interface {
+	Get(ctx context.Context, thingName string) (fleet.Device, error)
+	Create(ctx context.Context, d fleet.Device) error
+	Delete(ctx context.Context, thingName string) error
+}
+
+// Function is the function name in logs and metric dimensions.
+const Function = "jitr"
+
+// Step name of the inventory write.
+const StepWriteInventory = "write-inventory"
+
+// Rejection reasons beyond the fleet.Reason* certificate reasons.
+const (
+	ReasonBadEvent        = "bad_event"
+	ReasonCertGone        = "certificate_not_found"
+	ReasonRevoked         = "device_revoked"
+	ReasonRotation        = "rotation_unsupported"
+	ReasonAlreadyRevoked  = "certificate_revoked"
+	ReasonCANotRegistered = "ca_not_registered"
+)
+
+// Config holds a Handler's dependencies.
+type Config struct {
+	Registry   Registry
+	Inventory  Inventory
+	Region     string
+	PolicyName string
+	Now        func() time.Time // time.Now when nil
+	Log        *slog.Logger     // discarded when nil
+	Metrics    obs.Metrics      // dropped when nil
+	Tracer     obs.Tracer       // none when nil
+	// Runner carries the saga settings (reserve, undo budget); its Log,
+	// Metrics, Tracer and Now are filled from the fields above when unset.
+	Runner saga.Runner
+}
+
+// Handler handles registered-certificate events.
+type Handler struct {
+	reg     Registry
+	inv     Inventory
+	region  string
+	policy  string
+	now     func() time.Time
+	log     *slog.Logger
+	metrics obs.Metrics
+	tracer  obs.Tracer
+	runner  saga.Runner
+	// mutate, set only by tests, rewrites the saga's steps before a run
+	// (to prove that the fault matrix catches a broken compensation).
+	mutate func([]saga.Step) []saga.Step
+}
+
+// New checks cfg and returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	switch {
+	case cfg.Registry == nil:
+		return nil, errors.New("jitr: no registry")
+	case cfg.Inventory == nil:
+		return nil, errors.New("jitr: no inventory")
+	case cfg.Region == "":
+		return nil, errors.New("jitr: no region")
+	}
+	if err := fleet.ValidateThingName(cfg.PolicyName); err != nil {
+		return nil, fmt.Errorf("jitr: device policy name: %w", err)
+	}
+	h := &Handler{
+		reg: cfg.Registry, inv: cfg.Inventory, region: cfg.Region, policy: cfg.PolicyName,
+		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, tracer: cfg.Tracer, runner: cfg.Runner,
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log == nil {
+		h.log = obs.Discard()
+	}
+	if h.metrics == nil {
+		h.metrics = obs.Nop{}
+	}
+	if h.tracer == nil {
+		h.tracer = obs.NopTracer{}
+	}
+	if h.runner.Log == nil {
+		h.runner.Log = h.log
+	}
+	if h.runner.Metrics == nil {
+		h.runner.Metrics = h.metrics
+	}
+	if h.runner.Tracer == nil {
+		h.runner.Tracer = h.tracer
+	}
+	if h.runner.Now == nil {
+		h.runner.Now = h.now
+	}
+	return h, nil
+}
+
+// Invoke is the Lambda entry point (lambda.Handler): payload is the event
+// JSON exactly as the IoT rule delivers it. A malformed event is logged,
+// counted and dropped (nil error: retrying cannot fix it).
+func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	ev, err := fleet.ParseCertificateRegisteredEvent(payload)
+	if err != nil {
+		h.reject(ctx, ReasonBadEvent, err, slog.Int("bytes", len(payload)))
+		return nil, nil
+	}
+	if err := h.Handle(ctx, ev); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// Handle runs the workflow for one event. It returns nil when the device is
+// onboarded, or when the event was refused for good (logged and counted); an
+// error when Lambda should deliver it again (a retryable failure) or when a
+// terminal failure was rolled back (so that the event reaches the
+// on-failure destination).
+func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEvent) error {
+	log := h.log.With(slog.String("certificateId", ev.CertificateID), slog.String("caCertificateId", ev.CACertificateID))
+	cert, err := h.reg.DescribeCertificate(ctx, ev.CertificateID)
+	if errors.Is(err, fleet.ErrNotFound) {
+		h.reject(ctx, ReasonCertGone, err, slog.String("certificateId", ev.CertificateID))
+		return nil
+	}
+	if err != nil {
+		return h.fail(ctx, log, fmt.Errorf("describe certificate %s: %w", ev.CertificateID, err))
+	}
+	if cert.Status == fleet.CertRevoked {
+		// Revoked already (by an earlier run of this event, or by an operator).
+		log.InfoContext(ctx, "certificate is revoked; nothing to do")
+		return nil
+	}
+	thing, reason, verr := h.validate(ctx, cert, ev)
+	if verr != nil {
+		if reason == "" { // not a verdict on the certificate: a registry failure
+			return h.fail(ctx, log, verr)
+		}
+		return h.revoke(ctx, log, cert.ID, reason, verr)
+	}
+	log = log.With(slog.String("thingName", thing))
+	dev, err := h.inv.Get(ctx, thing)
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
+		return h.onboard(ctx, log, cert, thing, true)
+	case err != nil:
+		return h.fail(ctx, log, fmt.Errorf("get inventory of %s: %w", thing, err))
+	}
+	switch {
+	case dev.Status == fleet.StatusRevoked || dev.Status == fleet.StatusDecommissioned:
+		return h.revoke(ctx, log, cert.ID, ReasonRevoked,
+			fmt.Errorf("device %s is %s in the inventory: %w", thing, dev.Status, fleet.ErrInvalid))
+	case dev.CertificateID != cert.ID:
+		// Certificate rotation is a later issue: refuse without revoking, so
+		// that the certificate can be onboarded once rotation exists.
+		h.reject(ctx, ReasonRotation,
+			fmt.Errorf("device %s is onboarded with certificate %s; refusing %s until rotation is supported", thing, dev.CertificateID, cert.ID),
+			slog.String("thingName", thing), slog.String("certificateId", cert.ID))
+		return nil
+	case dev.Status != fleet.StatusActive:
+		h.reject(ctx, ReasonBadEvent, fmt.Errorf("device %s has unknown status %q: %w", thing, dev.Status, fleet.ErrInvalid),
+			slog.String("thingName", thing))
+		return nil
+	default:
+		// Same certificate, ACTIVE: a redelivery, or the device reached this
+		// region before replication did. Ensure every step here.
+		return h.onboard(ctx, log, cert, thing, false)
+	}
+}
+
+// validate checks the certificate against the CA that registered it. It
+// returns the thing name, or a rejection reason and error; an error with no
+// reason is a registry failure, not a verdict.
+func (h *Handler) validate(ctx context.Context, cert fleet.Certificate, ev fleet.CertificateRegisteredEvent) (string, string, error) {
+	if cert.CACertificateID != ev.CACertificateID {
+		return "", fleet.ReasonCAMismatch, fmt.Errorf("certificate %s is registered under CA %s, event says %s: %w",
+			cert.ID, cert.CACertificateID, ev.CACertificateID, fleet.ErrInvalid)
+	}
+	x, err := fleet.ParseCertificatePEM(cert.PEM)
+	if err != nil {
+		return "", fleet.ReasonMalformed, fmt.Errorf("certificate %s: %w", cert.ID, err)
+	}
+	if id := fleet.CertificateID(x); id != cert.ID {
+		return "", fleet.ReasonMalformed, fmt.Errorf("certificate PEM has id %s, registry says %s: %w", id, cert.ID, fleet.ErrInvalid)
+	}
+	ca, err := h.reg.DescribeCACertificate(ctx, cert.CACertificateID)
+	if errors.Is(err, fleet.ErrNotFound) {
+		return "", ReasonCANotRegistered, fmt.Errorf("CA certificate %s: %w", cert.CACertificateID, err)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("describe CA certificate %s: %w", cert.CACertificateID, err)
+	}
+	caX, err := fleet.ParseCertificatePEM(ca.PEM)
+	if err != nil {
+		return "", fleet.ReasonMalformed, fmt.Errorf("CA certificate %s: %w", ca.ID, err)
+	}
+	name, err := fleet.ValidateDeviceCertificate(x, caX, h.now())
+	if err != nil {
+		var ice *fleet.InvalidCertificateError
+		reason := fleet.ReasonMalformed
+		if errors.As(err, &ice) {
+			reason = ice.Reason
+		}
+		return "", reason, err
+	}
+	return name, "", nil
+}
+
+// onboard runs the onboarding saga. With writeInventory the device is new and
+// the inventory item is written; otherwise it exists with this certificate
+// and only this region's registry is converged.
+func (h *Handler) onboard(ctx context.Context, log *slog.Logger, cert fleet.Certificate, thing string, writeInventory bool) error {
+	steps := ThingSteps(h.reg, thing, cert.ARN, h.policy)
+	if writeInventory {
+		x, err := fleet.ParseCertificatePEM(cert.PEM)
+		if err != nil { // validated above; kept for safety
+			return h.revoke(ctx, log, cert.ID, fleet.ReasonMalformed, err)
+		}
+		dev := fleet.Device{
+			ThingName: thing, CertificateID: cert.ID, CertificatePEM: cert.PEM,
+			CACertificateID: cert.CACertificateID, NotAfter: x.NotAfter.UTC(),
+			Status: fleet.StatusActive, OriginRegion: h.region, Version: 1, UpdatedAt: h.now().UTC(),
+		}
+		steps = append(steps, h.inventoryStep(dev))
+	}
+	// Activation comes last: see ActivateStep.
+	steps = append(steps, ActivateStep(h.reg, cert.ID))
+	if h.mutate != nil {
+		steps = h.mutate(steps)
+	}
+	_, err := h.runner.Run(ctx, saga.Saga{Name: Function, ID: "jitr/" + cert.ID, Steps: steps})
+	if err != nil {
+		return h.fail(ctx, log, fmt.Errorf("onboard %s: %w", thing, err))
+	}
+	log.InfoContext(ctx, "device onboarded", slog.Bool("new", writeInventory), slog.String("region", h.region))
+	h.metrics.Count("DeviceOnboarded", 1, obs.D("Function", Function))
+	return nil
+}
+
+// inventoryStep writes the inventory item (conditional: absent, or the same
+// certificate ACTIVE). An item that holds this certificate already is not
+// ours to undo.
+func (h *Handler) inventoryStep(dev fleet.Device) saga.Step {
+	return saga.Step{
+		Name: StepWriteInventory,
+		Do: func(ctx context.Context) (bool, error) {
+			cur, err := h.inv.Get(ctx, dev.ThingName)
+			switch {
+			case err == nil && cur.CertificateID == dev.CertificateID && cur.Status == fleet.StatusActive:
+				return false, nil
+			case err == nil:
+				return false, fmt.Errorf("inventory of %s holds certificate %s (%s): %w", dev.ThingName, cur.CertificateID, cur.Status, fleet.ErrConditionFailed)
+			case !errors.Is(err, fleet.ErrNotFound):
+				return false, fmt.Errorf("get inventory of %s: %w", dev.ThingName, err)
+			}
+			if err := h.inv.Create(ctx, dev); err != nil {
+				return false, fmt.Errorf("write inventory of %s: %w", dev.ThingName, err)
+			}
+			return true, nil
+		},
+		Undo: func(ctx context.Context) error {
+			cur, err := h.inv.Get(ctx, dev.ThingName)
+			if err != nil {
+				return fmt.Errorf("get inventory of %s: %w", dev.ThingName, err)
+			}
+			if cur.CertificateID != dev.CertificateID || cur.OriginRegion != dev.OriginRegion || cur.Version != dev.Version {
+				return nil // rewritten since by someone else: not ours any more
+			}
+			if err := h.inv.Delete(ctx, dev.ThingName); err != nil {
+				return fmt.Errorf("delete inventory of %s: %w", dev.ThingName, err)
+			}
+			return nil
+		},
+	}
+}
+
+// revoke sets the certificate REVOKED so that it never connects and the event
+// never fires again, logs why and counts it. Only a retryable registry
+// failure is returned.
+func (h *Handler) revoke(ctx context.Context, log *slog.Logger, certID, reason string, why error) error {
+	if err := h.reg.UpdateCertificate(ctx, certID, fleet.CertRevoked); err != nil {
+		return h.fail(ctx, log, fmt.Errorf("revoke certificate %s (%s): %w", certID, reason, err))
+	}
+	log.WarnContext(ctx, "certificate revoked", slog.String("reason", reason), slog.String("error", why.Error()))
+	h.metrics.Count("Rejected", 1, obs.D("Function", Function), obs.D("Reason", reason))
+	h.metrics.Count("CertificateRevoked", 1, obs.D("Function", Function), obs.D("Reason", reason))
+	return nil
+}
+
+// reject logs and counts an event that is dropped without retry.
+func (h *Handler) reject(ctx context.Context, reason string, why error, attrs ...slog.Attr) {
+	attrs = append(attrs, slog.String("function", Function), slog.String("reason", reason), slog.String("error", why.Error()))
+	h.log.LogAttrs(ctx, slog.LevelWarn, "event rejected", attrs...)
+	h.metrics.Count("Rejected", 1, obs.D("Function", Function), obs.D("Reason", reason))
+}
+
+// fail logs a failure that is returned to Lambda.
+func (h *Handler) fail(ctx context.Context, log *slog.Logger, err error) error {
+	log.ErrorContext(ctx, "jitr failed", slog.String("error", err.Error()), slog.Bool("retryable", saga.IsRetryable(err)))
+	return err
+}
