@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener is the endpoint's mochi listener: it accepts TCP connections,
+// refuses them while the region is down, and completes the TLS handshake
+// (with the registry check of the client certificate) before handing the
+// *tls.Conn to mochi, so that a client that does not chain to a registered
+// CA never reaches MQTT.
+type listener struct {
+	b  *Broker
+	id string
+	ln net.Listener
+	wg sync.WaitGroup
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[net.Conn]struct{} // open connections, closed on Close
+}
+
+var _ listeners.Listener = (*listener)(nil)
+
+func (l *listener) Init(*slog.Logger) error { return nil } // listening since Start
+func (l *listener) ID() string              { return l.id }
+func (l *listener) Address() string         { return l.ln.Addr().String() }
+func (l *listener) Protocol() string        { return "tcp+tls" }
+
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			conn, err := l.ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					l.b.log.Error("accept", "error", err)
+				}
+				return
+			}
+			if l.b.down.Load() {
+				l.b.stats.Refused.Add(1)
+				_ = conn.Close()
+				continue
+			}
+			l.mu.Lock()
+			if l.closing {
+				l.mu.Unlock()
+				_ = conn.Close()
+				return
+			}
+			if l.conns == nil {
+				l.conns = map[net.Conn]struct{}{}
+			}
+			l.conns[conn] = struct{}{}
+			l.wg.Add(1)
+			l.mu.Unlock()
+			go func() {
+				defer l.wg.Done()
+				l.handle(conn, establish)
+				l.mu.Lock()
+				delete(l.conns, conn)
+				l.mu.Unlock()
+				_ = conn.Close()
+			}()
+		}
+	}()
+}
+
+func (l *listener) handle(conn net.Conn, establish listeners.EstablishFn) {
+	tc := tls.Server(conn, l.b.tlsCfg)
+	ctx, cancel := context.WithTimeout(context.Background(), l.b.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		l.b.stats.Refused.Add(1)
+		l.b.log.Info("TLS handshake refused", "remote", conn.RemoteAddr().String(), "error", err)
+		_ = tc.Close()
+		return
+	}
+	if err := establish(l.id, tc); err != nil {
+		l.b.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "error", err)
+	}
+}
+
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	closeClients(l.id)
+	_ = l.ln.Close()
+	// Connections still in the handshake or before CONNECT are not mochi
+	// clients yet.
+	l.mu.Lock()
+	for c := range l.conns {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+}
+
+// wait waits for the accept loop and every connection goroutine.
+func (l *listener) wait() { l.wg.Wait() }
