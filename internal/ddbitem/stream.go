@@ -1,7 +1,9 @@
 package ddbitem
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -20,19 +22,19 @@ func ToStreamValue(av types.AttributeValue) (events.DynamoDBAttributeValue, erro
 	case *types.AttributeValueMemberN:
 		return events.NewNumberAttribute(v.Value), nil
 	case *types.AttributeValueMemberB:
-		return events.NewBinaryAttribute(append([]byte(nil), v.Value...)), nil
+		return events.NewBinaryAttribute(bytes.Clone(v.Value)), nil
 	case *types.AttributeValueMemberBOOL:
 		return events.NewBooleanAttribute(v.Value), nil
 	case *types.AttributeValueMemberNULL:
 		return events.NewNullAttribute(), nil
 	case *types.AttributeValueMemberSS:
-		return events.NewStringSetAttribute(append([]string(nil), v.Value...)), nil
+		return events.NewStringSetAttribute(slices.Clone(v.Value)), nil
 	case *types.AttributeValueMemberNS:
-		return events.NewNumberSetAttribute(append([]string(nil), v.Value...)), nil
+		return events.NewNumberSetAttribute(slices.Clone(v.Value)), nil
 	case *types.AttributeValueMemberBS:
 		bs := make([][]byte, len(v.Value))
 		for i, b := range v.Value {
-			bs[i] = append([]byte(nil), b...)
+			bs[i] = bytes.Clone(b)
 		}
 		return events.NewBinarySetAttribute(bs), nil
 	case *types.AttributeValueMemberL:
@@ -83,19 +85,19 @@ func FromStreamValue(av events.DynamoDBAttributeValue) (types.AttributeValue, er
 	case events.DataTypeNumber:
 		return &types.AttributeValueMemberN{Value: av.Number()}, nil
 	case events.DataTypeBinary:
-		return &types.AttributeValueMemberB{Value: append([]byte(nil), av.Binary()...)}, nil
+		return &types.AttributeValueMemberB{Value: bytes.Clone(av.Binary())}, nil
 	case events.DataTypeBoolean:
 		return &types.AttributeValueMemberBOOL{Value: av.Boolean()}, nil
 	case events.DataTypeNull:
 		return &types.AttributeValueMemberNULL{Value: true}, nil
 	case events.DataTypeStringSet:
-		return &types.AttributeValueMemberSS{Value: append([]string(nil), av.StringSet()...)}, nil
+		return &types.AttributeValueMemberSS{Value: slices.Clone(av.StringSet())}, nil
 	case events.DataTypeNumberSet:
-		return &types.AttributeValueMemberNS{Value: append([]string(nil), av.NumberSet()...)}, nil
+		return &types.AttributeValueMemberNS{Value: slices.Clone(av.NumberSet())}, nil
 	case events.DataTypeBinarySet:
 		bs := make([][]byte, len(av.BinarySet()))
 		for i, b := range av.BinarySet() {
-			bs[i] = append([]byte(nil), b...)
+			bs[i] = bytes.Clone(b)
 		}
 		return &types.AttributeValueMemberBS{Value: bs}, nil
 	case events.DataTypeList:
