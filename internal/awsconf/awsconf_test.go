@@ -241,7 +241,7 @@ func TestForRegion(t *testing.T) {
 	}
 }
 
-func TestTransientSentinel(t *testing.T) {
+func TestGenericSentinel(t *testing.T) {
 	resp := func(code int, err error) error {
 		return &smithyhttp.ResponseError{
 			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: code}},
@@ -265,13 +265,18 @@ func TestTransientSentinel(t *testing.T) {
 		{"net error", &net.OpError{Op: "dial", Err: errors.New("refused")}, fleet.ErrUnavailable},
 		{"deadline", fmt.Errorf("call: %w", context.DeadlineExceeded), fleet.ErrUnavailable},
 		{"canceled", context.Canceled, nil},
+		{"missing parameter", &smithy.InvalidParamsError{Context: "CreateThingInput"}, fleet.ErrInvalid},
+		{"empty path member", &smithy.SerializationError{Err: errors.New("input member thingName must not be empty")}, fleet.ErrInvalid},
+		{"code from the table", &smithy.GenericAPIError{Code: "ResourceNotFoundException"}, fleet.ErrNotFound},
+		{"table wins over throttle list", &smithy.GenericAPIError{Code: "LimitExceededException"}, fleet.ErrInvalid},
 		{"retryer gave up", &retry.MaxAttemptsError{Attempt: 5, Err: errors.New("EOF")}, fleet.ErrUnavailable},
 		{"plain", errors.New("bad"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := TransientSentinel(tt.err); got != tt.want {
-				t.Errorf("TransientSentinel(%v) = %v, want %v", tt.err, got, tt.want)
+			codes := map[string]error{"ResourceNotFoundException": fleet.ErrNotFound, "LimitExceededException": fleet.ErrInvalid}
+			if got := GenericSentinel(tt.err, codes); got != tt.want {
+				t.Errorf("GenericSentinel(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}

@@ -13,19 +13,36 @@ import (
 	"github.com/mriot/mriot/internal/fleet"
 )
 
-// TransientSentinel classifies an SDK error that no service-specific
-// exception explains: it returns fleet.ErrThrottled for a throttling error
-// code (the SDK's own list, retry.DefaultThrottleErrorCodes) or HTTP 429,
-// fleet.ErrUnavailable for a server fault, an HTTP 5xx, a request that could
-// not be sent, a network error, the caller's deadline, or a retryable error
-// the retryer gave up on (retry.MaxAttemptsError); and nil otherwise. The
-// adapters call it after mapping the typed exceptions of their service.
-func TransientSentinel(err error) error {
+// GenericSentinel classifies an SDK error that no typed exception of the
+// service explains. The adapters call it after mapping their service's typed
+// exceptions. It returns:
+//
+//   - fleet.ErrInvalid for a request the SDK refused to send
+//     (smithy.InvalidParamsError, *smithy.SerializationError: a required or
+//     path member missing or empty);
+//   - codes[code] for an API error whose code is in codes: a service error
+//     that the operation's model does not list arrives as a
+//     *smithy.GenericAPIError with only its code;
+//   - fleet.ErrThrottled for a throttling error code (the SDK's own list,
+//     retry.DefaultThrottleErrorCodes) or HTTP 429;
+//   - fleet.ErrUnavailable for a server fault, an HTTP 5xx, a request that
+//     could not be sent, a network error, the caller's deadline, or a
+//     retryable error the retryer gave up on (retry.MaxAttemptsError);
+//   - nil otherwise: the error is terminal for the workflows.
+func GenericSentinel(err error, codes map[string]error) error {
 	if err == nil {
 		return nil
 	}
+	var params *smithy.InvalidParamsError
+	var serialization *smithy.SerializationError
+	if errors.As(err, &params) || errors.As(err, &serialization) {
+		return fleet.ErrInvalid
+	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
+		if s, ok := codes[apiErr.ErrorCode()]; ok {
+			return s
+		}
 		if _, ok := retry.DefaultThrottleErrorCodes[apiErr.ErrorCode()]; ok {
 			return fleet.ErrThrottled
 		}

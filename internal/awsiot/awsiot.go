@@ -194,8 +194,7 @@ func (a *Adapter) DeleteThing(ctx context.Context, name string) error {
 	if err == nil {
 		return nil
 	}
-	var notFound *types.ResourceNotFoundException
-	if errors.As(err, &notFound) {
+	if Sentinel(err) == fleet.ErrNotFound {
 		return nil
 	}
 	// AWS refuses to delete a thing with attached principals with an

@@ -207,6 +207,9 @@ func TestErrorMapping(t *testing.T) {
 		{"unknown server fault", &smithy.GenericAPIError{Code: "Weird", Fault: smithy.FaultServer}, fleet.ErrUnavailable},
 		{"connection refused", &smithyhttp.RequestSendError{Err: errors.New("dial tcp: connection refused")}, fleet.ErrUnavailable},
 		{"deadline", context.DeadlineExceeded, fleet.ErrUnavailable},
+		{"code not in the operation's model", &smithy.GenericAPIError{Code: "ResourceNotFoundException", Message: "no"}, fleet.ErrNotFound},
+		{"empty path member", &smithy.SerializationError{Err: errors.New("input member thingName must not be empty")}, fleet.ErrInvalid},
+		{"missing parameter", &smithy.InvalidParamsError{Context: "Input"}, fleet.ErrInvalid},
 	}
 	for _, tt := range tests {
 		for op, call := range allOps {

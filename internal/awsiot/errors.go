@@ -25,61 +25,64 @@ func wrap(err error, format string, args ...any) error {
 }
 
 // Sentinel returns the fleet sentinel an AWS IoT error maps onto, or nil when
-// none fits (the error is then terminal for the workflows):
-//
-//	ResourceNotFoundException                          ErrNotFound
-//	ResourceAlreadyExistsException                     ErrAlreadyExists
-//	DeleteConflictException, CertificateStateException ErrDeleteConflict
-//	VersionConflictException                           ErrConditionFailed (expectedVersion race)
-//	InvalidRequestException, CertificateValidationException,
-//	CertificateConflictException, MalformedPolicyException,
-//	InvalidStateTransitionException, ValidationException,
-//	UnauthorizedException                              ErrInvalid
-//	ThrottlingException, LimitExceededException        ErrThrottled
-//	ServiceUnavailableException, InternalFailureException,
-//	InternalException, InternalServerException         ErrUnavailable
-//
-// and otherwise awsconf.TransientSentinel: throttling codes and HTTP 429,
-// server faults and 5xx, network failures, deadlines, a retryer that gave up.
+// none fits (the error is then terminal for the workflows). The typed
+// exceptions are matched with errors.As; the same codes arriving as a
+// *smithy.GenericAPIError (an operation whose model does not list the
+// exception) map the same way; then awsconf.GenericSentinel: SDK-side
+// parameter errors, throttling codes and HTTP 429, server faults and 5xx,
+// network failures, deadlines, a retryer that gave up.
 func Sentinel(err error) error {
-	var (
-		notFound       *types.ResourceNotFoundException
-		exists         *types.ResourceAlreadyExistsException
-		deleteConflict *types.DeleteConflictException
-		certState      *types.CertificateStateException
-		version        *types.VersionConflictException
-		invalid        *types.InvalidRequestException
-		certValidation *types.CertificateValidationException
-		certConflict   *types.CertificateConflictException
-		malformed      *types.MalformedPolicyException
-		transition     *types.InvalidStateTransitionException
-		validation     *types.ValidationException
-		unauthorized   *types.UnauthorizedException
-		throttling     *types.ThrottlingException
-		limit          *types.LimitExceededException
-		unavailable    *types.ServiceUnavailableException
-		internal       *types.InternalFailureException
-		internalExc    *types.InternalException
-		internalServer *types.InternalServerException
-	)
-	switch {
-	case errors.As(err, &notFound):
-		return fleet.ErrNotFound
-	case errors.As(err, &exists):
-		return fleet.ErrAlreadyExists
-	case errors.As(err, &deleteConflict), errors.As(err, &certState):
-		return fleet.ErrDeleteConflict
-	case errors.As(err, &version):
-		return fleet.ErrConditionFailed
-	case errors.As(err, &invalid), errors.As(err, &certValidation), errors.As(err, &certConflict),
-		errors.As(err, &malformed), errors.As(err, &transition), errors.As(err, &validation),
-		errors.As(err, &unauthorized):
-		return fleet.ErrInvalid
-	case errors.As(err, &throttling), errors.As(err, &limit):
-		return fleet.ErrThrottled
-	case errors.As(err, &unavailable), errors.As(err, &internal), errors.As(err, &internalExc),
-		errors.As(err, &internalServer):
-		return fleet.ErrUnavailable
+	if err == nil {
+		return nil
 	}
-	return awsconf.TransientSentinel(err)
+	for _, e := range exceptions {
+		if e.is(err) {
+			return e.sentinel
+		}
+	}
+	return awsconf.GenericSentinel(err, exceptionCodes)
 }
+
+func is[T error](err error) bool {
+	var target T
+	return errors.As(err, &target)
+}
+
+// exceptions maps the IoT exceptions onto the fleet sentinels.
+var exceptions = []struct {
+	is       func(error) bool
+	code     string
+	sentinel error
+}{
+	{is[*types.ResourceNotFoundException], "ResourceNotFoundException", fleet.ErrNotFound},
+	{is[*types.ResourceAlreadyExistsException], "ResourceAlreadyExistsException", fleet.ErrAlreadyExists},
+	// Attached to something, or ACTIVE (CertificateStateException).
+	{is[*types.DeleteConflictException], "DeleteConflictException", fleet.ErrDeleteConflict},
+	{is[*types.CertificateStateException], "CertificateStateException", fleet.ErrDeleteConflict},
+	// An expectedVersion race: the caller re-reads and decides again.
+	{is[*types.VersionConflictException], "VersionConflictException", fleet.ErrConditionFailed},
+	// Requests that retrying will not make valid.
+	{is[*types.InvalidRequestException], "InvalidRequestException", fleet.ErrInvalid},
+	{is[*types.CertificateValidationException], "CertificateValidationException", fleet.ErrInvalid},
+	{is[*types.CertificateConflictException], "CertificateConflictException", fleet.ErrInvalid},
+	{is[*types.MalformedPolicyException], "MalformedPolicyException", fleet.ErrInvalid},
+	{is[*types.InvalidStateTransitionException], "InvalidStateTransitionException", fleet.ErrInvalid},
+	{is[*types.ValidationException], "ValidationException", fleet.ErrInvalid},
+	{is[*types.UnauthorizedException], "UnauthorizedException", fleet.ErrInvalid},
+	// The SDK's retryer gave up on these.
+	{is[*types.ThrottlingException], "ThrottlingException", fleet.ErrThrottled},
+	{is[*types.LimitExceededException], "LimitExceededException", fleet.ErrThrottled},
+	{is[*types.ServiceUnavailableException], "ServiceUnavailableException", fleet.ErrUnavailable},
+	{is[*types.InternalFailureException], "InternalFailureException", fleet.ErrUnavailable},
+	{is[*types.InternalException], "InternalException", fleet.ErrUnavailable},
+	{is[*types.InternalServerException], "InternalServerException", fleet.ErrUnavailable},
+}
+
+// exceptionCodes is exceptions by error code.
+var exceptionCodes = func() map[string]error {
+	m := make(map[string]error, len(exceptions))
+	for _, e := range exceptions {
+		m[e.code] = e.sentinel
+	}
+	return m
+}()
