@@ -29,7 +29,7 @@ func TestFaultMatrix(t *testing.T) {
 		// wantMutations is how many mutating calls a clean run makes.
 		wantMutations int
 	}{
-		{"fresh", nil, 5},               // CreateThing, AttachThingPrincipal, AttachPolicy, PutItem, UpdateCertificate
+		{"fresh", nil, 5},                // CreateThing, AttachThingPrincipal, AttachPolicy, PutItem, UpdateCertificate
 		{"thing-exists", thingExists, 4}, // the thing is not created again
 		{"attached", attached, 2},        // a crashed earlier run: only inventory and activation left
 		{"replicated", replicated, 4},    // inventory from another region: no inventory write
