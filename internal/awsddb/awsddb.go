@@ -1,0 +1,299 @@
+// Package awsddb is the DynamoDB adapter of the device inventory
+// (contract.Inventory) and the data table (contract.Telemetry), over one
+// region's replica of each global table. Items are built only with
+// internal/ddbitem, so the in-memory tables and this adapter write the same
+// items. Errors are mapped onto the fleet sentinels.
+package awsddb
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/mriot/mriot/internal/contract"
+	"github.com/mriot/mriot/internal/ddbitem"
+	"github.com/mriot/mriot/internal/fleet"
+)
+
+// Client is the part of the DynamoDB SDK client the adapters use;
+// *dynamodb.Client satisfies it.
+type Client interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+}
+
+var _ Client = (*dynamodb.Client)(nil)
+
+var (
+	_ contract.Inventory = (*Inventory)(nil)
+	_ contract.Telemetry = (*Telemetry)(nil)
+)
+
+type common struct {
+	client Client
+	table  string
+}
+
+// Inventory is the device inventory on one region's replica.
+type Inventory struct{ common }
+
+// NewInventory returns the inventory adapter over table.
+func NewInventory(client Client, table string) *Inventory {
+	return &Inventory{common{client: client, table: table}}
+}
+
+// Get reads the device with a strongly consistent read (ErrNotFound).
+func (inv *Inventory) Get(ctx context.Context, thingName string) (fleet.Device, error) {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fleet.Device{}, fmt.Errorf("get device: %w", err)
+	}
+	out, err := inv.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(inv.table),
+		Key:            ddbitem.DeviceKey(thingName),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return fleet.Device{}, inv.wrap(err, "get device %s", thingName)
+	}
+	if len(out.Item) == 0 {
+		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, fleet.ErrNotFound)
+	}
+	d, err := ddbitem.UnmarshalDevice(out.Item)
+	if err != nil {
+		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, err)
+	}
+	return d, nil
+}
+
+// createCondition: no item, or the same certificate and ACTIVE (another
+// region onboarding the same device at the same time).
+func createCondition(certificateID string) expression.ConditionBuilder {
+	return expression.AttributeNotExists(expression.Name(ddbitem.AttrThingName)).Or(
+		expression.Name(ddbitem.AttrCertificateID).Equal(expression.Value(certificateID)).And(
+			expression.Name(ddbitem.AttrStatus).Equal(expression.Value(string(fleet.StatusActive)))))
+}
+
+// Create writes d under createCondition (ErrConditionFailed).
+func (inv *Inventory) Create(ctx context.Context, d fleet.Device) error {
+	if err := fleet.ValidateThingName(d.ThingName); err != nil {
+		return fmt.Errorf("create device: %w", err)
+	}
+	item, err := ddbitem.MarshalDevice(d)
+	if err != nil {
+		return fmt.Errorf("create device: %w", err)
+	}
+	expr, err := expression.NewBuilder().WithCondition(createCondition(d.CertificateID)).Build()
+	if err != nil {
+		return fmt.Errorf("create device %s: build condition: %w", d.ThingName, err)
+	}
+	_, err = inv.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 aws.String(inv.table),
+		Item:                      item,
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	return inv.wrap(err, "create device %s", d.ThingName)
+}
+
+// Update replaces the item with d if its Version is expectVersion
+// (ErrConditionFailed), and ErrNotFound when there is no item: the failed
+// condition returns the old item, absent for a missing device.
+func (inv *Inventory) Update(ctx context.Context, d fleet.Device, expectVersion int64) error {
+	if err := fleet.ValidateThingName(d.ThingName); err != nil {
+		return fmt.Errorf("update device: %w", err)
+	}
+	item, err := ddbitem.MarshalDevice(d)
+	if err != nil {
+		return fmt.Errorf("update device: %w", err)
+	}
+	cond := expression.Name(ddbitem.AttrVersion).Equal(expression.Value(expectVersion))
+	expr, err := expression.NewBuilder().WithCondition(cond).Build()
+	if err != nil {
+		return fmt.Errorf("update device %s: build condition: %w", d.ThingName, err)
+	}
+	_, err = inv.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           aws.String(inv.table),
+		Item:                                item,
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) && len(ccf.Item) == 0 {
+		return fmt.Errorf("update device %s: %w: %w", d.ThingName, fleet.ErrNotFound, err)
+	}
+	return inv.wrap(err, "update device %s from version %d", d.ThingName, expectVersion)
+}
+
+// Delete removes the device; an absent one is a success.
+func (inv *Inventory) Delete(ctx context.Context, thingName string) error {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	_, err := inv.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(inv.table),
+		Key:       ddbitem.DeviceKey(thingName),
+	})
+	return inv.wrap(err, "delete device %s", thingName)
+}
+
+// cursor is the JSON inside an opaque List cursor: the key DynamoDB's Scan
+// stopped at.
+type cursor struct {
+	ThingName string `json:"t"`
+}
+
+func encodeCursor(last map[string]types.AttributeValue) (string, error) {
+	s, ok := last[ddbitem.AttrThingName].(*types.AttributeValueMemberS)
+	if !ok || s.Value == "" {
+		return "", fmt.Errorf("last evaluated key without %s: %w", ddbitem.AttrThingName, fleet.ErrInvalid)
+	}
+	b, err := json.Marshal(cursor{ThingName: s.Value})
+	if err != nil {
+		return "", fmt.Errorf("encode cursor: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// DecodeCursor returns the thing name inside a List cursor; a cursor that
+// List did not make is ErrInvalid.
+func DecodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", fmt.Errorf("cursor %q is not base64: %w: %w", c, fleet.ErrInvalid, err)
+	}
+	var cur cursor
+	if err := json.Unmarshal(b, &cur); err != nil {
+		return "", fmt.Errorf("cursor %q: %w: %w", c, fleet.ErrInvalid, err)
+	}
+	if err := fleet.ValidateThingName(cur.ThingName); err != nil {
+		return "", fmt.Errorf("cursor %q: %w", c, err)
+	}
+	return cur.ThingName, nil
+}
+
+// List scans up to limit devices after the cursor. The next cursor is
+// opaque (base64 of JSON holding the last key), "" at the end.
+func (inv *Inventory) List(ctx context.Context, limit int, cur string) ([]fleet.Device, string, error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("list devices: limit %d: must be at least 1: %w", limit, fleet.ErrInvalid)
+	}
+	in := &dynamodb.ScanInput{
+		TableName:      aws.String(inv.table),
+		Limit:          aws.Int32(int32(min(limit, 1<<30))),
+		ConsistentRead: aws.Bool(true),
+	}
+	if cur != "" {
+		name, err := DecodeCursor(cur)
+		if err != nil {
+			return nil, "", fmt.Errorf("list devices: %w", err)
+		}
+		in.ExclusiveStartKey = ddbitem.DeviceKey(name)
+	}
+	out, err := inv.client.Scan(ctx, in)
+	if err != nil {
+		return nil, "", inv.wrap(err, "list devices")
+	}
+	devs := make([]fleet.Device, 0, len(out.Items))
+	for _, item := range out.Items {
+		d, err := ddbitem.UnmarshalDevice(item)
+		if err != nil {
+			return nil, "", fmt.Errorf("list devices: %w", err)
+		}
+		devs = append(devs, d)
+	}
+	next := ""
+	if len(out.LastEvaluatedKey) > 0 {
+		if next, err = encodeCursor(out.LastEvaluatedKey); err != nil {
+			return nil, "", fmt.Errorf("list devices: %w", err)
+		}
+	}
+	return devs, next, nil
+}
+
+// Telemetry is the data table on one region's replica.
+type Telemetry struct{ common }
+
+// NewTelemetry returns the telemetry adapter over table.
+func NewTelemetry(client Client, table string) *Telemetry {
+	return &Telemetry{common{client: client, table: table}}
+}
+
+// Put stores m unless an item has its key (ErrAlreadyExists; the stored item
+// is left as it is).
+func (tel *Telemetry) Put(ctx context.Context, m fleet.Message) error {
+	if err := fleet.ValidateThingName(m.Device); err != nil {
+		return fmt.Errorf("put message: device: %w", err)
+	}
+	item, err := ddbitem.MarshalMessage(m)
+	if err != nil {
+		return fmt.Errorf("put message: %w", err)
+	}
+	sk := ""
+	if s, ok := item[ddbitem.AttrSK].(*types.AttributeValueMemberS); ok {
+		sk = s.Value
+	}
+	expr, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(ddbitem.AttrSK))).Build()
+	if err != nil {
+		return fmt.Errorf("put message %s/%s: build condition: %w", m.Device, sk, err)
+	}
+	_, err = tel.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 aws.String(tel.table),
+		Item:                      item,
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return fmt.Errorf("put message %s/%s: %w: %w", m.Device, sk, fleet.ErrAlreadyExists, err)
+	}
+	return tel.wrap(err, "put message %s/%s", m.Device, sk)
+}
+
+// Query returns up to limit messages of device, newest first.
+func (tel *Telemetry) Query(ctx context.Context, device string, limit int) ([]fleet.Message, error) {
+	if err := fleet.ValidateThingName(device); err != nil {
+		return nil, fmt.Errorf("query messages: device: %w", err)
+	}
+	if limit < 1 {
+		return nil, fmt.Errorf("query messages of %s: limit %d: must be at least 1: %w", device, limit, fleet.ErrInvalid)
+	}
+	key := expression.Key(ddbitem.DataHashKey).Equal(expression.Value(device))
+	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
+	if err != nil {
+		return nil, fmt.Errorf("query messages of %s: build key condition: %w", device, err)
+	}
+	out, err := tel.client.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(tel.table),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ScanIndexForward:          aws.Bool(false),
+		Limit:                     aws.Int32(int32(min(limit, 1<<30))),
+	})
+	if err != nil {
+		return nil, tel.wrap(err, "query messages of %s", device)
+	}
+	msgs := make([]fleet.Message, 0, len(out.Items))
+	for _, item := range out.Items {
+		m, err := ddbitem.UnmarshalMessage(item)
+		if err != nil {
+			return nil, fmt.Errorf("query messages of %s: %w", device, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
