@@ -638,3 +638,81 @@ func TestConcurrentConvergence(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushHurriesChainedWrites: a subscriber that writes in response to a
+// record (as the replicate workflow does) gets its writes replicated by the
+// same Flush, whatever the lag.
+func TestFlushHurriesChainedWrites(t *testing.T) {
+	g := NewGlobalTable("T", KeySchema{HashKey: "ThingName"}, []string{usw2, euw1}, WithReplicationLag(time.Hour))
+	defer g.Close()
+	ctx := context.Background()
+	eu := g.Replica(euw1)
+	t.Cleanup(eu.Subscribe(func(r events.DynamoDBEventRecord) {
+		if r.EventName == "INSERT" && r.Change.Keys["ThingName"].String() == "a" {
+			if err := eu.PutItem(ctx, item("b", "from-eu"), nil); err != nil {
+				t.Error(err)
+			}
+		}
+	}))
+	if err := g.Replica(usw2).PutItem(ctx, item("a", "1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := g.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := g.Replica(usw2).GetItem(ctx, key("b")); got == nil {
+		t.Errorf("the chained write did not reach us-west-2")
+	}
+}
+
+func TestExpireTTL(t *testing.T) {
+	g := NewGlobalTable("Data", DataKey, []string{usw2, euw1}, WithReplicationLag(time.Millisecond))
+	defer g.Close()
+	ctx := context.Background()
+	tel := NewTelemetry(g.Replica(usw2))
+	now := time.Unix(1700000000, 0)
+	msgs := []fleet.Message{
+		{Device: "d", Timestamp: 1, ID: "old", Payload: []byte("{}"), ExpiresAt: now.Add(-time.Second)},
+		{Device: "d", Timestamp: 2, ID: "new", Payload: []byte("{}"), ExpiresAt: now.Add(time.Hour)},
+		{Device: "d", Timestamp: 3, ID: "forever", Payload: []byte("{}")},
+	}
+	for _, m := range msgs {
+		if err := tel.Put(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitIdle(t, g)
+	eu := subscribe(t, g.Replica(euw1))
+	if n := g.Replica(usw2).ExpireTTL(ddbitem.AttrExpiresAt, now); n != 1 {
+		t.Fatalf("expired %d items, want 1", n)
+	}
+	waitIdle(t, g)
+	for _, r := range []string{usw2, euw1} {
+		got, err := NewTelemetry(g.Replica(r)).Query(ctx, "d", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].ID != "forever" || got[1].ID != "new" {
+			t.Errorf("%s keeps %v, want forever and new", r, sortKeysOf(got))
+		}
+	}
+	local := g.Replica(usw2).Records()
+	last := local[len(local)-1]
+	if last.EventName != "REMOVE" || last.UserIdentity == nil || last.UserIdentity.Type != "Service" ||
+		last.UserIdentity.PrincipalID != "dynamodb.amazonaws.com" {
+		t.Errorf("TTL record %s with identity %+v, want REMOVE by the DynamoDB service", last.EventName, last.UserIdentity)
+	}
+	if recs := eu.get(); len(recs) != 1 || recs[0].EventName != "REMOVE" {
+		t.Errorf("eu-west-1 records %v, want one replicated REMOVE", names(recs))
+	}
+}
+
+func sortKeysOf(ms []fleet.Message) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.SortKey)
+	}
+	return out
+}

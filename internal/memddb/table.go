@@ -208,17 +208,31 @@ func (g *GlobalTable) WaitIdle(ctx context.Context) error {
 }
 
 // Flush applies every pending replication now, ignoring the lag, and waits
-// until the table is idle.
+// until the table is idle. Replications caused by deliveries made meanwhile
+// (a subscriber that writes) are hurried too.
 func (g *GlobalTable) Flush(ctx context.Context) error {
-	for _, t := range g.replicas {
-		t.rmu.Lock()
-		for i := range t.rq {
-			t.rq[i].due = time.Time{}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, t := range g.replicas {
+			t.rmu.Lock()
+			for i := range t.rq {
+				t.rq[i].due = time.Time{}
+			}
+			t.rmu.Unlock()
+			t.poke()
 		}
-		t.rmu.Unlock()
-		t.poke()
+		g.pmu.Lock()
+		idle := g.idle
+		g.pmu.Unlock()
+		select {
+		case <-idle:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("flush table %s: %w", g.name, ctx.Err())
+		case <-tick.C:
+		}
 	}
-	return g.WaitIdle(ctx)
 }
 
 // Close stops replication and stream delivery; pending work is dropped and
@@ -502,6 +516,12 @@ func (t *Table) DeleteItem(ctx context.Context, key map[string]types.AttributeVa
 func (t *Table) write(h, r string, fn func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error)) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.writeLocked(h, r, fn, nil)
+}
+
+// writeLocked is write with t.mu held; who is the record's userIdentity
+// (nil for a caller's write).
+func (t *Table) writeLocked(h, r string, fn func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error), who *events.DynamoDBUserIdentity) error {
 	e := t.items[h][r]
 	var old map[string]types.AttributeValue
 	if e != nil {
@@ -518,7 +538,7 @@ func (t *Table) write(h, r string, fn func(old map[string]types.AttributeValue) 
 	if e != nil && !ts.After(e.ts) {
 		ts = e.ts.Add(time.Nanosecond) // the local write is always the newest here
 	}
-	t.apply(h, r, old, item, ts, t.region)
+	t.apply(h, r, old, item, ts, t.region, who)
 	lag := t.g.currentLag()
 	for _, other := range t.g.regions {
 		if other == t.region {
@@ -532,7 +552,7 @@ func (t *Table) write(h, r string, fn func(old map[string]types.AttributeValue) 
 }
 
 // apply stores the new version and emits its stream record. The caller holds t.mu.
-func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts time.Time, origin string) {
+func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts time.Time, origin string, who *events.DynamoDBUserIdentity) {
 	if t.items[h] == nil {
 		t.items[h] = map[string]*entry{}
 	}
@@ -540,7 +560,7 @@ func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts
 	if reflect.DeepEqual(old, item) {
 		return
 	}
-	t.emit(old, item)
+	t.emit(old, item, who)
 }
 
 func (t *Table) enqueue(rep replication) {
@@ -609,7 +629,7 @@ func (t *Table) applyReplicated(rep replication) {
 	if e != nil {
 		old = e.item
 	}
-	t.apply(rep.hash, rep.rng, old, rep.item, rep.ts, rep.origin)
+	t.apply(rep.hash, rep.rng, old, rep.item, rep.ts, rep.origin, nil)
 }
 
 // Query returns the items whose hash key is hashValue, by range key
@@ -785,7 +805,7 @@ func cloneValue(av types.AttributeValue) types.AttributeValue {
 
 // emit builds the stream record of a change and hands it to the
 // subscribers. The caller holds t.mu.
-func (t *Table) emit(old, item map[string]types.AttributeValue) {
+func (t *Table) emit(old, item map[string]types.AttributeValue, who *events.DynamoDBUserIdentity) {
 	name := "MODIFY"
 	switch {
 	case old == nil:
@@ -809,6 +829,7 @@ func (t *Table) emit(old, item map[string]types.AttributeValue) {
 		EventSource:    "aws:dynamodb",
 		EventVersion:   "1.1",
 		EventSourceArn: t.StreamARN(),
+		UserIdentity:   who,
 		Change: events.DynamoDBStreamRecord{
 			ApproximateCreationDateTime: events.SecondsEpochTime{Time: t.g.now().UTC().Truncate(time.Second)},
 			Keys:                        keys,
@@ -898,6 +919,46 @@ func valueSize(av types.AttributeValue) int {
 		return 3 + itemSize(v.Value) + len(v.Value)
 	}
 	return 0
+}
+
+// ExpireTTL deletes the items of this replica whose attribute attr (DynamoDB's
+// TTL attribute: a number of epoch seconds) is before now, as DynamoDB's TTL
+// process does: each deletion emits a REMOVE record whose userIdentity is the
+// DynamoDB service, and reaches the other replicas like any delete. Items
+// without the attribute, or whose attribute is not a number, never expire.
+// It returns the number of items deleted.
+func (t *Table) ExpireTTL(attr string, now time.Time) int {
+	if t.g.isClosed() {
+		return 0
+	}
+	who := &events.DynamoDBUserIdentity{Type: "Service", PrincipalID: "dynamodb.amazonaws.com"}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	deleted := 0
+	for _, k := range t.liveKeys() {
+		if !expired(t.items[k[0]][k[1]].item[attr], now) {
+			continue
+		}
+		if err := t.writeLocked(k[0], k[1], func(map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+			return nil, nil
+		}, who); err == nil {
+			deleted++
+		}
+	}
+	return deleted
+}
+
+func expired(av types.AttributeValue, now time.Time) bool {
+	v, ok := av.(*types.AttributeValueMemberN)
+	if !ok {
+		return false
+	}
+	f, ok := new(big.Float).SetString(v.Value)
+	if !ok {
+		return false
+	}
+	sec, _ := f.Int64()
+	return sec < now.Unix()
 }
 
 // Records returns the replica's most recent stream records (up to 10000),
