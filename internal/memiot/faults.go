@@ -53,8 +53,17 @@ func Invalid(op string) error {
 // Option configures a Registry.
 type Option func(*faults)
 
-// WithHook calls hook before every API call with the AWS operation name. A
-// non-nil error is returned as the call's error and the state is not changed.
+// WithHook calls hook before every API call with the AWS operation name: the
+// port's CreateThing, DescribeThing, UpdateThing, DeleteThing,
+// AttachThingPrincipal, DetachThingPrincipal, ListThingPrincipals,
+// AttachPolicy, DetachPolicy, ListAttachedPolicies, RegisterCertificate,
+// DescribeCertificate, DescribeCACertificate, UpdateCertificate,
+// DeleteCertificate, and the set-up calls RegisterCACertificate,
+// UpdateCACertificate (SetCAStatus), CreatePolicy and GetPolicy. A non-nil
+// error is returned as the call's error and the state is not changed. The
+// inspections (ListCACertificates, CertificateByID, ListCertificates,
+// ListThings, PoliciesForPrincipal, ThingsForPrincipal, Snapshot) and
+// AutoRegister are no API calls: no hook, latency or quota applies to them.
 func WithHook(hook func(ctx context.Context, op string) error) Option {
 	return func(f *faults) { f.hook = hook }
 }
