@@ -1,14 +1,24 @@
 package awsiot_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 
 	"github.com/mriot/mriot/internal/awsiot"
 	"github.com/mriot/mriot/internal/contract"
+	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/motoserver"
+	"github.com/mriot/mriot/internal/pki"
 )
 
 func TestMain(m *testing.M) { os.Exit(motoserver.Main(m)) }
@@ -42,4 +52,98 @@ func newMotoEnv(t *testing.T) contract.RegistryEnv {
 
 func TestRegistryContractOnMoto(t *testing.T) {
 	contract.TestRegistry(t, newMotoEnv)
+}
+
+// Adapter behaviour against moto's HTTP API beyond the contract.
+
+func TestAdapterOnMoto(t *testing.T) {
+	s := motoserver.Start(t)
+	cfg := s.Config("ap-northeast-1")
+	a := awsiot.New(iot.NewFromConfig(cfg))
+	ctx := context.Background()
+
+	root, err := pki.NewRoot("adapter root", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := a.RegisterCACertificate(ctx, root.CertPEM())
+	if err != nil {
+		t.Fatalf("RegisterCACertificate: %v", err)
+	}
+	if ca.ID != fleet.CertificateID(root.Cert) || ca.Status != fleet.CertActive {
+		t.Errorf("RegisterCACertificate = %+v, want id %s, ACTIVE", ca, fleet.CertificateID(root.Cert))
+	}
+	desc, err := a.DescribeCACertificate(ctx, ca.ID)
+	if err != nil || desc.Status != fleet.CertActive || desc.PEM == "" {
+		t.Errorf("DescribeCACertificate = %+v, %v", desc, err)
+	}
+	if _, err := a.RegisterCACertificate(ctx, "not a certificate"); err == nil {
+		t.Error("RegisterCACertificate of garbage succeeded")
+	}
+
+	// Several principals on one thing, all listed.
+	thing := "multi-principal"
+	if _, err := a.CreateThing(ctx, thing, map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for i := range 4 {
+		leaf, err := root.IssueDevice(fmt.Sprintf("%s-%d", thing, i), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := a.RegisterCertificate(ctx, leaf.CertPEM(), fleet.CertActive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.AttachThingPrincipal(ctx, thing, c.ARN); err != nil {
+			t.Fatal(err)
+		}
+		want[c.ARN] = true
+	}
+	got, err := a.ListThingPrincipals(ctx, thing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("ListThingPrincipals = %d principals, want %d", len(got), len(want))
+	}
+	for _, arn := range got {
+		if !want[arn] {
+			t.Errorf("unexpected principal %s", arn)
+		}
+	}
+
+	// A missing thing deletes fine; a thing with principals is a conflict.
+	if err := a.DeleteThing(ctx, "never-created"); err != nil {
+		t.Errorf("DeleteThing of a missing thing: %v", err)
+	}
+	if err := a.DeleteThing(ctx, thing); !errors.Is(err, fleet.ErrDeleteConflict) {
+		t.Errorf("DeleteThing with principals: %v, want ErrDeleteConflict", err)
+	}
+	// An empty name is refused by the SDK before any request.
+	if _, err := a.DescribeThing(ctx, ""); !errors.Is(err, fleet.ErrInvalid) {
+		t.Errorf("DescribeThing of an empty name: %v, want ErrInvalid", err)
+	}
+}
+
+func TestUnreachableEndpointIsUnavailable(t *testing.T) {
+	// A port nobody listens on: the SDK retries, gives up, and the adapter
+	// reports a transient failure.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := aws.Config{
+		Region:       "eu-west-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
+		BaseEndpoint: aws.String("http://" + addr),
+		Retryer:      func() aws.Retryer { return retry.AddWithMaxBackoffDelay(retry.NewStandard(), time.Millisecond) },
+	}
+	_, err = awsiot.New(iot.NewFromConfig(cfg)).DescribeThing(context.Background(), "t")
+	if !errors.Is(err, fleet.ErrUnavailable) || !fleet.IsTransient(err) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
 }
