@@ -53,7 +53,7 @@ func newJITRHook(refuseFirst int, how refusal) *jitrHook {
 func (h *jitrHook) ID() string { return "jitr-test" }
 
 func (h *jitrHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublished}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
 }
 
 func commonName(cl *mqtt.Client) string {
@@ -109,10 +109,13 @@ func (h *jitrHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return write && topic == sim.Topic(commonName(cl))
 }
 
-func (h *jitrHook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+// OnPublish records a message before the broker sends its PUBACK (mochi
+// calls OnPublished after), so a client's acknowledged message is recorded.
+func (h *jitrHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.published[pk.TopicName] = append(h.published[pk.TopicName], bytes.Clone(pk.Payload))
+	return pk, nil
 }
 
 func (h *jitrHook) attemptsOf(name string) int {

@@ -57,6 +57,7 @@ func TestRunOnboardsAfterRefusals(t *testing.T) {
 			if ctx.Err() != nil {
 				t.Fatalf("run did not finish by itself: %v", s)
 			}
+			t.Logf("summary:\n%s", s)
 			n := int64(tc.devices)
 			want := sim.Summary{Devices: tc.devices, Onboarded: tc.devices, Refused: n * int64(tc.refuseFirst),
 				Sent: n * int64(tc.messages), Acked: n * int64(tc.messages)}
@@ -118,7 +119,7 @@ func TestRunBacksOffWithJitter(t *testing.T) {
 		min, max time.Duration
 	}{
 		{"top", func(n int64) int64 { return n - 1 }, 280 * time.Millisecond, 5 * time.Second},
-		{"bottom", func(int64) int64 { return 0 }, 0, 250 * time.Millisecond},
+		{"bottom", func(int64) int64 { return 0 }, 0, 2 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,7 +223,11 @@ func TestRunStopsOnCancel(t *testing.T) {
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if n := len(hook.publishedTo(sim.Topic("run-3"))); n >= 5 {
+		least := 1 << 30
+		for _, d := range devs {
+			least = min(least, len(hook.publishedTo(sim.Topic(d.Name))))
+		}
+		if least >= 5 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -244,7 +249,9 @@ func TestRunStopsOnCancel(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	s := r.s
-	if s.Onboarded != 4 || s.Refused != 4 || s.Acked < 20 || s.Sent < s.Acked || s.Sent > s.Acked+4 {
+	// Every device had 5 messages received; at most one each may be in
+	// flight, unacknowledged, when the run is cancelled.
+	if s.Onboarded != 4 || s.Refused != 4 || s.Sent < 20 || s.Acked < 16 || s.Sent > s.Acked+4 {
 		t.Fatalf("summary %s", s)
 	}
 	if s.Errors != 0 {
@@ -267,7 +274,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 func TestRunBoundsDialConcurrency(t *testing.T) {
 	p := newPKI(t)
 	hook := newJITRHook(0, drop)
-	hook.connectHold = 30 * time.Millisecond
+	hook.connectHold = 100 * time.Millisecond
 	addr, _ := startBroker(t, p, hook)
 	var devs []sim.Device
 	for i := range 8 {
