@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -48,9 +49,15 @@ const Function = "replicate"
 // this region's registry was last converged to.
 const VersionAttribute = "inventoryVersion"
 
+// RemovingAttribute is the thing attribute that names, during a removal, the
+// certificates being removed (ids joined by '.').
+const RemovingAttribute = "removing"
+
 // Step names beyond the shared jitr steps.
 const (
 	StepRegister       = "register-certificate"
+	StepRecordVersion  = "record-version"
+	StepMark           = "mark-removal"
 	StepRevoke         = "revoke-certificate"
 	StepDetachPolicies = "detach-policies"
 	StepDetachThing    = "detach-principal"
@@ -252,8 +259,16 @@ func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Devi
 	th, err := h.reg.DescribeThing(ctx, dev.ThingName)
 	switch {
 	case err == nil && th.Attributes[VersionAttribute] == want:
-		h.unchanged(ctx, log, "version")
-		return nil
+		// Converged to this version up to the attachments (the version is
+		// recorded after them); activation is the last step, so check it.
+		c, err := h.reg.DescribeCertificate(ctx, dev.CertificateID)
+		if err == nil && c.Status == fleet.CertActive {
+			h.unchanged(ctx, log, "version")
+			return nil
+		}
+		if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+			return h.fail(ctx, log, fmt.Errorf("describe certificate %s: %w", dev.CertificateID, err))
+		}
 	case err != nil && !errors.Is(err, fleet.ErrNotFound):
 		return h.fail(ctx, log, fmt.Errorf("describe thing %s: %w", dev.ThingName, err))
 	}
@@ -312,21 +327,45 @@ func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Devi
 			},
 		}
 	}
-	steps := []saga.Step{reg, lazy(0), lazy(1), lazy(2), jitr.ActivateStep(h.reg, dev.CertificateID)}
+	steps := []saga.Step{reg, lazy(0), lazy(1), lazy(2), h.recordVersion(dev.ThingName, want), jitr.ActivateStep(h.reg, dev.CertificateID)}
 	if err := h.run(ctx, saga.Saga{Name: Function, ID: h.sagaID(dev.ThingName, want), Steps: steps}); err != nil {
 		return h.fail(ctx, log, fmt.Errorf("converge %s to ACTIVE: %w", dev.ThingName, err))
-	}
-	// Record the version, so that the next record of this version costs only
-	// the reads. Not a saga step: it changes nothing a device depends on.
-	if err := h.reg.UpdateThingAttributes(ctx, dev.ThingName, map[string]string{VersionAttribute: want}); err != nil {
-		if saga.IsRetryable(err) {
-			return h.fail(ctx, log, fmt.Errorf("record version on thing %s: %w", dev.ThingName, err))
-		}
-		log.WarnContext(ctx, "could not record the inventory version on the thing", slog.String("error", err.Error()))
 	}
 	log.InfoContext(ctx, "registry converged", slog.String("to", string(dev.Status)))
 	h.metrics.Count("Converged", 1, obs.D("Function", Function), obs.D("Status", string(dev.Status)))
 	return nil
+}
+
+// recordVersion records on the thing the inventory version its attachments
+// were converged to, so that the next record of this version costs only the
+// reads. It runs after the attachments and before activation (which stays
+// last, see jitr.ActivateStep); its compensation restores the previous value.
+func (h *Handler) recordVersion(thing, version string) saga.Step {
+	prev := ""
+	return saga.Step{
+		Name: StepRecordVersion,
+		Do: func(ctx context.Context) (bool, error) {
+			th, err := h.reg.DescribeThing(ctx, thing)
+			if err != nil {
+				return false, fmt.Errorf("describe thing %s: %w", thing, err)
+			}
+			prev = th.Attributes[VersionAttribute]
+			if prev == version {
+				return false, nil
+			}
+			if err := h.reg.UpdateThingAttributes(ctx, thing, map[string]string{VersionAttribute: version}); err != nil {
+				return false, fmt.Errorf("record version %s on thing %s: %w", version, thing, err)
+			}
+			return true, nil
+		},
+		Undo: func(ctx context.Context) error {
+			// An empty value removes the attribute (AWS UpdateThing).
+			if err := h.reg.UpdateThingAttributes(ctx, thing, map[string]string{VersionAttribute: prev}); err != nil {
+				return fmt.Errorf("restore version on thing %s: %w", thing, err)
+			}
+			return nil
+		},
+	}
 }
 
 // revoke makes the certificate REVOKED here. A certificate unknown here needs
@@ -359,7 +398,7 @@ func (h *Handler) revoke(ctx context.Context, log *slog.Logger, dev fleet.Device
 }
 
 // removal is what a removal found in the registry: the thing (if any) and
-// every certificate to remove with what is attached to it.
+// every certificate to remove with the policies attached to it.
 type removal struct {
 	thing     *fleet.Thing
 	principal []string // principals attached to the thing, sorted
@@ -367,10 +406,15 @@ type removal struct {
 	policies  map[string][]string // by certificate ARN
 }
 
-// plan reads what a removal of thing has to undo in this region: the thing,
-// its principals, and the certificate named by the item or old image.
+// plan reads what removing thing means in this region: the thing, its
+// principals, the certificates named by the item (or old image) and by the
+// thing's RemovingAttribute, and their policies.
 func (h *Handler) plan(ctx context.Context, thing, certID string) (removal, error) {
 	var p removal
+	ids := map[string]bool{}
+	if certID != "" {
+		ids[certID] = true
+	}
 	th, err := h.reg.DescribeThing(ctx, thing)
 	switch {
 	case err == nil:
@@ -380,17 +424,18 @@ func (h *Handler) plan(ctx context.Context, thing, certID string) (removal, erro
 			return p, fmt.Errorf("list principals of thing %s: %w", thing, err)
 		}
 		p.principal = prs
+		for _, arn := range prs {
+			if i := lastSlash(arn); i >= 0 && isCertID(arn[i+1:]) {
+				ids[arn[i+1:]] = true
+			}
+		}
+		for _, id := range strings.Split(th.Attributes[RemovingAttribute], ".") {
+			if isCertID(id) {
+				ids[id] = true
+			}
+		}
 	case !errors.Is(err, fleet.ErrNotFound):
 		return p, fmt.Errorf("describe thing %s: %w", thing, err)
-	}
-	ids := map[string]bool{}
-	if certID != "" {
-		ids[certID] = true
-	}
-	for _, arn := range p.principal {
-		if i := lastSlash(arn); i >= 0 && isCertID(arn[i+1:]) {
-			ids[arn[i+1:]] = true
-		}
 	}
 	p.policies = map[string][]string{}
 	for _, id := range sortedKeys(ids) {
@@ -412,12 +457,7 @@ func (h *Handler) plan(ctx context.Context, thing, certID string) (removal, erro
 }
 
 func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
-		}
-	}
-	return -1
+	return strings.LastIndexByte(s, '/')
 }
 
 func sortedKeys(m map[string]bool) []string {
@@ -429,10 +469,19 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// remove deletes the thing and its certificate(s) here: detach policies,
-// detach principals, delete the thing, deactivate and delete the
-// certificates. Ordered so that every step but the last can be compensated
-// exactly (a deleted certificate is registered again from its PEM).
+// remove deletes the thing and its certificates here. The steps:
+//
+//  1. mark the thing with the certificates being removed (RemovingAttribute),
+//     so that a redelivery after a crash still finds a certificate once it
+//     is detached (a REMOVE record need not carry the old image);
+//  2. detach the policies of each certificate;
+//  3. detach each certificate from the thing;
+//  4. deactivate each ACTIVE certificate;
+//  5. delete each certificate;
+//  6. delete the thing (last: nothing after it can fail).
+//
+// Every step but the last is compensated exactly: a deleted certificate is
+// registered again from its PEM, a deactivated one re-activated.
 func (h *Handler) remove(ctx context.Context, log *slog.Logger, thing, certID, version string) error {
 	p, err := h.plan(ctx, thing, certID)
 	if err != nil {
@@ -443,6 +492,31 @@ func (h *Handler) remove(ctx context.Context, log *slog.Logger, thing, certID, v
 		return nil
 	}
 	var steps []saga.Step
+	if p.thing != nil && len(p.certs) > 0 {
+		ids := make([]string, len(p.certs))
+		for i, c := range p.certs {
+			ids[i] = c.ID
+		}
+		mark, prev := strings.Join(ids, "."), p.thing.Attributes[RemovingAttribute]
+		steps = append(steps, saga.Step{
+			Name: StepMark,
+			Do: func(ctx context.Context) (bool, error) {
+				if prev == mark {
+					return false, nil
+				}
+				if err := h.reg.UpdateThingAttributes(ctx, thing, map[string]string{RemovingAttribute: mark}); err != nil {
+					return false, fmt.Errorf("mark thing %s for removal: %w", thing, err)
+				}
+				return true, nil
+			},
+			Undo: func(ctx context.Context) error {
+				if err := h.reg.UpdateThingAttributes(ctx, thing, map[string]string{RemovingAttribute: prev}); err != nil {
+					return fmt.Errorf("unmark thing %s: %w", thing, err)
+				}
+				return nil
+			},
+		})
+	}
 	for _, c := range p.certs {
 		for _, pol := range p.policies[c.ARN] {
 			steps = append(steps, saga.Step{
@@ -462,36 +536,18 @@ func (h *Handler) remove(ctx context.Context, log *slog.Logger, thing, certID, v
 			})
 		}
 	}
-	if p.thing != nil {
-		for _, arn := range p.principal {
-			steps = append(steps, saga.Step{
-				Name: StepDetachThing + "/" + arn[lastSlash(arn)+1:],
-				Do: func(ctx context.Context) (bool, error) {
-					if err := h.reg.DetachThingPrincipal(ctx, thing, arn); err != nil {
-						return false, fmt.Errorf("detach %s from thing %s: %w", arn, thing, err)
-					}
-					return true, nil
-				},
-				Undo: func(ctx context.Context) error {
-					if err := h.reg.AttachThingPrincipal(ctx, thing, arn); err != nil {
-						return fmt.Errorf("re-attach %s to thing %s: %w", arn, thing, err)
-					}
-					return nil
-				},
-			})
-		}
-		attrs := p.thing.Attributes
+	for _, arn := range p.principal {
 		steps = append(steps, saga.Step{
-			Name: StepDeleteThing,
+			Name: StepDetachThing + "/" + arn[lastSlash(arn)+1:],
 			Do: func(ctx context.Context) (bool, error) {
-				if err := h.reg.DeleteThing(ctx, thing); err != nil {
-					return false, fmt.Errorf("delete thing %s: %w", thing, err)
+				if err := h.reg.DetachThingPrincipal(ctx, thing, arn); err != nil {
+					return false, fmt.Errorf("detach %s from thing %s: %w", arn, thing, err)
 				}
 				return true, nil
 			},
 			Undo: func(ctx context.Context) error {
-				if _, err := h.reg.CreateThing(ctx, thing, attrs); err != nil {
-					return fmt.Errorf("re-create thing %s: %w", thing, err)
+				if err := h.reg.AttachThingPrincipal(ctx, thing, arn); err != nil {
+					return fmt.Errorf("re-attach %s to thing %s: %w", arn, thing, err)
 				}
 				return nil
 			},
@@ -510,8 +566,8 @@ func (h *Handler) remove(ctx context.Context, log *slog.Logger, thing, certID, v
 				return true, nil
 			},
 			Undo: func(ctx context.Context) error {
-				if err := h.reg.UpdateCertificate(ctx, c.ID, c.Status); err != nil {
-					return fmt.Errorf("restore certificate %s to %s: %w", c.ID, c.Status, err)
+				if err := h.reg.UpdateCertificate(ctx, c.ID, fleet.CertActive); err != nil {
+					return fmt.Errorf("re-activate certificate %s: %w", c.ID, err)
 				}
 				return nil
 			},
@@ -527,11 +583,11 @@ func (h *Handler) remove(ctx context.Context, log *slog.Logger, thing, certID, v
 				return true, nil
 			},
 		}
-		if i < len(p.certs)-1 {
+		if p.thing != nil || i < len(p.certs)-1 {
 			// Not the last step: a later failure needs it back, from its PEM.
 			st.Undo = func(ctx context.Context) error {
-				// An ACTIVE certificate was deactivated before deletion; the
-				// deactivation's own compensation re-activates it.
+				// An ACTIVE certificate was deactivated first; that step's
+				// compensation re-activates it.
 				status := c.Status
 				if status == fleet.CertActive {
 					status = fleet.CertInactive
@@ -543,6 +599,17 @@ func (h *Handler) remove(ctx context.Context, log *slog.Logger, thing, certID, v
 			}
 		}
 		steps = append(steps, st)
+	}
+	if p.thing != nil {
+		steps = append(steps, saga.Step{
+			Name: StepDeleteThing,
+			Do: func(ctx context.Context) (bool, error) {
+				if err := h.reg.DeleteThing(ctx, thing); err != nil {
+					return false, fmt.Errorf("delete thing %s: %w", thing, err)
+				}
+				return true, nil
+			},
+		})
 	}
 	if err := h.run(ctx, saga.Saga{Name: Function, ID: h.sagaID(thing, version), Steps: steps}); err != nil {
 		return h.fail(ctx, log, fmt.Errorf("remove %s: %w", thing, err))

@@ -333,13 +333,18 @@ func diff(want, got any) string {
 	return "want " + clip(fmt.Sprintf("%+v", want)) + "\n got " + clip(fmt.Sprintf("%+v", got))
 }
 
+// matches reports whether a step is name or one of a family "name/...".
+func matches(step, name string) bool {
+	return step == name || strings.HasPrefix(step, name+"/")
+}
+
 // DropUndo returns a step rewrite that removes the compensation of the named
-// step: a broken workflow that the matrix must catch.
+// step (or family of steps "name/..."): a broken workflow that the matrix must catch.
 func DropUndo(name string) func([]saga.Step) []saga.Step {
 	return func(steps []saga.Step) []saga.Step {
 		out := append([]saga.Step(nil), steps...)
 		for i := range out {
-			if out[i].Name == name {
+			if matches(out[i].Name, name) {
 				out[i].Undo = nil
 			}
 		}
@@ -354,7 +359,7 @@ func AlwaysChanged(name string) func([]saga.Step) []saga.Step {
 	return func(steps []saga.Step) []saga.Step {
 		out := append([]saga.Step(nil), steps...)
 		for i := range out {
-			if out[i].Name != name {
+			if !matches(out[i].Name, name) {
 				continue
 			}
 			do := out[i].Do

@@ -1,0 +1,223 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/jitr"
+	"github.com/mriot/mriot/internal/jitr/faultmatrix"
+	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/saga"
+)
+
+func TestFaultMatrix(t *testing.T) {
+	fixtures(t)
+	tests := []struct {
+		name      string
+		prepare   func(*world) error
+		mutations []string // the mutating calls of a clean run
+	}{
+		{"insert", inserted, []string{"RegisterCertificate", "CreateThing", "AttachThingPrincipal", "AttachPolicy", "UpdateThing"}},
+		{"auto-registered-here", autoRegisteredHere, []string{"CreateThing", "AttachThingPrincipal", "AttachPolicy", "UpdateThing", "UpdateCertificate"}},
+		{"thing-here", thingHere, []string{"RegisterCertificate", "AttachThingPrincipal", "AttachPolicy", "UpdateThing"}},
+		{"newer-version", newerVersion, []string{"UpdateThing"}},
+		{"revoked", changedTo(fleet.StatusRevoked, origin), []string{"UpdateCertificate"}},
+		{"revoked-by-this-region", changedTo(fleet.StatusRevoked, here), []string{"UpdateCertificate"}},
+		{"decommissioned", changedTo(fleet.StatusDecommissioned, origin),
+			[]string{"UpdateThing", "DetachPolicy", "DetachThingPrincipal", "UpdateCertificate", "DeleteCertificate", "DeleteThing"}},
+		{"removed", removed, []string{"UpdateThing", "DetachPolicy", "DetachThingPrincipal", "UpdateCertificate", "DeleteCertificate", "DeleteThing"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls, err := faultmatrix.Run(scenario(tt.name, tt.prepare, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range calls {
+				if c.Mutating {
+					got = append(got, c.Op)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.mutations) {
+				t.Errorf("clean run mutations %v, want %v", got, tt.mutations)
+			}
+		})
+	}
+}
+
+func TestFaultMatrixCatchesBrokenCompensation(t *testing.T) {
+	fixtures(t)
+	tests := []struct {
+		name    string
+		prepare func(*world) error
+		mutate  func([]saga.Step) []saga.Step
+	}{
+		{"no undo of register", inserted, faultmatrix.DropUndo(StepRegister)},
+		{"no undo of create-thing", inserted, faultmatrix.DropUndo(jitr.StepCreateThing)},
+		{"no undo of attach-principal", inserted, faultmatrix.DropUndo(jitr.StepAttachPrincipal)},
+		{"no undo of attach-policy", inserted, faultmatrix.DropUndo(jitr.StepAttachPolicy)},
+		{"no undo of record-version", newerVersion, faultmatrix.DropUndo(StepRecordVersion)},
+		{"no undo of detach-policies", removed, faultmatrix.DropUndo(StepDetachPolicies)},
+		{"no undo of detach-principal", removed, faultmatrix.DropUndo(StepDetachThing)},
+		{"no undo of delete-certificate", removed, faultmatrix.DropUndo(StepDeleteCert)},
+		{"no undo of mark-removal", removed, faultmatrix.DropUndo(StepMark)},
+		{"no undo of deactivate", removed, faultmatrix.DropUndo(StepDeactivate)},
+		{"register deletes a pre-existing certificate", autoRegisteredHere, faultmatrix.AlwaysChanged(StepRegister)},
+		{"create-thing deletes a pre-existing thing", thingHere, faultmatrix.AlwaysChanged(jitr.StepCreateThing)},
+		{"attach-policy detaches a pre-existing policy", newerVersion, faultmatrix.AlwaysChanged(jitr.StepAttachPolicy)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := faultmatrix.Run(scenario(tt.name, tt.prepare, tt.mutate))
+			if err == nil {
+				t.Fatal("the fault matrix passed a handler with a broken compensation")
+			}
+			t.Logf("caught: %.300s", err)
+		})
+	}
+}
+
+// TestNoChangeCostsOnlyTheRead: records that need no change make no
+// mutating call, and the origin's own write makes no registry call at all.
+func TestNoChangeCostsOnlyTheRead(t *testing.T) {
+	fixtures(t)
+	tests := []struct {
+		name    string
+		prepare func(*world) error
+		want    []string
+	}{
+		{"origin's own onboarding write", func(w *world) error {
+			d := device(fleet.StatusActive, here, 1)
+			w.payload = envelope("INSERT", &d, thing)
+			return w.put(d)
+		}, []string{"ddb:GetItem"}},
+		{"converged version", func(w *world) error {
+			d := device(fleet.StatusActive, origin, 1)
+			if err := w.converge(d); err != nil {
+				return err
+			}
+			w.payload = envelope("INSERT", &d, thing)
+			return nil
+		}, []string{"ddb:GetItem", "iot:DescribeThing", "iot:DescribeCertificate"}},
+		{"revoked already", func(w *world) error {
+			if err := changedTo(fleet.StatusRevoked, origin)(w); err != nil {
+				return err
+			}
+			return w.deliver(context.Background())
+		}, []string{"ddb:GetItem", "iot:DescribeCertificate"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := newWorld()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.close()
+			if err := tt.prepare(w); err != nil {
+				t.Fatal(err)
+			}
+			in := faultmatrix.NewInjector()
+			w.reg.SetHook(in.Before("iot"))
+			w.tbl.SetHook(in.Before("ddb"))
+			if err := w.deliver(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range in.Calls() {
+				got = append(got, c.String())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("calls %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOutOfOrderAndStaleRecords(t *testing.T) {
+	fixtures(t)
+	w, err := newWorld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	ctx := context.Background()
+	if err := changedTo(fleet.StatusRevoked, origin)(w); err != nil {
+		t.Fatal(err)
+	}
+	// The stale INSERT of version 1 arrives after the revocation: the
+	// handler reads the current item and revokes.
+	stale := device(fleet.StatusActive, origin, 1)
+	if _, err := w.h.Invoke(ctx, envelope("INSERT", &stale, thing)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.reg.DescribeCertificate(ctx, stale.CertificateID)
+	if err != nil || c.Status != fleet.CertRevoked {
+		t.Fatalf("certificate %s %v, want REVOKED", c.Status, err)
+	}
+}
+
+func TestBadEvents(t *testing.T) {
+	fixtures(t)
+	tests := []struct{ name, payload string }{
+		{"not JSON", `{`},
+		{"no detail", `{"id":"x","detail-type":"DeviceInventoryChange"}`},
+		{"detail not a record", `{"detail":"text"}`},
+		{"no key", `{"detail":{"eventName":"INSERT","dynamodb":{"Keys":{}}}}`},
+		{"numeric key", `{"detail":{"eventName":"INSERT","dynamodb":{"Keys":{"ThingName":{"N":"1"}}}}}`},
+		{"bad thing name", `{"detail":{"eventName":"INSERT","dynamodb":{"Keys":{"ThingName":{"S":"a b"}}}}}`},
+		{"unknown event name", `{"detail":{"eventName":"TRUNCATE","dynamodb":{"Keys":{"ThingName":{"S":"a"}}}}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := ParseEvent([]byte(tt.payload)); !errors.Is(err, fleet.ErrInvalid) {
+				t.Errorf("ParseEvent: %v, want ErrInvalid", err)
+			}
+			w, err := newWorld()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.close()
+			if _, err := w.h.Invoke(context.Background(), []byte(tt.payload)); err != nil {
+				t.Fatalf("Invoke: %v, want nil (not retried)", err)
+			}
+			if got := w.metrics.Get("Rejected", obs.D("Function", Function), obs.D("Reason", ReasonBadEvent)); got != 1 {
+				t.Errorf("Rejected = %v", got)
+			}
+		})
+	}
+}
+
+// TestEventFixtures decodes the deploy fixtures and the package's testdata.
+func TestEventFixtures(t *testing.T) {
+	files, _ := filepath.Glob("testdata/replicate-*.json")
+	more, _ := filepath.Glob("../../events/replicate-*.json")
+	if len(more) == 0 {
+		t.Log("no ../../events/replicate-*.json")
+	}
+	files = append(files, more...)
+	if len(files) == 0 {
+		t.Fatal("no fixtures")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := ParseEvent(b)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		want := strings.ToUpper(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "replicate-"), ".json"))
+		if tr.EventName != want || tr.ThingName == "" {
+			t.Errorf("%s: %+v, want event %s", f, tr, want)
+		}
+	}
+}
