@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mriot/mriot/internal/local"
+	"github.com/mriot/mriot/internal/memiot"
+	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/router"
+)
+
+func newLocalCmd() *cobra.Command {
+	var (
+		regions        []string
+		mqttPort       int
+		apiAddr        string
+		cas            []string
+		serverCert     string
+		serverKey      string
+		latency        string
+		replicationLag time.Duration
+		apiLatency     time.Duration
+		faults         []string
+		quotas         string
+		demo           bool
+		logLevel       string
+		logFile        string
+	)
+	cmd := &cobra.Command{
+		Use:   "local",
+		Short: "Run every region of the system in this process, with real mutual-TLS MQTT endpoints",
+		Long: `Runs the whole system on this machine: per region an IoT Core data endpoint
+(mutual-TLS MQTT 3.1.1/5 with IoT Core's rules), its registry, rules engine and
+functions; global tables replicated between regions; a global endpoint routing
+each connection to the nearest region that is up; and the fleet HTTP API.
+
+Ports: the global endpoint on --mqtt-port, region i (0-based, in --regions
+order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := local.Config{
+				Regions: regions, StateDir: stateDir(cmd), MQTTPort: mqttPort, APIAddr: apiAddr,
+				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
+				ReplicationLag: replicationLag, APILatency: apiLatency,
+				Metrics: obs.NewRecorder(),
+			}
+			var err error
+			if latency != "" {
+				if cfg.Latency, err = router.ParseLatencies(latency); err != nil {
+					return fmt.Errorf("--latency: %w", err)
+				}
+			}
+			if cfg.Faults, err = parseFaults(faults); err != nil {
+				return err
+			}
+			switch quotas {
+			case "", "none":
+			case "aws":
+				cfg.Quotas = maps.Clone(memiot.AWSDefaultQuotas)
+			default:
+				return fmt.Errorf("--quotas %q: want aws or none", quotas)
+			}
+			logOut, closeLog, err := openLog(stateDir(cmd), logFile)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			cfg.Log = obs.NewLogger(logOut, logLevel)
+			return runLocal(cmd, cfg, demo, logFile)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&regions, "regions", []string{"eu-west-1", "us-west-2"}, "regions to run, the primary first")
+	f.IntVar(&mqttPort, "mqtt-port", 8883, "port of the global endpoint (iot.example.com); region i listens on this+1+i")
+	f.StringVar(&apiAddr, "api-addr", "127.0.0.1:8080", "address of the HTTP API")
+	f.StringArrayVar(&cas, "ca", nil, "a CA certificate (PEM) to register in every region with auto-registration (repeatable)")
+	f.StringVar(&serverCert, "server-cert", "", "server certificate (PEM, may hold the chain) replacing the generated one")
+	f.StringVar(&serverKey, "server-key", "", "key of --server-cert")
+	f.StringVar(&latency, "latency", "", "client latency per region for the global endpoint, e.g. eu-west-1=20ms,us-west-2=140ms (default: --regions order)")
+	f.DurationVar(&replicationLag, "replication-lag", 200*time.Millisecond, "global tables replication lag")
+	f.DurationVar(&apiLatency, "api-latency", 0, "latency added to every IoT registry call")
+	f.StringArrayVar(&faults, "fault", nil, "inject ServiceUnavailable errors: API=RATE, e.g. CreateThing=0.1 (repeatable)")
+	f.StringVar(&quotas, "quotas", "none", "registry rate limits: aws (AWS IoT's default control-plane TPS per region) or none")
+	f.BoolVar(&demo, "demo", true, "onboard a few demo devices and show what happens in each region")
+	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs")
+	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
+	return cmd
+}
+
+func parseFaults(specs []string) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, s := range specs {
+		op, rateText, ok := strings.Cut(s, "=")
+		rate, err := strconv.ParseFloat(rateText, 64)
+		if !ok || op == "" || err != nil || rate < 0 || rate > 1 {
+			return nil, fmt.Errorf("--fault %q: want API=RATE with RATE in [0,1], e.g. CreateThing=0.1", s)
+		}
+		out[op] = rate
+	}
+	return out, nil
+}
+
+func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) error {
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
+	start := time.Now()
+	st, err := local.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Fprintf(out, "mriot local: state in %s, logs in %s\n", cfg.StateDir, logName(cfg.StateDir, logFile))
+	fmt.Fprintf(out, "  global endpoint iot.example.com  mqtts://%s\n", st.GlobalAddr())
+	for i, r := range st.Regions() {
+		fmt.Fprintf(out, "  region %-22s mqtts://%s\n", fmt.Sprintf("%s (%d)", r.Name, i), r.Broker.Addr())
+	}
+	if a := st.APIAddr(); a != "" {
+		fmt.Fprintf(out, "  HTTP API                         http://%s\n", a)
+	}
+	fmt.Fprintf(out, "  device CA file (--cafile)        %s\n", st.PKI().Path("root-ca.crt"))
+	fmt.Fprintf(out, "ready in %.1fs\n", time.Since(start).Seconds())
+	if demo {
+		if err := st.Demo(ctx, out, local.DemoDevices); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprintf(out, "try: go run ./cmd/mriot pki device test_001 && mosquitto_pub -h localhost -p %s --cafile %s --cert %s/devices/test_001.crt --key %s/devices/test_001.key -q 1 -d -t i/test_001/m -i test_001 -m '{\"message\": \"Hello From Test-001\"}'\n",
+			portOf(st.GlobalAddr()), st.PKI().Path("root-ca.crt"), cfg.StateDir, cfg.StateDir)
+	}
+	fmt.Fprintln(out, "serving; Ctrl-C stops")
+	<-ctx.Done()
+	fmt.Fprintln(out, "shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = st.WaitIdle(shutdown)
+	return nil
+}
+
+func portOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}
