@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -159,7 +160,7 @@ func (s state) Diff(other any) string {
 	}
 	if len(s.Inventory) != len(o.Inventory) {
 		parts = append(parts, fmt.Sprintf("inventory items %d -> %d", len(s.Inventory), len(o.Inventory)))
-	} else if fmt.Sprint(s.Inventory) != fmt.Sprint(o.Inventory) {
+	} else if !reflect.DeepEqual(s.Inventory, o.Inventory) {
 		parts = append(parts, "inventory item changed")
 	}
 	if len(parts) == 0 {

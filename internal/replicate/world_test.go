@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -184,7 +185,7 @@ func (s state) Diff(other any) string {
 	if fmt.Sprint(s.Registry.PrincipalPolicies) != fmt.Sprint(o.Registry.PrincipalPolicies) {
 		out += fmt.Sprintf(" principal policies %d -> %d;", len(s.Registry.PrincipalPolicies), len(o.Registry.PrincipalPolicies))
 	}
-	if fmt.Sprint(s.Inventory) != fmt.Sprint(o.Inventory) {
+	if !reflect.DeepEqual(s.Inventory, o.Inventory) {
 		out += " inventory changed;"
 	}
 	if out == "" {
