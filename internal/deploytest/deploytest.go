@@ -1,0 +1,315 @@
+// Package deploytest holds the deployment's tests: cfn-lint and the SAM
+// transform on every template, policy checks on the transformed template
+// (least privilege, runtime, on-failure destinations), the event fixtures,
+// and every function's bootstrap under the Lambda Runtime Interface Emulator
+// against moto_server. This file holds the checks, so that their own tests
+// can show each one fails on a bad template.
+package deploytest
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Templates are the SAM templates of the repository, relative to its root.
+var Templates = []string{"template.yaml"}
+
+// Translated is the output of scripts/sam-translate.py.
+type Translated struct {
+	Template Template `json:"template"`
+	// ResourceTypes maps every IAM action of the template to the resource
+	// types the service authorization reference lists for it; an empty list
+	// means the action supports no resource-level permission, null that the
+	// action is unknown.
+	ResourceTypes map[string][]string `json:"resourceTypes"`
+}
+
+// Template is a CloudFormation template (JSON form).
+type Template struct {
+	Resources map[string]Resource `json:"Resources"`
+}
+
+// Resource is one resource of a template.
+type Resource struct {
+	Type       string         `json:"Type"`
+	Condition  string         `json:"Condition"`
+	Properties map[string]any `json:"Properties"`
+}
+
+// Statement is an IAM policy statement found in a template.
+type Statement struct {
+	Where    string // resource logical id and policy
+	Effect   string
+	Actions  []string
+	Resource []any
+}
+
+// Statements returns every IAM statement of the template's roles, managed
+// policies and inline policies, in a stable order.
+func Statements(t Template) []Statement {
+	var out []Statement
+	ids := sortedKeys(t.Resources)
+	for _, id := range ids {
+		r := t.Resources[id]
+		switch r.Type {
+		case "AWS::IAM::Role":
+			pols, _ := r.Properties["Policies"].([]any)
+			for i, p := range pols {
+				pm, _ := p.(map[string]any)
+				name, _ := pm["PolicyName"].(string)
+				out = append(out, docStatements(fmt.Sprintf("%s/Policies[%d:%s]", id, i, name), pm["PolicyDocument"])...)
+			}
+		case "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy":
+			out = append(out, docStatements(id, r.Properties["PolicyDocument"])...)
+		}
+	}
+	return out
+}
+
+func docStatements(where string, doc any) []Statement {
+	dm, _ := doc.(map[string]any)
+	var sts []any
+	switch s := dm["Statement"].(type) {
+	case []any:
+		sts = s
+	case map[string]any:
+		sts = []any{s}
+	}
+	var out []Statement
+	for _, s := range sts {
+		sm, _ := s.(map[string]any)
+		st := Statement{Where: where}
+		st.Effect, _ = sm["Effect"].(string)
+		st.Actions = strs(sm["Action"])
+		switch r := sm["Resource"].(type) {
+		case []any:
+			st.Resource = r
+		case nil:
+		default:
+			st.Resource = []any{r}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func strs(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// CheckLeastPrivilege reports every Allow statement that grants a wildcard
+// action (iot:*, iot:Describe*, *) or uses "Resource": "*" for an action that
+// supports resource-level permissions (or that resourceTypes does not know).
+func CheckLeastPrivilege(t Template, resourceTypes map[string][]string) []string {
+	var problems []string
+	for _, st := range Statements(t) {
+		if st.Effect != "Allow" {
+			continue
+		}
+		star := false
+		for _, r := range st.Resource {
+			if s, ok := r.(string); ok && s == "*" {
+				star = true
+			}
+		}
+		for _, a := range st.Actions {
+			if strings.Contains(a, "*") {
+				problems = append(problems, fmt.Sprintf("%s: wildcard action %q", st.Where, a))
+				continue
+			}
+			if !star {
+				continue
+			}
+			types, known := resourceTypes[a]
+			switch {
+			case !known || types == nil:
+				problems = append(problems, fmt.Sprintf("%s: %q on \"*\": the action is not in the service authorization data", st.Where, a))
+			case len(types) > 0:
+				problems = append(problems, fmt.Sprintf("%s: %q on \"*\" but it supports resource-level permissions (%s)", st.Where, a, strings.Join(types, ", ")))
+			}
+		}
+	}
+	return problems
+}
+
+// CheckFunctions reports every Lambda function not on provided.al2023 /
+// arm64 with the bootstrap handler, active tracing and JSON logs.
+func CheckFunctions(t Template) []string {
+	var problems []string
+	for _, id := range sortedKeys(t.Resources) {
+		r := t.Resources[id]
+		if r.Type != "AWS::Lambda::Function" {
+			continue
+		}
+		p := r.Properties
+		if p["Runtime"] != "provided.al2023" {
+			problems = append(problems, fmt.Sprintf("%s: runtime %v, want provided.al2023", id, p["Runtime"]))
+		}
+		if a := strs(p["Architectures"]); len(a) != 1 || a[0] != "arm64" {
+			problems = append(problems, fmt.Sprintf("%s: architectures %v, want [arm64]", id, p["Architectures"]))
+		}
+		if p["Handler"] != "bootstrap" {
+			problems = append(problems, fmt.Sprintf("%s: handler %v, want bootstrap", id, p["Handler"]))
+		}
+		if tc, _ := p["TracingConfig"].(map[string]any); tc["Mode"] != "Active" {
+			problems = append(problems, fmt.Sprintf("%s: tracing %v, want Active", id, p["TracingConfig"]))
+		}
+		if lc, _ := p["LoggingConfig"].(map[string]any); lc["LogFormat"] != "JSON" {
+			problems = append(problems, fmt.Sprintf("%s: log format %v, want JSON", id, p["LoggingConfig"]))
+		}
+	}
+	return problems
+}
+
+// RuleInvoked returns the logical ids of the Lambda functions an IoT topic
+// rule or an EventBridge rule invokes, with the rules that invoke them.
+func RuleInvoked(t Template) map[string][]string {
+	out := map[string][]string{}
+	for _, id := range sortedKeys(t.Resources) {
+		r := t.Resources[id]
+		switch r.Type {
+		case "AWS::IoT::TopicRule":
+			payload, _ := r.Properties["TopicRulePayload"].(map[string]any)
+			actions, _ := payload["Actions"].([]any)
+			for _, a := range actions {
+				am, _ := a.(map[string]any)
+				if l, ok := am["Lambda"].(map[string]any); ok {
+					if fn := functionOf(t, l["FunctionArn"]); fn != "" {
+						out[fn] = append(out[fn], id)
+					}
+				}
+			}
+		case "AWS::Events::Rule":
+			targets, _ := r.Properties["Targets"].([]any)
+			for _, tg := range targets {
+				tm, _ := tg.(map[string]any)
+				if fn := functionOf(t, tm["Arn"]); fn != "" {
+					out[fn] = append(out[fn], id)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// functionOf returns the Lambda function a {"Fn::GetAtt": [X, "Arn"]} or
+// {"Ref": X} names, "" for anything else.
+func functionOf(t Template, v any) string {
+	m, _ := v.(map[string]any)
+	var id string
+	switch {
+	case m["Ref"] != nil:
+		id, _ = m["Ref"].(string)
+	case m["Fn::GetAtt"] != nil:
+		switch g := m["Fn::GetAtt"].(type) {
+		case []any:
+			if len(g) > 0 {
+				id, _ = g[0].(string)
+			}
+		case string:
+			id, _, _ = strings.Cut(g, ".")
+		}
+	}
+	if t.Resources[id].Type == "AWS::Lambda::Function" {
+		return id
+	}
+	return ""
+}
+
+// CheckDestinations reports every rule-invoked function without an
+// asynchronous invoke configuration that bounds retries and names an
+// on-failure destination, every IoT rule without an error action, and every
+// EventBridge rule target without a retry policy and a dead-letter queue.
+func CheckDestinations(t Template) []string {
+	var problems []string
+	invoked := RuleInvoked(t)
+	configs := map[string]map[string]any{}
+	for _, id := range sortedKeys(t.Resources) {
+		r := t.Resources[id]
+		if r.Type == "AWS::Lambda::EventInvokeConfig" {
+			if fn := functionOf(t, r.Properties["FunctionName"]); fn != "" {
+				configs[fn] = r.Properties
+			}
+		}
+	}
+	for _, fn := range sortedKeys(invoked) {
+		c, ok := configs[fn]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s (invoked by %v): no EventInvokeConfig", fn, invoked[fn]))
+			continue
+		}
+		if _, ok := c["MaximumRetryAttempts"]; !ok {
+			problems = append(problems, fmt.Sprintf("%s: EventInvokeConfig without MaximumRetryAttempts", fn))
+		}
+		dc, _ := c["DestinationConfig"].(map[string]any)
+		of, _ := dc["OnFailure"].(map[string]any)
+		if of["Destination"] == nil || of["Destination"] == "" {
+			problems = append(problems, fmt.Sprintf("%s (invoked by %v): no on-failure destination", fn, invoked[fn]))
+		}
+	}
+	for _, id := range sortedKeys(t.Resources) {
+		r := t.Resources[id]
+		switch r.Type {
+		case "AWS::IoT::TopicRule":
+			payload, _ := r.Properties["TopicRulePayload"].(map[string]any)
+			if payload["ErrorAction"] == nil {
+				problems = append(problems, fmt.Sprintf("%s: IoT rule without an error action", id))
+			}
+		case "AWS::Events::Rule":
+			targets, _ := r.Properties["Targets"].([]any)
+			for i, tg := range targets {
+				tm, _ := tg.(map[string]any)
+				if dl, _ := tm["DeadLetterConfig"].(map[string]any); dl["Arn"] == nil {
+					problems = append(problems, fmt.Sprintf("%s target %d: no dead-letter queue", id, i))
+				}
+				if tm["RetryPolicy"] == nil {
+					problems = append(problems, fmt.Sprintf("%s target %d: no retry policy", id, i))
+				}
+			}
+		case "AWS::Pipes::Pipe":
+			sp, _ := r.Properties["SourceParameters"].(map[string]any)
+			for kind, v := range sp {
+				vm, _ := v.(map[string]any)
+				if dl, _ := vm["DeadLetterConfig"].(map[string]any); strings.HasSuffix(kind, "StreamParameters") && dl["Arn"] == nil {
+					problems = append(problems, fmt.Sprintf("%s: stream source without a dead-letter queue", id))
+				}
+			}
+		}
+	}
+	return problems
+}
+
+// ParseTranslated decodes the output of scripts/sam-translate.py.
+func ParseTranslated(b []byte) (Translated, error) {
+	var tr Translated
+	if err := json.Unmarshal(b, &tr); err != nil {
+		return tr, fmt.Errorf("decode translated template: %w", err)
+	}
+	if len(tr.Template.Resources) == 0 {
+		return tr, fmt.Errorf("translated template has no resources")
+	}
+	return tr, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,331 @@
+package deploytest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// root is the repository root (the directory of go.mod).
+func root(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// unavailable skips the test, or fails it when CI=true.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true, required: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+func TestCfnLint(t *testing.T) {
+	lint, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		unavailable(t, "cfn-lint not installed: %v", err)
+	}
+	dir := root(t)
+	for _, tpl := range Templates {
+		t.Run(tpl, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, lint, "--format", "parseable", "--", tpl)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("cfn-lint %s: %v\n%s", tpl, err, out)
+			}
+		})
+	}
+}
+
+var (
+	translateOnce sync.Once
+	translated    map[string]Translated
+	translateErr  error
+	translateSkip string
+)
+
+// translate runs the SAM transform (aws-sam-translator) on every template
+// once per test binary.
+func translate(t *testing.T) map[string]Translated {
+	t.Helper()
+	dir := root(t)
+	translateOnce.Do(func() {
+		python, err := exec.LookPath("python3")
+		if err != nil {
+			translateSkip = "python3 not installed"
+			return
+		}
+		translated = map[string]Translated{}
+		for _, tpl := range Templates {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			cmd := exec.CommandContext(ctx, python, filepath.Join("scripts", "sam-translate.py"), tpl)
+			cmd.Dir = dir
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			cancel()
+			var exit *exec.ExitError
+			if errors.As(err, &exit) && exit.ExitCode() == 3 {
+				translateSkip = "aws-sam-translator or cfn-lint not importable: " + stderr.String()
+				return
+			}
+			if err != nil {
+				translateErr = errors.New("SAM transform of " + tpl + ": " + err.Error() + "\n" + stderr.String())
+				return
+			}
+			tr, err := ParseTranslated(out)
+			if err != nil {
+				translateErr = err
+				return
+			}
+			translated[tpl] = tr
+		}
+	})
+	if translateSkip != "" {
+		unavailable(t, "%s", translateSkip)
+	}
+	if translateErr != nil {
+		t.Fatal(translateErr)
+	}
+	return translated
+}
+
+func TestSAMTransform(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, want := range []string{"JitrFunction", "ReplicateFunction", "IngestFunction", "ApiFunction", "SetupFunction"} {
+			if tr.Template.Resources[want].Type != "AWS::Lambda::Function" {
+				t.Errorf("%s: transformed template has no function %s", tpl, want)
+			}
+		}
+	}
+}
+
+func TestLeastPrivilege(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		if n := len(Statements(tr.Template)); n < 10 {
+			t.Fatalf("%s: found only %d IAM statements; the walker misses policies", tpl, n)
+		}
+		for _, p := range CheckLeastPrivilege(tr.Template, tr.ResourceTypes) {
+			t.Errorf("%s: %s", tpl, p)
+		}
+	}
+}
+
+func TestFunctionsRuntime(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, p := range CheckFunctions(tr.Template) {
+			t.Errorf("%s: %s", tpl, p)
+		}
+	}
+}
+
+func TestRuleInvokedFunctionsKeepFailures(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		got := sortedKeys(RuleInvoked(tr.Template))
+		want := []string{"IngestFunction", "JitrFunction", "ReplicateFunction"}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: rule-invoked functions = %v, want %v", tpl, got, want)
+		}
+		for _, p := range CheckDestinations(tr.Template) {
+			t.Errorf("%s: %s", tpl, p)
+		}
+	}
+}
+
+// TestRules pins the rule SQL and checks that IoT may invoke a function
+// only from its own rule.
+func TestRules(t *testing.T) {
+	wantSQL := map[string]string{
+		"JitrRule": "SELECT * FROM '$aws/events/certificates/registered/#'",
+		"DataRule": "SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id FROM 'i/+/m'",
+	}
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		for rule, sql := range wantSQL {
+			payload, _ := res[rule].Properties["TopicRulePayload"].(map[string]any)
+			if payload["Sql"] != sql {
+				t.Errorf("%s: %s SQL = %v, want %q", tpl, rule, payload["Sql"], sql)
+			}
+		}
+		iotPerms := 0
+		for _, id := range sortedKeys(res) {
+			r := res[id]
+			if r.Type != "AWS::Lambda::Permission" || r.Properties["Principal"] != "iot.amazonaws.com" {
+				continue
+			}
+			iotPerms++
+			src, _ := r.Properties["SourceArn"].(map[string]any)
+			ga, _ := src["Fn::GetAtt"].([]any)
+			if len(ga) != 2 || res[ga[0].(string)].Type != "AWS::IoT::TopicRule" {
+				t.Errorf("%s: %s lets iot.amazonaws.com invoke without a SourceArn of a rule: %v", tpl, id, r.Properties["SourceArn"])
+			}
+		}
+		if iotPerms != 2 {
+			t.Errorf("%s: %d Lambda permissions for iot.amazonaws.com, want 2 (one per rule)", tpl, iotPerms)
+		}
+	}
+}
+
+// TestEveryQueueHasAnAlarm: a message in any dead-letter queue pages.
+func TestEveryQueueHasAnAlarm(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		alarmed := map[string]bool{}
+		for _, r := range res {
+			if r.Type != "AWS::CloudWatch::Alarm" || r.Properties["MetricName"] != "ApproximateNumberOfMessagesVisible" {
+				continue
+			}
+			dims, _ := r.Properties["Dimensions"].([]any)
+			for _, d := range dims {
+				dm, _ := d.(map[string]any)
+				v, _ := dm["Value"].(map[string]any)
+				if ga, ok := v["Fn::GetAtt"].([]any); ok && len(ga) == 2 {
+					alarmed[ga[0].(string)] = true
+				}
+			}
+		}
+		for _, id := range sortedKeys(res) {
+			if res[id].Type == "AWS::SQS::Queue" && !alarmed[id] {
+				t.Errorf("%s: queue %s has no depth alarm", tpl, id)
+			}
+		}
+	}
+}
+
+// TestEnvFileMatchesTemplate: events/env.json sets every variable the
+// template gives each function (beyond the ones Lambda sets), and no other.
+func TestEnvFileMatchesTemplate(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root(t), "events", "env.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]map[string]string
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatalf("events/env.json: %v", err)
+	}
+	for tpl, tr := range translate(t) {
+		for _, fn := range []string{"JitrFunction", "ReplicateFunction", "IngestFunction", "ApiFunction"} {
+			env, _ := tr.Template.Resources[fn].Properties["Environment"].(map[string]any)
+			vars, _ := env["Variables"].(map[string]any)
+			want := sortedKeys(vars)
+			got := sortedKeys(file[fn])
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: %s variables: events/env.json has %v, the template %v", tpl, fn, got, want)
+			}
+		}
+	}
+}
+
+// The checks themselves must catch what they are for.
+func TestChecksCatchBadTemplates(t *testing.T) {
+	types := map[string][]string{
+		"iot:DescribeThing":        {"thing"},
+		"iot:RegisterCertificate":  {},
+		"iot:ListAttachedPolicies": {},
+	}
+	role := func(stmt string) string {
+		return `{"Resources":{"R":{"Type":"AWS::IAM::Role","Properties":{"Policies":[{"PolicyName":"p","PolicyDocument":{"Statement":[` + stmt + `]}}]}}}}`
+	}
+	fn := func(props string) string {
+		return `{"Resources":{"F":{"Type":"AWS::Lambda::Function","Properties":` + props + `}}}`
+	}
+	good := `{"Runtime":"provided.al2023","Architectures":["arm64"],"Handler":"bootstrap","TracingConfig":{"Mode":"Active"},"LoggingConfig":{"LogFormat":"JSON"}}`
+	ruled := func(extra string) string {
+		return `{"Resources":{
+		  "F":{"Type":"AWS::Lambda::Function","Properties":` + good + `},
+		  "Rule":{"Type":"AWS::IoT::TopicRule","Properties":{"TopicRulePayload":{"Sql":"SELECT * FROM 'a'","Actions":[{"Lambda":{"FunctionArn":{"Fn::GetAtt":["F","Arn"]}}}],"ErrorAction":{"Sqs":{}}}}}` + extra + `}}`
+	}
+	tests := []struct {
+		name  string
+		doc   string
+		check func(Template) []string
+		want  int
+	}{
+		{"iot:* on anything", role(`{"Effect":"Allow","Action":"iot:*","Resource":"arn:aws:iot:*:1:thing/*"}`), func(t Template) []string { return CheckLeastPrivilege(t, types) }, 1},
+		{"Describe* wildcard", role(`{"Effect":"Allow","Action":["iot:Describe*"],"Resource":"arn:aws:iot:*:1:thing/*"}`), func(t Template) []string { return CheckLeastPrivilege(t, types) }, 1},
+		{"star resource for a resource-level action", role(`{"Effect":"Allow","Action":["iot:DescribeThing","iot:RegisterCertificate"],"Resource":"*"}`), func(t Template) []string { return CheckLeastPrivilege(t, types) }, 1},
+		{"star resource for an unknown action", role(`{"Effect":"Allow","Action":"iot:MadeUp","Resource":["*"]}`), func(t Template) []string { return CheckLeastPrivilege(t, types) }, 1},
+		{"star resource where none is supported", role(`{"Effect":"Allow","Action":["iot:RegisterCertificate","iot:ListAttachedPolicies"],"Resource":"*"}`), func(t Template) []string { return CheckLeastPrivilege(t, types) }, 0},
+		{"deny with wildcards is fine", role(`{"Effect":"Deny","Action":"*","Resource":"*"}`), func(t Template) []string { return CheckLeastPrivilege(t, types) }, 0},
+		{"good function", fn(good), CheckFunctions, 0},
+		{"x86 python function", fn(`{"Runtime":"python3.12","Architectures":["x86_64"],"Handler":"bootstrap","TracingConfig":{"Mode":"Active"},"LoggingConfig":{"LogFormat":"JSON"}}`), CheckFunctions, 2},
+		{"no architectures, no tracing, text logs", fn(`{"Runtime":"provided.al2023","Handler":"bootstrap"}`), CheckFunctions, 3},
+		{"rule-invoked function without invoke config", ruled(""), CheckDestinations, 1},
+		{"invoke config without destination", ruled(`,"C":{"Type":"AWS::Lambda::EventInvokeConfig","Properties":{"FunctionName":{"Ref":"F"},"MaximumRetryAttempts":2}}`), CheckDestinations, 1},
+		{"invoke config with destination", ruled(`,"C":{"Type":"AWS::Lambda::EventInvokeConfig","Properties":{"FunctionName":{"Ref":"F"},"MaximumRetryAttempts":2,"DestinationConfig":{"OnFailure":{"Destination":"arn:aws:sqs:eu-west-1:1:q"}}}}`), CheckDestinations, 0},
+		{"events rule target without DLQ and retry policy", `{"Resources":{"F":{"Type":"AWS::Lambda::Function","Properties":{}},
+		  "C":{"Type":"AWS::Lambda::EventInvokeConfig","Properties":{"FunctionName":{"Ref":"F"},"MaximumRetryAttempts":2,"DestinationConfig":{"OnFailure":{"Destination":"q"}}}},
+		  "E":{"Type":"AWS::Events::Rule","Properties":{"Targets":[{"Arn":{"Fn::GetAtt":["F","Arn"]},"Id":"t"}]}}}}`, CheckDestinations, 2},
+		{"IoT rule without error action", `{"Resources":{"Rule":{"Type":"AWS::IoT::TopicRule","Properties":{"TopicRulePayload":{"Actions":[]}}}}}`, CheckDestinations, 1},
+		{"pipe without DLQ", `{"Resources":{"P":{"Type":"AWS::Pipes::Pipe","Properties":{"SourceParameters":{"DynamoDBStreamParameters":{"StartingPosition":"LATEST"}}}}}}`, CheckDestinations, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tpl Template
+			if err := json.Unmarshal([]byte(tt.doc), &tpl); err != nil {
+				t.Fatalf("bad test document: %v", err)
+			}
+			got := tt.check(tpl)
+			if len(got) != tt.want {
+				t.Fatalf("problems = %d %q, want %d", len(got), got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRegionSlots: the replica slots of the global tables match the
+// documented maximum of Regions.
+func TestRegionSlots(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root(t), "template.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	var conds []string
+	for _, line := range strings.Split(text, "\n") {
+		if name, _, ok := strings.Cut(strings.TrimSpace(line), ": !Not [!Equals [\"\", !Select ["); ok && strings.HasPrefix(name, "HasRegion") {
+			conds = append(conds, name)
+		}
+	}
+	sort.Strings(conds)
+	want := []string{"HasRegion2", "HasRegion3", "HasRegion4", "HasRegion5", "HasRegion6"}
+	if !slices.Equal(conds, want) {
+		t.Fatalf("region slot conditions = %v, want %v", conds, want)
+	}
+	for _, c := range want {
+		if n := strings.Count(text, c); n != 3 {
+			t.Errorf("%s used %d times, want 3 (definition, inventory replica, data replica)", c, n)
+		}
+	}
+	if !strings.Contains(text, "1 to 6 regions") {
+		t.Errorf("the Regions parameter no longer documents the 6-region limit")
+	}
+}
