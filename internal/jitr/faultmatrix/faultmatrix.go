@@ -32,7 +32,13 @@ type Call struct {
 	Service  string // "iot" or "ddb"
 	Op       string // the AWS operation name
 	Mutating bool
+	// Succeeded: the call returned without error (a conditional write
+	// refused by its condition changes nothing and does not count).
+	Succeeded bool
 }
+
+// changes reports whether the call changed state.
+func (c Call) changes() bool { return c.Mutating && c.Succeeded }
 
 func (c Call) String() string { return c.Service + ":" + c.Op }
 
@@ -117,12 +123,19 @@ func (in *Injector) Before(service string) func(ctx context.Context, op string) 
 
 // After is the after-call hook of service's fake: it ends the calling
 // goroutine after the k-th mutating call in Crash mode.
-func (in *Injector) After(_ string) func(ctx context.Context, op string) {
+func (in *Injector) After(service string) func(ctx context.Context, op string) {
 	return func(_ context.Context, op string) {
+		in.mu.Lock()
+		for i := len(in.calls) - 1; i >= 0; i-- {
+			if c := &in.calls[i]; c.Service == service && c.Op == op && !c.Succeeded {
+				c.Succeeded = true
+				break
+			}
+		}
 		if !Mutating(op) {
+			in.mu.Unlock()
 			return
 		}
-		in.mu.Lock()
 		in.m++
 		crash := in.mode == Crash && in.m == in.k
 		in.mu.Unlock()
@@ -198,7 +211,7 @@ func Run(s Scenario) ([]Call, error) {
 		errs = append(errs, fmt.Errorf("%s (d) duplicate: %w", s.Name, err))
 	}
 	for _, c := range in.Calls() {
-		if c.Mutating {
+		if c.changes() {
 			errs = append(errs, fmt.Errorf("%s (d) duplicate called %s", s.Name, c))
 		}
 	}
@@ -209,7 +222,7 @@ func Run(s Scenario) ([]Call, error) {
 
 	mutating := 0
 	for k, c := range clean {
-		if c.Mutating {
+		if c.changes() {
 			mutating++
 		}
 		errs = append(errs, terminal(s, k+1, c)...)
@@ -268,7 +281,7 @@ func retryable(s Scenario, k int, c Call, final any) []error {
 	}
 	calls := in.Calls()
 	for _, after := range calls[min(k, len(calls)):] {
-		if after.Mutating {
+		if after.changes() {
 			errs = append(errs, fmt.Errorf("%s: compensated or went on: called %s after the failure", name, after))
 		}
 	}
@@ -311,7 +324,7 @@ func crash(s Scenario, m int, final any) []error {
 
 func lastMutating(calls []Call) string {
 	for i := len(calls) - 1; i >= 0; i-- {
-		if calls[i].Mutating {
+		if calls[i].changes() {
 			return calls[i].String()
 		}
 	}
