@@ -90,5 +90,5 @@ func main() {
 	}
 	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
 	// same entry point the local stack invokes.
-	lambda.StartHandler(h)
+	lambda.Start(h)
 }
