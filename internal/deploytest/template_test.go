@@ -232,7 +232,7 @@ func TestEnvFileMatchesTemplate(t *testing.T) {
 		t.Fatalf("events/env.json: %v", err)
 	}
 	for tpl, tr := range translate(t) {
-		for _, fn := range []string{"JitrFunction", "ReplicateFunction", "IngestFunction", "ApiFunction"} {
+		for _, fn := range []string{"JitrFunction", "ReplicateFunction", "IngestFunction", "ApiFunction", "SetupFunction"} {
 			env, _ := tr.Template.Resources[fn].Properties["Environment"].(map[string]any)
 			vars, _ := env["Variables"].(map[string]any)
 			want := sortedKeys(vars)
