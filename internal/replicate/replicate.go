@@ -246,8 +246,9 @@ func (h *Handler) run(ctx context.Context, s saga.Saga) error {
 	return err
 }
 
-// activate converges an ACTIVE item: certificate registered and ACTIVE, thing,
-// attachments; then records the version on the thing.
+// activate converges an ACTIVE item: certificate registered, thing,
+// attachments, the version recorded on the thing, and the certificate ACTIVE
+// (last, see jitr.ActivateStep).
 func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Device) error {
 	if dev.OriginRegion == h.region && dev.Version == 1 {
 		// The origin's own onboarding write: jitr converged this region
