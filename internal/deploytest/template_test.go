@@ -329,3 +329,46 @@ func TestRegionSlots(t *testing.T) {
 		t.Errorf("the Regions parameter no longer documents the 6-region limit")
 	}
 }
+
+// TestDashboardBody: the dashboard body is JSON once Fn::Sub has replaced its
+// variables, and it shows the EMF metrics the functions emit.
+func TestDashboardBody(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		sub, _ := tr.Template.Resources["Dashboard"].Properties["DashboardBody"].(map[string]any)
+		parts, _ := sub["Fn::Sub"].([]any)
+		if len(parts) != 2 {
+			t.Fatalf("%s: DashboardBody is not a two-argument Fn::Sub", tpl)
+		}
+		body, _ := parts[0].(string)
+		vars, _ := parts[1].(map[string]any)
+		for {
+			i := strings.Index(body, "${")
+			if i < 0 {
+				break
+			}
+			j := strings.Index(body[i:], "}")
+			if j < 0 {
+				t.Fatalf("%s: unterminated ${ in the dashboard body", tpl)
+			}
+			name := body[i+2 : i+j]
+			if _, ok := vars[name]; !ok && !strings.HasPrefix(name, "AWS::") {
+				t.Errorf("%s: dashboard variable ${%s} is not defined", tpl, name)
+			}
+			body = body[:i] + "X" + body[i+j+1:]
+		}
+		var dash struct {
+			Widgets []map[string]any `json:"widgets"`
+		}
+		if err := json.Unmarshal([]byte(body), &dash); err != nil {
+			t.Fatalf("%s: dashboard body is not JSON: %v", tpl, err)
+		}
+		if len(dash.Widgets) < 8 {
+			t.Errorf("%s: %d widgets", tpl, len(dash.Widgets))
+		}
+		for _, m := range []string{"SagaOutcome", "StepOutcome", "CompensationFailed", "Rejected", "DeviceOnboarded", "Converged", "Stored", "Errors", "Throttles", "Duration", "ApproximateNumberOfMessagesVisible"} {
+			if !strings.Contains(body, m) {
+				t.Errorf("%s: the dashboard does not show %s", tpl, m)
+			}
+		}
+	}
+}
