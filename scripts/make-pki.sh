@@ -10,7 +10,10 @@
 #
 # Files: root.crt root.key intermediate.crt intermediate.key
 #        chain.crt (intermediate + root)  <thing>.crt <thing>.key
-# Validity in days: ROOT_DAYS (7300), CA_DAYS (3650), DEVICE_DAYS (365).
+# With SERVER=iot.example.com also server.crt/server.key for the custom
+# domain (CN and DNS SAN, EKU serverAuth), to import into ACM.
+# Validity in days: ROOT_DAYS (7300), CA_DAYS (3650), DEVICE_DAYS (365),
+# SERVER_DAYS (375).
 set -euo pipefail
 dir=${1:?usage: make-pki.sh DIR [THING...]}
 shift
@@ -32,6 +35,12 @@ authorityKeyIdentifier = keyid:always
 [v3_intermediate_ca]
 basicConstraints = critical, CA:true, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[server_cert]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 [usr_cert]
@@ -59,6 +68,15 @@ if [[ ! -f intermediate.crt ]]; then
   rm -f intermediate.csr
 fi
 cat intermediate.crt root.crt >chain.crt
+
+if [[ -n "${SERVER:-}" && ! -f server.crt ]]; then
+  key server.key
+  openssl req -new -key server.key -sha256 -subj "$subj/CN=$SERVER" -out server.csr
+  sed -i '/^\[server_cert\]/r /dev/stdin' "$ext" <<<"subjectAltName = DNS:$SERVER"
+  openssl x509 -req -in server.csr -CA intermediate.crt -CAkey intermediate.key -CAcreateserial -sha256 \
+    -days "${SERVER_DAYS:-375}" -extfile "$ext" -extensions server_cert -out server.crt
+  rm -f server.csr
+fi
 
 for thing in "$@"; do
   if [[ ! "$thing" =~ ^[a-zA-Z0-9:_-]{1,128}$ ]]; then
