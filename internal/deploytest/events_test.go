@@ -110,12 +110,21 @@ func TestEventFixturesDecode(t *testing.T) {
 				default:
 					t.Errorf("eventName = %q", rec.EventName)
 				}
+			case "api":
+				var req events.APIGatewayV2HTTPRequest
+				if err := json.Unmarshal(raw, &req); err != nil {
+					t.Fatal(err)
+				}
+				if req.Version != "2.0" || req.RouteKey != "ANY /{proxy+}" || !strings.HasPrefix(req.RawPath, "/devices/test_001") ||
+					req.RequestContext.HTTP.Path != req.RawPath || req.RequestContext.Authorizer == nil || req.RequestContext.Authorizer.IAM == nil {
+					t.Errorf("HTTP API event = %+v: want payload 2.0 of the template's ANY /{proxy+} route with IAM authorizer context", req)
+				}
 			default:
-				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-)", name)
+				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-)", name)
 			}
 		})
 	}
-	for _, kind := range []string{"jitr", "ingest", "replicate"} {
+	for _, kind := range []string{"jitr", "ingest", "replicate", "api"} {
 		if seen[kind] == 0 {
 			t.Errorf("no events/%s-*.json fixture", kind)
 		}

@@ -420,3 +420,52 @@ func TestSetupUnderRIE(t *testing.T) {
 		}
 	}
 }
+
+func TestApiUnderRIE(t *testing.T) {
+	s := motoserver.Start(t)
+	// The api's home region. REGIONS names only it: the regions of
+	// events/env.json are other tests' worlds in the same moto account.
+	const region = "ca-central-1"
+	cfg := world(t, s, region)
+	putInventory(t, cfg, "replicate-insert.json")
+	em := startFunction(t, "api", region, s, map[string]string{"REGIONS": region})
+
+	type response struct {
+		StatusCode int    `json:"statusCode"`
+		Body       string `json:"body"`
+	}
+	call := func(fixture string) response {
+		t.Helper()
+		var r response
+		if err := json.Unmarshal(invokeFixture(t, em, fixture), &r); err != nil {
+			t.Fatalf("%s: response is not an HTTP API response: %v", fixture, err)
+		}
+		return r
+	}
+	r := call("api-get-device.json")
+	var view struct {
+		ThingName string `json:"thingName"`
+		Status    string `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &view); r.StatusCode != http.StatusOK || err != nil ||
+		!strings.Contains(r.Body, "test_001") || !strings.Contains(r.Body, "ACTIVE") {
+		t.Fatalf("GET /devices/test_001 = %d %s (%v), want 200 with the ACTIVE device", r.StatusCode, r.Body, err)
+	}
+
+	if r := call("api-revoke-device.json"); r.StatusCode != http.StatusOK && r.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /devices/test_001/revoke = %d %s, want 200 or 202", r.StatusCode, r.Body)
+	}
+	item, err := dynamodb.NewFromConfig(cfg).GetItem(context.Background(), &dynamodb.GetItemInput{
+		TableName: aws.String("mriot-device-inventory"), Key: ddbitem.DeviceKey("test_001"), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil || item.Item == nil {
+		t.Fatalf("inventory item of test_001: %v", err)
+	}
+	d, err := ddbitem.UnmarshalDevice(item.Item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Status != fleet.StatusRevoked || d.Version != 2 {
+		t.Errorf("after revoke: status %s version %d, want REVOKED version 2", d.Status, d.Version)
+	}
+}
