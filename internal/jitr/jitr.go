@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/mriot/mriot/internal/fleet"
@@ -79,7 +80,21 @@ type Handler struct {
 	// mutate, set only by tests, rewrites the saga's steps before a run
 	// (to prove that the fault matrix catches a broken compensation).
 	mutate func([]saga.Step) []saga.Step
+
+	mu       sync.Mutex
+	inFlight map[string]bool      // certificate ids being handled in this process
+	done     map[string]time.Time // certificate ids this process onboarded, and when
+	caPEM    map[string]string    // CA certificate PEMs by id (an id is the hash of the DER: immutable)
 }
+
+// doneTTL is how long an onboarded certificate's later events are dropped
+// without a registry call. Bounded, because a decommissioned device's
+// certificate is deleted and, if the device comes back, IoT registers it
+// again under the same id: that event must then be handled (and revoked).
+const doneTTL = 2 * time.Minute
+
+// maxCached bounds the done and CA caches of one process.
+const maxCached = 10000
 
 // New checks cfg and returns a Handler.
 func New(cfg Config) (*Handler, error) {
@@ -97,6 +112,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		reg: cfg.Registry, inv: cfg.Inventory, region: cfg.Region, policy: cfg.PolicyName,
 		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, tracer: cfg.Tracer, runner: cfg.Runner,
+		inFlight: map[string]bool{}, done: map[string]time.Time{}, caPEM: map[string]string{},
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -147,6 +163,24 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 // on-failure destination).
 func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEvent) error {
 	log := h.log.With(slog.String("certificateId", ev.CertificateID), slog.String("caCertificateId", ev.CACertificateID))
+	// A device that keeps reconnecting while it is onboarded makes IoT publish
+	// the event again at every attempt. Where one process handles several
+	// events at once (the local stack; a Lambda instance handles one at a
+	// time), a second event for a certificate already being handled here is
+	// dropped at no registry cost: the run in progress finishes the work, and
+	// if it fails, the device's next attempt fires the event again.
+	switch h.claim(ev.CertificateID) {
+	case claimInProgress:
+		log.InfoContext(ctx, "event dropped: this certificate is being onboarded by a run in progress")
+		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "in_progress"))
+		return nil
+	case claimDone:
+		log.InfoContext(ctx, "event dropped: this certificate was onboarded here moments ago")
+		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "recently_onboarded"))
+		return nil
+	}
+	onboarded := false
+	defer func() { h.release(ev.CertificateID, onboarded) }()
 	cert, err := h.reg.DescribeCertificate(ctx, ev.CertificateID)
 	if errors.Is(err, fleet.ErrNotFound) {
 		h.reject(ctx, ReasonCertGone, err, slog.String("certificateId", ev.CertificateID))
@@ -155,9 +189,19 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	if err != nil {
 		return h.fail(ctx, log, fmt.Errorf("describe certificate %s: %w", ev.CertificateID, err))
 	}
-	if cert.Status == fleet.CertRevoked {
+	switch cert.Status {
+	case fleet.CertRevoked:
 		// Revoked already (by an earlier run of this event, or by an operator).
 		log.InfoContext(ctx, "certificate is revoked; nothing to do")
+		return nil
+	case fleet.CertActive:
+		// Activation is the last step of onboarding, and IoT publishes the
+		// event only for a PENDING_ACTIVATION certificate: an ACTIVE one was
+		// onboarded by a run that finished, so this is a stale duplicate
+		// (an event published while that run was in progress). One read.
+		log.InfoContext(ctx, "certificate is active already; stale event")
+		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "already_active"))
+		onboarded = true
 		return nil
 	}
 	thing, reason, verr := h.validate(ctx, cert, ev)
@@ -171,7 +215,9 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	dev, err := h.inv.Get(ctx, thing)
 	switch {
 	case errors.Is(err, fleet.ErrNotFound):
-		return h.onboard(ctx, log, cert, thing, true)
+		err := h.onboard(ctx, log, cert, thing, true)
+		onboarded = err == nil
+		return err
 	case err != nil:
 		return h.fail(ctx, log, fmt.Errorf("get inventory of %s: %w", thing, err))
 	}
@@ -193,8 +239,80 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	default:
 		// Same certificate, ACTIVE: a redelivery, or the device reached this
 		// region before replication did. Ensure every step here.
-		return h.onboard(ctx, log, cert, thing, false)
+		err := h.onboard(ctx, log, cert, thing, false)
+		onboarded = err == nil
+		return err
 	}
+}
+
+type claimResult int
+
+const (
+	claimed claimResult = iota
+	claimInProgress
+	claimDone
+)
+
+// claim marks a certificate as being handled in this process, unless it is
+// already, or this process onboarded it within doneTTL.
+func (h *Handler) claim(certID string) claimResult {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.inFlight[certID] {
+		return claimInProgress
+	}
+	if at, ok := h.done[certID]; ok {
+		if h.now().Sub(at) < doneTTL {
+			return claimDone
+		}
+		delete(h.done, certID)
+	}
+	h.inFlight[certID] = true
+	return claimed
+}
+
+// release ends a claim, remembering a certificate that was onboarded.
+func (h *Handler) release(certID string, onboarded bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.inFlight, certID)
+	if !onboarded {
+		return
+	}
+	if len(h.done) >= maxCached {
+		now := h.now()
+		for id, at := range h.done {
+			if now.Sub(at) >= doneTTL {
+				delete(h.done, id)
+			}
+		}
+		if len(h.done) >= maxCached {
+			clear(h.done)
+		}
+	}
+	h.done[certID] = h.now()
+}
+
+// caCertificatePEM returns a CA certificate's PEM, from the cache when this
+// process read it before.
+func (h *Handler) caCertificatePEM(ctx context.Context, id string) (string, error) {
+	h.mu.Lock()
+	pemText, ok := h.caPEM[id]
+	h.mu.Unlock()
+	if ok {
+		return pemText, nil
+	}
+	ca, err := h.reg.DescribeCACertificate(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.caPEM) >= maxCached {
+		clear(h.caPEM)
+	}
+	h.caPEM[id] = ca.PEM
+	return ca.PEM, nil
 }
 
 // validate checks the certificate against the CA that registered it. It
@@ -212,16 +330,16 @@ func (h *Handler) validate(ctx context.Context, cert fleet.Certificate, ev fleet
 	if id := fleet.CertificateID(x); id != cert.ID {
 		return "", fleet.ReasonMalformed, fmt.Errorf("certificate PEM has id %s, registry says %s: %w", id, cert.ID, fleet.ErrInvalid)
 	}
-	ca, err := h.reg.DescribeCACertificate(ctx, cert.CACertificateID)
+	caPEM, err := h.caCertificatePEM(ctx, cert.CACertificateID)
 	if errors.Is(err, fleet.ErrNotFound) {
 		return "", ReasonCANotRegistered, fmt.Errorf("CA certificate %s: %w", cert.CACertificateID, err)
 	}
 	if err != nil {
 		return "", "", fmt.Errorf("describe CA certificate %s: %w", cert.CACertificateID, err)
 	}
-	caX, err := fleet.ParseCertificatePEM(ca.PEM)
+	caX, err := fleet.ParseCertificatePEM(caPEM)
 	if err != nil {
-		return "", fleet.ReasonMalformed, fmt.Errorf("CA certificate %s: %w", ca.ID, err)
+		return "", fleet.ReasonMalformed, fmt.Errorf("CA certificate %s: %w", cert.CACertificateID, err)
 	}
 	name, err := fleet.ValidateDeviceCertificate(x, caX, h.now())
 	if err != nil {

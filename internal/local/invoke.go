@@ -41,6 +41,10 @@ type Invoker struct {
 	Timeout  time.Duration // the function's timeout
 	Attempts int           // total attempts (Lambda async: 3)
 	Backoff  time.Duration // first retry delay, doubled each time
+	// Concurrency caps the invocations running at once, as a function's
+	// reserved concurrency does; excess events wait in the queue, as in
+	// Lambda's asynchronous event queue (0: unlimited).
+	Concurrency int
 	Log      *slog.Logger
 	Metrics  obs.Metrics
 	// OnDeadLetter receives events that exhausted their attempts.
@@ -53,6 +57,7 @@ type Invoker struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
+	slots  chan struct{}
 }
 
 func (iv *Invoker) init() {
@@ -72,6 +77,9 @@ func (iv *Invoker) init() {
 		}
 		if iv.Metrics == nil {
 			iv.Metrics = obs.Nop{}
+		}
+		if iv.Concurrency > 0 {
+			iv.slots = make(chan struct{}, iv.Concurrency)
 		}
 	})
 }
@@ -108,7 +116,18 @@ func (iv *Invoker) run(payload []byte) {
 			}
 			delay *= 2
 		}
+		if iv.slots != nil {
+			select {
+			case iv.slots <- struct{}{}:
+			case <-iv.ctx.Done():
+				iv.deadLetter(payload, fmt.Errorf("stack shut down while queued: %w", iv.ctx.Err()), attempt-1)
+				return
+			}
+		}
 		_, err = iv.Invoke(iv.ctx, payload, attempt)
+		if iv.slots != nil {
+			<-iv.slots
+		}
 		if err == nil {
 			return
 		}

@@ -54,6 +54,9 @@ const (
 	// custom bus, and what the replicate rule matches.
 	PipeSource     = "mriot.inventory"
 	PipeDetailType = "DeviceInventoryChange"
+	// JITRConcurrency is the jitr function's reserved concurrency in
+	// template.yaml.
+	JITRConcurrency = 10
 )
 
 // Config configures a local stack.
@@ -333,6 +336,9 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (*R
 			Backoff: cfg.RetryBackoff, Log: log, Metrics: s.metrics, OnDeadLetter: s.addDeadLetter}
 	}
 	r.jitr = newInvoker(jitr.Function, jh, cfg.AsyncAttempts)
+	// template.yaml reserves the jitr function's concurrency, so that an
+	// onboarding storm queues instead of overrunning IoT's 10 TPS quotas.
+	r.jitr.Concurrency = JITRConcurrency
 	r.ingest = newInvoker(ingest.Function, ih, cfg.AsyncAttempts)
 	r.replicate = newInvoker(replicate.Function, rh, cfg.BusAttempts)
 	r.rules = []boundRule{

@@ -1,0 +1,126 @@
+package jitr
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/obs"
+)
+
+// TestDuplicateEvents: a device reconnecting while it is onboarded makes IoT
+// publish the event again and again. Events for a certificate that a run in
+// this process is handling, or onboarded moments ago, cost no registry call;
+// events for a certificate that is ACTIVE already cost one read and change
+// nothing.
+func TestDuplicateEvents(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+
+	// Hold the first run inside its first registry call while duplicates arrive.
+	var calls atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	w.reg.SetHook(func(context.Context, string) error {
+		calls.Add(1)
+		once.Do(func() { close(entered); <-release })
+		return nil
+	})
+	first := make(chan error, 1)
+	go func() { first <- w.deliver(ctx) }()
+	<-entered
+	for range 5 {
+		if err := w.deliver(ctx); err != nil {
+			t.Fatalf("duplicate while in progress: %v", err)
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("duplicates in progress made %d registry calls beyond the first run's one", got-1)
+	}
+	if got := w.metrics.Get("DuplicateEvent", obs.D("Function", Function), obs.D("Reason", "in_progress")); got != 5 {
+		t.Errorf("DuplicateEvent{in_progress} = %v, want 5", got)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+
+	before := w.state()
+	// Moments later: dropped without a registry call.
+	calls.Store(0)
+	if err := w.deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 0 {
+		t.Errorf("an event just after onboarding made %d registry calls, want 0", got)
+	}
+	if got := w.metrics.Get("DuplicateEvent", obs.D("Function", Function), obs.D("Reason", "recently_onboarded")); got != 1 {
+		t.Errorf("DuplicateEvent{recently_onboarded} = %v, want 1", got)
+	}
+	// Later (or in another process): one read tells the certificate is ACTIVE.
+	w.h.now = func() time.Time { return t0.Add(doneTTL + time.Second) }
+	calls.Store(0)
+	if err := w.deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("an event for an ACTIVE certificate made %d registry calls, want 1 (DescribeCertificate)", got)
+	}
+	if after := w.state().(state); !after.Registry.Equal(before.(state).Registry) || !reflect.DeepEqual(after.Inventory, before.(state).Inventory) {
+		t.Errorf("a stale event changed the world: %s", before.(state).Diff(after))
+	}
+	if got := w.metrics.Get("DuplicateEvent", obs.D("Function", Function), obs.D("Reason", "already_active")); got != 1 {
+		t.Errorf("DuplicateEvent{already_active} = %v, want 1", got)
+	}
+	if len(w.h.inFlight) != 0 {
+		t.Errorf("claims left behind: %v", w.h.inFlight)
+	}
+}
+
+// TestCACertificateIsReadOnce: the CA's PEM is immutable for its id (the id
+// is the hash of the DER), so one process reads it once.
+func TestCACertificateIsReadOnce(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	var caReads atomic.Int64
+	w.reg.SetHook(func(_ context.Context, op string) error {
+		if op == "DescribeCACertificate" {
+			caReads.Add(1)
+		}
+		return nil
+	})
+	for i := range 3 {
+		dev, err := fx.ca.IssueDevice(fmt.Sprintf("ca-cache-%d", i), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := w.reg.AutoRegister(ctx, dev.CertPEM())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.h.Invoke(ctx, registeredEvent(c.ID, c.CACertificateID)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := w.reg.DescribeCertificate(ctx, c.ID); got.Status != fleet.CertActive {
+			t.Fatalf("device %d: certificate %s", i, got.Status)
+		}
+	}
+	if got := caReads.Load(); got != 1 {
+		t.Errorf("DescribeCACertificate called %d times for 3 devices of one CA, want 1", got)
+	}
+}
