@@ -45,19 +45,19 @@ type Invoker struct {
 	// reserved concurrency does; excess events wait in the queue, as in
 	// Lambda's asynchronous event queue (0: unlimited).
 	Concurrency int
-	Log      *slog.Logger
-	Metrics  obs.Metrics
+	Log         *slog.Logger
+	Metrics     obs.Metrics
 	// OnDeadLetter receives events that exhausted their attempts.
 	OnDeadLetter func(DeadLetter)
 
 	wg      sync.WaitGroup
 	pending atomic.Int64
 	mu      sync.Mutex
-	closed bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	once   sync.Once
-	slots  chan struct{}
+	closed  bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	once    sync.Once
+	slots   chan struct{}
 }
 
 func (iv *Invoker) init() {
