@@ -1,7 +1,7 @@
 # mriot — make run (the product, locally), make test (every test tier).
 SHELL := /bin/bash
 GO    ?= go
-FUNCTIONS := jitr replicate ingest
+FUNCTIONS := jitr replicate ingest api setup
 
 GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
