@@ -126,18 +126,7 @@ func New(cfg Config) (*Handler, error) {
 	if h.tracer == nil {
 		h.tracer = obs.NopTracer{}
 	}
-	if h.runner.Log == nil {
-		h.runner.Log = h.log
-	}
-	if h.runner.Metrics == nil {
-		h.runner.Metrics = h.metrics
-	}
-	if h.runner.Tracer == nil {
-		h.runner.Tracer = h.tracer
-	}
-	if h.runner.Now == nil {
-		h.runner.Now = h.now
-	}
+	h.runner = h.runner.Fill(h.log, h.metrics, h.tracer, h.now)
 	return h, nil
 }
 

@@ -118,18 +118,7 @@ func New(cfg Config) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = obs.Nop{}
 	}
-	if h.runner.Log == nil {
-		h.runner.Log = h.log
-	}
-	if h.runner.Metrics == nil {
-		h.runner.Metrics = h.metrics
-	}
-	if h.runner.Tracer == nil {
-		h.runner.Tracer = cfg.Tracer
-	}
-	if h.runner.Now == nil {
-		h.runner.Now = cfg.Now
-	}
+	h.runner = h.runner.Fill(h.log, h.metrics, cfg.Tracer, cfg.Now)
 	return h, nil
 }
 

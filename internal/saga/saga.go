@@ -199,6 +199,24 @@ func Attempt(ctx context.Context) int {
 	return 1
 }
 
+// Fill returns r with its unset Log, Metrics, Tracer and Now taken from the
+// arguments: a workflow's handler shares its own with the saga it runs.
+func (r Runner) Fill(log *slog.Logger, metrics obs.Metrics, tracer obs.Tracer, now func() time.Time) Runner {
+	if r.Log == nil {
+		r.Log = log
+	}
+	if r.Metrics == nil {
+		r.Metrics = metrics
+	}
+	if r.Tracer == nil {
+		r.Tracer = tracer
+	}
+	if r.Now == nil {
+		r.Now = now
+	}
+	return r
+}
+
 func (r *Runner) log() *slog.Logger {
 	if r.Log == nil {
 		return obs.Discard()

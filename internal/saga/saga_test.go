@@ -305,3 +305,11 @@ func TestAttempt(t *testing.T) {
 		t.Error("attempt not carried")
 	}
 }
+
+func TestFillKeepsWhatIsSet(t *testing.T) {
+	own := obs.NewRecorder()
+	r := saga.Runner{Metrics: own}.Fill(obs.Discard(), obs.NewRecorder(), obs.NopTracer{}, time.Now)
+	if r.Metrics != own || r.Log == nil || r.Tracer == nil || r.Now == nil {
+		t.Errorf("Fill = %+v", r)
+	}
+}
