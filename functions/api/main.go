@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -23,6 +22,7 @@ import (
 	"github.com/mriot/mriot/internal/awsddb"
 	"github.com/mriot/mriot/internal/awsiot"
 	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/wiring"
 )
 
 // settings is the function's configuration from its environment.
@@ -76,19 +76,10 @@ func build(cfg aws.Config, s settings, log *slog.Logger) (*api.Handler, error) {
 func main() {
 	log := obs.LoggerFromEnv()
 	s, err := readSettings(awsconf.Env{})
-	if err != nil {
-		log.Error("api: configuration", "error", err.Error())
-		os.Exit(1)
-	}
+	wiring.ExitOn(log, "api: configuration", err)
 	cfg, err := awsconf.Load(context.Background())
-	if err != nil {
-		log.Error("api: AWS configuration", "error", err.Error())
-		os.Exit(1)
-	}
+	wiring.ExitOn(log, "api: AWS configuration", err)
 	h, err := build(cfg, s, log)
-	if err != nil {
-		log.Error("api: build handler", "error", err.Error())
-		os.Exit(1)
-	}
+	wiring.ExitOn(log, "api: build handler", err)
 	lambda.Start(lambdaHandler(h))
 }

@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -23,6 +22,7 @@ import (
 	"github.com/mriot/mriot/internal/awsddb"
 	"github.com/mriot/mriot/internal/ingest"
 	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/wiring"
 )
 
 type settings struct {
@@ -62,18 +62,14 @@ func readSettings(env awsconf.Env) (settings, error) {
 
 func build(cfg aws.Config, s settings, log *slog.Logger) (*ingest.Handler, error) {
 	cfg = awsconf.ForRegion(cfg, s.Region)
-	var tracer obs.Tracer = obs.NopTracer{}
-	if s.Tracing {
-		tracer = obs.XRay{}
-	}
 	h, err := ingest.New(ingest.Config{
 		Telemetry:       awsddb.NewTelemetry(dynamodb.NewFromConfig(cfg), s.DataTable),
 		Region:          s.Region,
 		MaxMessageBytes: s.MaxMessageBytes,
 		Retention:       time.Duration(s.RetentionDays) * 24 * time.Hour,
 		Log:             log,
-		Metrics:         obs.NewEMF(os.Stdout, obs.Namespace),
-		Tracer:          tracer,
+		Metrics:         wiring.Metrics(),
+		Tracer:          wiring.Tracer(s.Tracing),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest handler: %w", err)
@@ -84,20 +80,11 @@ func build(cfg aws.Config, s settings, log *slog.Logger) (*ingest.Handler, error
 func main() {
 	log := obs.LoggerFromEnv()
 	s, err := readSettings(awsconf.Env{})
-	if err != nil {
-		log.Error("ingest: configuration", "error", err.Error())
-		os.Exit(1)
-	}
+	wiring.ExitOn(log, "ingest: configuration", err)
 	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
-	if err != nil {
-		log.Error("ingest: AWS configuration", "error", err.Error())
-		os.Exit(1)
-	}
+	wiring.ExitOn(log, "ingest: AWS configuration", err)
 	h, err := build(cfg, s, log)
-	if err != nil {
-		log.Error("ingest: build", "error", err.Error())
-		os.Exit(1)
-	}
+	wiring.ExitOn(log, "ingest: build", err)
 	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
 	// same entry point the local stack invokes.
 	lambda.Start(h)

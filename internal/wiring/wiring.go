@@ -1,0 +1,87 @@
+// Package wiring holds what the Lambda entry points share: reading the
+// settings of the functions that converge a region's registry (jitr and
+// replicate), building their AWS adapters once at init, the tracer choice, and
+// stopping a cold start that cannot be configured.
+package wiring
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+
+	"github.com/mriot/mriot/internal/awsconf"
+	"github.com/mriot/mriot/internal/awsddb"
+	"github.com/mriot/mriot/internal/awsiot"
+	"github.com/mriot/mriot/internal/obs"
+)
+
+// RegistrySettings are the environment of jitr and replicate.
+type RegistrySettings struct {
+	InventoryTable   string // INVENTORY_TABLE
+	DevicePolicyName string // DEVICE_POLICY_NAME
+	Region           string // AWS_REGION, set by Lambda
+	Tracing          bool   // TRACING
+}
+
+// ReadRegistrySettings reads RegistrySettings; the error names the variable.
+func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
+	var s RegistrySettings
+	var err error
+	if s.InventoryTable, err = env.MustString("INVENTORY_TABLE"); err != nil {
+		return s, err
+	}
+	if s.DevicePolicyName, err = env.MustString("DEVICE_POLICY_NAME"); err != nil {
+		return s, err
+	}
+	if s.Region, err = env.MustString("AWS_REGION"); err != nil {
+		return s, err
+	}
+	if s.Tracing, err = env.Bool(awsconf.TracingEnv, false); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// RegistryDeps are the adapters of a function that converges a region's
+// registry: its IoT registry and its inventory replica, metrics and tracer.
+type RegistryDeps struct {
+	Registry  *awsiot.Adapter
+	Inventory *awsddb.Inventory
+	Metrics   obs.Metrics
+	Tracer    obs.Tracer
+}
+
+// NewRegistryDeps builds the SDK clients for s.Region from cfg.
+func NewRegistryDeps(cfg aws.Config, s RegistrySettings) RegistryDeps {
+	cfg = awsconf.ForRegion(cfg, s.Region)
+	return RegistryDeps{
+		Registry:  awsiot.New(iot.NewFromConfig(cfg)),
+		Inventory: awsddb.NewInventory(dynamodb.NewFromConfig(cfg), s.InventoryTable),
+		Metrics:   Metrics(),
+		Tracer:    Tracer(s.Tracing),
+	}
+}
+
+// Metrics are EMF lines on stdout, which Lambda sends to CloudWatch.
+func Metrics() obs.Metrics { return obs.NewEMF(os.Stdout, obs.Namespace) }
+
+// Tracer is X-Ray subsegments when tracing is on, nothing otherwise.
+func Tracer(tracing bool) obs.Tracer {
+	if tracing {
+		return obs.XRay{}
+	}
+	return obs.NopTracer{}
+}
+
+// ExitOn logs err and ends the process when err is not nil: a function that
+// cannot be configured fails its cold start, visibly, instead of serving.
+func ExitOn(log *slog.Logger, what string, err error) {
+	if err == nil {
+		return
+	}
+	log.Error(what, "error", err.Error())
+	os.Exit(1)
+}
