@@ -65,6 +65,8 @@ type Registry interface {
 	// ThingsForPrincipal returns the names of the things a certificate ARN is
 	// attached to.
 	ThingsForPrincipal(certARN string) []string
+	// CertificateRegisteredAt returns when a certificate was registered.
+	CertificateRegisteredAt(id string) (time.Time, bool)
 }
 
 // EventPublisher is the rules engine's entry: it receives every message
@@ -488,10 +490,16 @@ type registeredEvent struct {
 // drops the connection without waiting for the rules.
 func (b *Broker) publishRegistered(c fleet.Certificate) {
 	now := b.cfg.Now().UnixMilli()
+	// The registration timestamp is the certificate's, not the event's: the
+	// same in every event IoT publishes again for one registration.
+	registered := now
+	if at, ok := b.cfg.Registry.CertificateRegisteredAt(c.ID); ok && !at.IsZero() {
+		registered = at.UnixMilli()
+	}
 	payload, err := json.Marshal(registeredEvent{
 		CertificateID: c.ID, CACertificateID: c.CACertificateID, Timestamp: now,
 		CertificateStatus: fleet.CertPendingActivation, AWSAccountID: b.cfg.AccountID,
-		CertificateRegistrationTimestamp: now,
+		CertificateRegistrationTimestamp: registered,
 	})
 	if err != nil {
 		b.log.Error("marshal registered-certificate event", "error", err)

@@ -239,6 +239,22 @@ func TestJITRFlow(t *testing.T) {
 	if n := f.count(topic); n != 2 {
 		t.Fatalf("%d registered events after two connections, want 2", n)
 	}
+	f.mu.Lock()
+	var events []fleet.CertificateRegisteredEvent
+	for _, m := range f.msgs {
+		if m.topic == topic {
+			e, err := fleet.ParseCertificateRegisteredEvent(m.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, e)
+		}
+	}
+	f.mu.Unlock()
+	if events[0].RegistrationTimestamp != events[1].RegistrationTimestamp {
+		t.Errorf("one registration published registration timestamps %s and %s; want the certificate's, the same in both",
+			events[0].RegistrationTimestamp, events[1].RegistrationTimestamp)
+	}
 
 	f.onboard(leaf, devicePol)
 	cl, err := connectPaho(f.b.Addr(), f.tls(leaf), "dev1")

@@ -2,6 +2,7 @@ package jitr
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"sync"
@@ -122,5 +123,34 @@ func TestCACertificateIsReadOnce(t *testing.T) {
 	}
 	if got := caReads.Load(); got != 1 {
 		t.Errorf("DescribeCACertificate called %d times for 3 devices of one CA, want 1", got)
+	}
+}
+
+// TestNewRegistrationIsNotADuplicate: a decommissioned device's certificate
+// is deleted; when the device comes back, IoT registers it again under the
+// same id, with a new registration timestamp. That event is handled at once.
+func TestNewRegistrationIsNotADuplicate(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	event := func(registered int64) []byte {
+		b, _ := json.Marshal(map[string]any{"certificateId": w.cert.ID, "caCertificateId": w.cert.CACertificateID,
+			"timestamp": t0.UnixMilli(), "certificateStatus": "PENDING_ACTIVATION", "certificateRegistrationTimestamp": registered})
+		return b
+	}
+	if _, err := w.h.Invoke(ctx, event(1000)); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	w.reg.SetHook(func(context.Context, string) error { calls.Add(1); return nil })
+	if _, err := w.h.Invoke(ctx, event(1000)); err != nil || calls.Load() != 0 {
+		t.Fatalf("same registration: err %v, %d registry calls, want none", err, calls.Load())
+	}
+	if _, err := w.h.Invoke(ctx, event(2000)); err != nil || calls.Load() == 0 {
+		t.Fatalf("new registration: err %v, %d registry calls, want it handled", err, calls.Load())
 	}
 }

@@ -83,14 +83,22 @@ type Handler struct {
 
 	mu       sync.Mutex
 	inFlight map[string]bool      // certificate ids being handled in this process
-	done     map[string]time.Time // certificate ids this process onboarded, and when
+	done     map[string]doneEntry // certificate ids this process onboarded
 	caPEM    map[string]string    // CA certificate PEMs by id (an id is the hash of the DER: immutable)
 }
 
+// doneEntry records an onboarding: when, and the certificate's registration
+// timestamp from the event.
+type doneEntry struct {
+	at         time.Time
+	registered string
+}
+
 // doneTTL is how long an onboarded certificate's later events are dropped
-// without a registry call. Bounded, because a decommissioned device's
-// certificate is deleted and, if the device comes back, IoT registers it
-// again under the same id: that event must then be handled (and revoked).
+// without a registry call. A decommissioned device's certificate is deleted,
+// and if the device comes back IoT registers it again under the same id: that
+// event carries a new registration timestamp and is handled (and revoked) at
+// once; the window bounds the case where the event carries none.
 const doneTTL = 2 * time.Minute
 
 // maxCached bounds the done and CA caches of one process.
@@ -112,7 +120,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		reg: cfg.Registry, inv: cfg.Inventory, region: cfg.Region, policy: cfg.PolicyName,
 		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, tracer: cfg.Tracer, runner: cfg.Runner,
-		inFlight: map[string]bool{}, done: map[string]time.Time{}, caPEM: map[string]string{},
+		inFlight: map[string]bool{}, done: map[string]doneEntry{}, caPEM: map[string]string{},
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -158,7 +166,8 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	// time), a second event for a certificate already being handled here is
 	// dropped at no registry cost: the run in progress finishes the work, and
 	// if it fails, the device's next attempt fires the event again.
-	switch h.claim(ev.CertificateID) {
+	registered := string(ev.RegistrationTimestamp)
+	switch h.claim(ev.CertificateID, registered) {
 	case claimInProgress:
 		log.InfoContext(ctx, "event dropped: this certificate is being onboarded by a run in progress")
 		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "in_progress"))
@@ -169,7 +178,7 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 		return nil
 	}
 	onboarded := false
-	defer func() { h.release(ev.CertificateID, onboarded) }()
+	defer func() { h.release(ev.CertificateID, registered, onboarded) }()
 	cert, err := h.reg.DescribeCertificate(ctx, ev.CertificateID)
 	if errors.Is(err, fleet.ErrNotFound) {
 		h.reject(ctx, ReasonCertGone, err, slog.String("certificateId", ev.CertificateID))
@@ -243,15 +252,16 @@ const (
 )
 
 // claim marks a certificate as being handled in this process, unless it is
-// already, or this process onboarded it within doneTTL.
-func (h *Handler) claim(certID string) claimResult {
+// already, or this process onboarded this registration of it within doneTTL.
+func (h *Handler) claim(certID, registered string) claimResult {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.inFlight[certID] {
 		return claimInProgress
 	}
-	if at, ok := h.done[certID]; ok {
-		if h.now().Sub(at) < doneTTL {
+	if d, ok := h.done[certID]; ok {
+		sameRegistration := registered == "" || d.registered == "" || registered == d.registered
+		if sameRegistration && h.now().Sub(d.at) < doneTTL {
 			return claimDone
 		}
 		delete(h.done, certID)
@@ -261,7 +271,7 @@ func (h *Handler) claim(certID string) claimResult {
 }
 
 // release ends a claim, remembering a certificate that was onboarded.
-func (h *Handler) release(certID string, onboarded bool) {
+func (h *Handler) release(certID, registered string, onboarded bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.inFlight, certID)
@@ -270,8 +280,8 @@ func (h *Handler) release(certID string, onboarded bool) {
 	}
 	if len(h.done) >= maxCached {
 		now := h.now()
-		for id, at := range h.done {
-			if now.Sub(at) >= doneTTL {
+		for id, d := range h.done {
+			if now.Sub(d.at) >= doneTTL {
 				delete(h.done, id)
 			}
 		}
@@ -279,7 +289,7 @@ func (h *Handler) release(certID string, onboarded bool) {
 			clear(h.done)
 		}
 	}
-	h.done[certID] = h.now()
+	h.done[certID] = doneEntry{at: h.now(), registered: registered}
 }
 
 // caCertificatePEM returns a CA certificate's PEM, from the cache when this

@@ -204,6 +204,27 @@ func TestAutoRegister(t *testing.T) {
 	if got, ok := e.r.CertificateByID(c.ID); !ok || got != c {
 		t.Errorf("CertificateByID = %+v, %v", got, ok)
 	}
+	first, ok := e.r.CertificateRegisteredAt(c.ID)
+	if !ok || first.IsZero() {
+		t.Fatalf("CertificateRegisteredAt = %v, %v", first, ok)
+	}
+	// Deleted and registered again: a new registration, a new timestamp.
+	if err := e.r.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.r.DeleteCertificate(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if _, created, err := e.r.AutoRegister(ctx, pem); err != nil || !created {
+		t.Fatalf("AutoRegister after delete = %v, %v", created, err)
+	}
+	if again, _ := e.r.CertificateRegisteredAt(c.ID); !again.After(first) {
+		t.Errorf("registered again at %v, first at %v: want a later time", again, first)
+	}
+	if _, ok := e.r.CertificateRegisteredAt("nope"); ok {
+		t.Error("CertificateRegisteredAt of an unknown certificate")
+	}
 	if _, _, err := e.r.AutoRegister(ctx, "junk"); !errors.Is(err, fleet.ErrInvalid) {
 		t.Errorf("junk PEM: %v, want ErrInvalid", err)
 	}

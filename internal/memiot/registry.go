@@ -42,6 +42,9 @@ type Registry struct {
 type certRec struct {
 	c    fleet.Certificate
 	x509 *x509.Certificate
+	// registeredAt is the certificate's creationDate: when this registration
+	// of it was made (a deleted certificate registered again gets a new one).
+	registeredAt time.Time
 }
 
 type caRec struct {
@@ -244,7 +247,7 @@ func (r *Registry) register(op string, cert *x509.Certificate, status fleet.Cert
 		ID: id, ARN: r.arn("cert", id), PEM: fleet.EncodePEM(cert),
 		CACertificateID: ca.c.ID, Status: status,
 	}
-	r.certs[id] = &certRec{c: c, x509: cert}
+	r.certs[id] = &certRec{c: c, x509: cert, registeredAt: r.f.now()}
 	return c, true, nil
 }
 
@@ -786,6 +789,19 @@ func (r *Registry) CertificateByID(id string) (fleet.Certificate, bool) {
 		return fleet.Certificate{}, false
 	}
 	return rec.c, true
+}
+
+// CertificateRegisteredAt returns when a certificate was registered (its
+// creationDate): the certificateRegistrationTimestamp of IoT Core's
+// registered event, the same for every event of one registration.
+func (r *Registry) CertificateRegisteredAt(id string) (time.Time, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	rec := r.certs[id]
+	if rec == nil {
+		return time.Time{}, false
+	}
+	return rec.registeredAt, true
 }
 
 // ListCertificates returns every certificate, by id. An inspection.
