@@ -13,6 +13,7 @@ import (
 	"github.com/mriot/mriot/internal/local"
 	"github.com/mriot/mriot/internal/memiot"
 	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/pki"
 	"github.com/mriot/mriot/internal/router"
 )
 
@@ -117,14 +118,15 @@ func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) e
 	}
 	defer st.Close()
 	fmt.Fprintf(out, "mriot local: state in %s, logs in %s\n", cfg.StateDir, logName(cfg.StateDir, logFile))
-	fmt.Fprintf(out, "  global endpoint iot.example.com  mqtts://%s\n", st.GlobalAddr())
+	line := func(label, value string) { fmt.Fprintf(out, "  %-34s %s\n", label, value) }
+	line("global endpoint (iot.example.com)", "mqtts://"+st.GlobalAddr())
 	for i, r := range st.Regions() {
-		fmt.Fprintf(out, "  region %-22s mqtts://%s\n", fmt.Sprintf("%s (%d)", r.Name, i), r.Broker.Addr())
+		line(fmt.Sprintf("region %d %s", i, r.Name), "mqtts://"+r.Broker.Addr())
 	}
 	if a := st.APIAddr(); a != "" {
-		fmt.Fprintf(out, "  HTTP API                         http://%s\n", a)
+		line("HTTP API", "http://"+a)
 	}
-	fmt.Fprintf(out, "  device CA file (--cafile)        %s\n", st.PKI().Path("root-ca.crt"))
+	line("device CA file (--cafile)", st.PKI().Path(pki.RootCertFile))
 	fmt.Fprintf(out, "ready in %.1fs\n", time.Since(start).Seconds())
 	if demo {
 		if err := st.Demo(ctx, out, local.DemoDevices); err != nil {
@@ -134,7 +136,7 @@ func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) e
 			return err
 		}
 		fmt.Fprintf(out, "try: go run ./cmd/mriot pki device test_001 && mosquitto_pub -h localhost -p %s --cafile %s --cert %s/devices/test_001.crt --key %s/devices/test_001.key -q 1 -d -t i/test_001/m -i test_001 -m '{\"message\": \"Hello From Test-001\"}'\n",
-			portOf(st.GlobalAddr()), st.PKI().Path("root-ca.crt"), cfg.StateDir, cfg.StateDir)
+			portOf(st.GlobalAddr()), st.PKI().Path(pki.RootCertFile), cfg.StateDir, cfg.StateDir)
 	}
 	fmt.Fprintln(out, "serving; Ctrl-C stops")
 	<-ctx.Done()
