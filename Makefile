@@ -7,7 +7,7 @@ GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
 LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
-.PHONY: run test build lint unit vet fmt staticcheck clean
+.PHONY: run test race build lint vet fmt staticcheck clean
 
 run:
 	$(GO) run ./cmd/mriot local
@@ -32,8 +32,19 @@ vet:
 staticcheck:
 	$(GO) tool staticcheck ./...
 
+## test: lint, then every test tier (integration tiers skip when their tool is
+## missing, and are required when CI=true), then the concurrent packages again
+## under the race detector (the 200-device load test is skipped there: -short).
+RACE_PKGS := ./internal/saga/... ./internal/memddb/... ./internal/memiot/... ./internal/jitr/... \
+	./internal/replicate/... ./internal/ingest/... ./internal/broker/... ./internal/router/... \
+	./internal/local/... ./internal/sim/... ./internal/api/... ./cmd/...
+
 test: lint
 	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race -short $(RACE_PKGS)
+
+race:
+	$(GO) test -count=1 -race -short $(RACE_PKGS)
 
 clean:
 	rm -rf bin .aws-sam
