@@ -7,21 +7,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/aws"
-
-	"github.com/mriot/mriot/internal/awsconf"
 	"github.com/mriot/mriot/internal/jitr"
-	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/wiring"
 )
 
-func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*jitr.Handler, error) {
-	d := wiring.NewRegistryDeps(cfg, s)
+func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (*jitr.Handler, error) {
 	h, err := jitr.New(jitr.Config{
 		Registry:   d.Registry,
 		Inventory:  d.Inventory,
@@ -37,15 +30,4 @@ func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*jitr.H
 	return h, nil
 }
 
-func main() {
-	log := obs.LoggerFromEnv()
-	s, err := wiring.ReadRegistrySettings(awsconf.Env{})
-	wiring.ExitOn(log, "jitr: configuration", err)
-	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
-	wiring.ExitOn(log, "jitr: AWS configuration", err)
-	h, err := build(cfg, s, log)
-	wiring.ExitOn(log, "jitr: build", err)
-	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
-	// same entry point the local stack invokes.
-	lambda.Start(h)
-}
+func main() { wiring.StartRegistryFunction("jitr", build) }

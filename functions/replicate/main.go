@@ -8,21 +8,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/aws"
-
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/replicate"
 	"github.com/mriot/mriot/internal/wiring"
 )
 
-func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*replicate.Handler, error) {
-	d := wiring.NewRegistryDeps(cfg, s)
+func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (*replicate.Handler, error) {
 	h, err := replicate.New(replicate.Config{
 		Registry:   d.Registry,
 		Inventory:  d.Inventory,
@@ -38,15 +31,4 @@ func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*replic
 	return h, nil
 }
 
-func main() {
-	log := obs.LoggerFromEnv()
-	s, err := wiring.ReadRegistrySettings(awsconf.Env{})
-	wiring.ExitOn(log, "replicate: configuration", err)
-	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
-	wiring.ExitOn(log, "replicate: AWS configuration", err)
-	h, err := build(cfg, s, log)
-	wiring.ExitOn(log, "replicate: build", err)
-	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
-	// same entry point the local stack invokes.
-	lambda.Start(h)
-}
+func main() { wiring.StartRegistryFunction("replicate", build) }

@@ -13,14 +13,17 @@ import (
 // TestBuild wires the handler over SDK clients (no call is made) and checks
 // that a malformed event is dropped without touching AWS.
 func TestBuild(t *testing.T) {
-	h, err := build(aws.Config{Region: "eu-west-1"}, wiring.RegistrySettings{InventoryTable: "inv", DevicePolicyName: "mriot-device", Region: "eu-west-1"}, obs.Discard())
+	s := wiring.RegistrySettings{InventoryTable: "inv", DevicePolicyName: "mriot-device", Region: "eu-west-1"}
+	d := wiring.NewRegistryDeps(aws.Config{}, s)
+	h, err := build(d, s, obs.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.Invoke(context.Background(), []byte("{")); err != nil {
 		t.Fatalf("a malformed event was returned for retry: %v", err)
 	}
-	if _, err := build(aws.Config{}, wiring.RegistrySettings{InventoryTable: "inv", DevicePolicyName: "bad name", Region: "eu-west-1"}, obs.Discard()); err == nil {
+	s.DevicePolicyName = "bad name"
+	if _, err := build(d, s, obs.Discard()); err == nil {
 		t.Error("build accepted an invalid policy name")
 	}
 }

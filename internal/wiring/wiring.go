@@ -5,9 +5,11 @@
 package wiring
 
 import (
+	"context"
 	"log/slog"
 	"os"
 
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -84,4 +86,20 @@ func ExitOn(log *slog.Logger, what string, err error) {
 	}
 	log.Error(what, "error", err.Error())
 	os.Exit(1)
+}
+
+// StartRegistryFunction is the main of a function that converges a region's
+// registry (jitr, replicate): read the settings, build the SDK clients once
+// for the cold start, build the handler with build, and hand it to
+// lambda.Start. The handler's Invoke gets the raw event JSON, the same entry
+// point the local stack invokes.
+func StartRegistryFunction[H lambda.Handler](name string, build func(RegistryDeps, RegistrySettings, *slog.Logger) (H, error)) {
+	log := obs.LoggerFromEnv()
+	s, err := ReadRegistrySettings(awsconf.Env{})
+	ExitOn(log, name+": configuration", err)
+	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
+	ExitOn(log, name+": AWS configuration", err)
+	h, err := build(NewRegistryDeps(cfg, s), s, log)
+	ExitOn(log, name+": build", err)
+	lambda.Start(h)
 }
