@@ -18,6 +18,7 @@ import (
 	"github.com/mriot/mriot/internal/awsddb"
 	"github.com/mriot/mriot/internal/awsiot"
 	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/obs/xraytrace"
 )
 
 // RegistrySettings are the environment of jitr and replicate.
@@ -73,7 +74,7 @@ func Metrics() obs.Metrics { return obs.NewEMF(os.Stdout, obs.Namespace) }
 // Tracer is X-Ray subsegments when tracing is on, nothing otherwise.
 func Tracer(tracing bool) obs.Tracer {
 	if tracing {
-		return obs.XRay{}
+		return xraytrace.Tracer{}
 	}
 	return obs.NopTracer{}
 }

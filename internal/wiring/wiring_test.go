@@ -7,6 +7,7 @@ import (
 
 	"github.com/mriot/mriot/internal/awsconf"
 	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/obs/xraytrace"
 )
 
 func envOf(m map[string]string) awsconf.Env {
@@ -54,7 +55,7 @@ func TestNewRegistryDeps(t *testing.T) {
 	if d.Registry == nil || d.Inventory == nil || d.Metrics == nil {
 		t.Fatalf("deps %+v", d)
 	}
-	if _, ok := d.Tracer.(obs.XRay); !ok {
+	if _, ok := d.Tracer.(xraytrace.Tracer); !ok {
 		t.Errorf("tracing on gives tracer %T", d.Tracer)
 	}
 	if _, ok := Tracer(false).(obs.NopTracer); !ok {
