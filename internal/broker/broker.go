@@ -17,6 +17,8 @@
 //     denied filter) and iot:Receive on topic/<topic> (the message is not
 //     delivered). ${iot:Connection.Thing.ThingName} is the client id when a
 //     thing of that name is attached to the certificate, else it is unset.
+//   - QoS 2 is not supported: a PUBLISH or SUBSCRIBE asking for it gets no
+//     PUBACK or SUBACK; the connection is closed.
 //   - Messages on allowed topics reach subscribers and the rules engine (the
 //     EventPublisher). Devices cannot publish to $aws/events/.
 //
@@ -529,7 +531,27 @@ func (h *hook) ID() string { return "iot-core-rules" }
 
 func (h *hook) Provides(bt byte) bool {
 	return oneOf(bt, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed,
-		mqtt.OnPublish, mqtt.OnDisconnect, mqtt.OnSessionEstablished)
+		mqtt.OnPublish, mqtt.OnDisconnect, mqtt.OnSessionEstablished, mqtt.OnPacketRead)
+}
+
+// errQoS2 closes a connection that requests QoS 2: IoT Core supports QoS 0
+// and 1 only and answers a QoS 2 PUBLISH or SUBSCRIBE with no PUBACK or
+// SUBACK (mochi would downgrade it to QoS 1 and acknowledge it). mochi ends
+// the connection when a hook rejects a packet it read.
+var errQoS2 = fmt.Errorf("QoS 2 is not supported: %w", packets.ErrRejectPacket)
+
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	qos2 := pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos == 2
+	if pk.FixedHeader.Type == packets.Subscribe {
+		for _, f := range pk.Filters {
+			qos2 = qos2 || f.Qos == 2
+		}
+	}
+	if qos2 {
+		h.b.log.Info("QoS 2 requested; disconnecting", "clientId", cl.ID, "packetType", pk.FixedHeader.Type)
+		return pk, errQoS2
+	}
+	return pk, nil
 }
 
 func oneOf(b byte, set ...byte) bool { return slices.Contains(set, b) }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -624,5 +625,55 @@ func TestMQTT5(t *testing.T) {
 	}
 	if f.count("i/other/m") != 0 {
 		t.Fatal("denied message reached the rules engine")
+	}
+}
+
+// TestQoS2Refused: IoT Core supports QoS 0 and 1 only, and sends no PUBACK
+// (nor PUBREC) and no SUBACK when QoS 2 is requested; the message must not
+// reach the rules engine.
+func TestQoS2Refused(t *testing.T) {
+	f := newFixture(t)
+	leaf := f.device("dev2q")
+	f.onboard(leaf, devicePol)
+	for _, tc := range []struct {
+		name string
+		pk   packets.Packet
+	}{
+		{"publish", packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2},
+			TopicName:   "i/dev2q/m", PacketID: 1, Payload: []byte(`{"message":"q2"}`),
+		}},
+		{"subscribe", packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+			PacketID:    1, Filters: packets.Subscriptions{{Filter: "e/dev2q/#", Qos: 2}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := dialV5(f.b.Addr(), f.tls(leaf), "dev2q")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.write(tc.pk); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				pk, err := c.read(5 * time.Second)
+				if err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatal("connection still open after a QoS 2 request")
+					}
+					break // closed
+				}
+				switch pk.FixedHeader.Type {
+				case packets.Puback, packets.Pubrec, packets.Suback:
+					t.Fatalf("QoS 2 request answered with packet type %d", pk.FixedHeader.Type)
+				}
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := f.count("i/dev2q/m"); n != 0 {
+		t.Fatalf("a QoS 2 message reached the rules engine %d times", n)
 	}
 }
