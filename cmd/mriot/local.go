@@ -135,8 +135,8 @@ func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) e
 			}
 			return err
 		}
-		fmt.Fprintf(out, "try: go run ./cmd/mriot pki device test_001 && mosquitto_pub -h localhost -p %s --cafile %s --cert %s/devices/test_001.crt --key %s/devices/test_001.key -q 1 -d -t i/test_001/m -i test_001 -m '{\"message\": \"Hello From Test-001\"}'\n",
-			portOf(st.GlobalAddr()), st.PKI().Path(pki.RootCertFile), cfg.StateDir, cfg.StateDir)
+		fmt.Fprintf(out, "try: go run ./cmd/mriot pki device test_001 --state-dir %s && mosquitto_pub -h localhost -p %s --cafile %s --cert %s/devices/test_001.crt --key %s/devices/test_001.key -q 1 -d -t i/test_001/m -i test_001 -m '{\"message\": \"Hello From Test-001\"}'\n",
+			cfg.StateDir, portOf(st.GlobalAddr()), st.PKI().Path(pki.RootCertFile), cfg.StateDir, cfg.StateDir)
 	}
 	fmt.Fprintln(out, "serving; Ctrl-C stops")
 	<-ctx.Done()

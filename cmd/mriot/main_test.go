@@ -106,7 +106,8 @@ func TestLocalRunsTheDemo(t *testing.T) {
 	defer cancel()
 	out := &syncWriter{}
 	cmd := newRootCmd()
-	cmd.SetArgs([]string{"local", "--state-dir", t.TempDir(), "--mqtt-port", "0", "--api-addr", "127.0.0.1:0"})
+	dir := t.TempDir()
+	cmd.SetArgs([]string{"local", "--state-dir", dir, "--mqtt-port", "0", "--api-addr", "127.0.0.1:0"})
 	cmd.SetOut(out)
 	cmd.SetErr(out)
 	done := make(chan error, 1)
@@ -126,7 +127,9 @@ func TestLocalRunsTheDemo(t *testing.T) {
 	text := out.String()
 	for _, want := range []string{"ready in", "global endpoint (iot.example.com)", "region 0 eu-west-1", "region 1 us-west-2",
 		"demo-001 refused", "demo-003 onboarded in eu-west-1, replicated: eu-west-1=ACTIVE us-west-2=ACTIVE",
-		"iot.example.com: PUBACK, eu-west-1: PUBACK, us-west-2: PUBACK", "demo: done"} {
+		"iot.example.com: PUBACK, eu-west-1: PUBACK, us-west-2: PUBACK", "demo: done",
+		// the suggested command issues the certificate where mosquitto_pub then looks for it
+		"pki device test_001 --state-dir " + dir + " && mosquitto_pub"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q", want)
 		}
