@@ -13,7 +13,7 @@
 //   - An ACTIVE certificate may do only what the IoT policies attached to it
 //     allow: iot:Connect on client/<clientId>, iot:Publish on topic/<topic>
 //     (a denied publish is dropped without PUBACK and the client is
-//     disconnected), iot:Subscribe on topicfilter/<filter> (SUBACK 0x80 for a
+//     disconnected; with the RETAIN flag iot:RetainPublish is needed too), iot:Subscribe on topicfilter/<filter> (SUBACK 0x80 for a
 //     denied filter) and iot:Receive on topic/<topic> (the message is not
 //     delivered). ${iot:Connection.Thing.ThingName} is the client id when a
 //     thing of that name is attached to the certificate, else it is unset.
@@ -374,7 +374,9 @@ func (b *Broker) authenticate(cl *mqtt.Client) bool {
 		return false
 	}
 	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 1 {
-		if !b.mayPublish(log, s, cl.Properties.Will.TopicName) {
+		will := cl.Properties.Will
+		if !b.mayPublish(log, s, will.TopicName) ||
+			will.Retain && !b.allowed(log, s, policy.ActionRetainPublish, "topic", will.TopicName) {
 			log.Info("connection refused", "reason", "policy", "action", policy.ActionPublish, "willTopic", cl.Properties.Will.TopicName)
 			return false
 		}
@@ -399,6 +401,26 @@ func (b *Broker) mayPublish(log *slog.Logger, s *session, topic string) bool {
 		return false
 	}
 	return b.allowed(log, s, policy.ActionPublish, "topic", topic)
+}
+
+// mayRetain authorizes the RETAIN flag of a publish that iot:Publish allowed:
+// IoT Core also requires iot:RetainPublish on the topic, and treats a
+// retained publish without it as any denied publish (disconnected, no
+// PUBACK).
+func (b *Broker) mayRetain(cl *mqtt.Client, topic string) bool {
+	v, ok := b.sessions.Load(cl)
+	if !ok {
+		cl.Stop(packets.ErrNotAuthorized)
+		return false
+	}
+	log := b.log.With("clientId", cl.ID)
+	if b.allowed(log, v.(*session), policy.ActionRetainPublish, "topic", topic) {
+		return true
+	}
+	b.stats.PublishDenied.Add(1)
+	log.Info("retained publish denied (iot:RetainPublish); disconnecting", "topic", topic)
+	cl.Stop(packets.ErrNotAuthorized)
+	return false
 }
 
 // stillActive reports whether the session's certificate is still ACTIVE; IoT
@@ -587,6 +609,9 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // the endpoint's own events were handed to the rules already
+	}
+	if pk.FixedHeader.Retain && !h.b.mayRetain(cl, pk.TopicName) {
+		return pk, packets.ErrRejectPacket // the client is stopped: no PUBACK
 	}
 	h.b.stats.Published.Add(1)
 	h.b.cfg.Publish(pk.TopicName, slices.Clone(pk.Payload))

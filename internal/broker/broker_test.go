@@ -677,3 +677,50 @@ func TestQoS2Refused(t *testing.T) {
 		t.Fatalf("a QoS 2 message reached the rules engine %d times", n)
 	}
 }
+
+// TestRetainPublish: a PUBLISH with the RETAIN flag needs iot:RetainPublish
+// on the topic as well as iot:Publish. The device policy grants only
+// iot:Publish, so a retained publish is denied like any other denied publish
+// (no PUBACK, disconnected, not handed to the rules engine); a policy that
+// grants iot:RetainPublish lets it through.
+func TestRetainPublish(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const retainPol = "retain-policy"
+	doc := `{"Version":"2012-10-17","Statement":[` +
+		`{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},` +
+		`{"Effect":"Allow","Action":["iot:Publish","iot:RetainPublish"],"Resource":"arn:aws:iot:*:*:topic/i/${iot:Connection.Thing.ThingName}/*"}]}`
+	if err := f.reg.CreatePolicy(ctx, retainPol, doc); err != nil {
+		t.Fatal(err)
+	}
+	denied := f.device("nort")
+	f.onboard(denied, devicePol)
+	cl, err := connectPaho(f.b.Addr(), f.tls(denied), "nort")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Disconnect(0)
+	if tok := cl.Publish("i/nort/m", 1, true, `{"message":"r"}`); tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
+		t.Fatal("a retained publish without iot:RetainPublish was acknowledged")
+	}
+	select {
+	case <-cl.lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("client not disconnected after a retained publish without iot:RetainPublish")
+	}
+	if n := f.count("i/nort/m"); n != 0 {
+		t.Fatalf("denied retained message reached the rules engine %d times", n)
+	}
+
+	allowed := f.device("rt")
+	f.onboard(allowed, retainPol)
+	cl2, err := connectPaho(f.b.Addr(), f.tls(allowed), "rt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl2.Disconnect(0)
+	if tok := cl2.Publish("i/rt/m", 1, true, `{"message":"r"}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("retained publish with iot:RetainPublish not acknowledged: %v", tok.Error())
+	}
+	f.waitMessage("i/rt/m")
+}

@@ -32,6 +32,9 @@ const (
 	ActionPublish   = "iot:Publish"
 	ActionSubscribe = "iot:Subscribe"
 	ActionReceive   = "iot:Receive"
+	// ActionRetainPublish is needed, besides iot:Publish, to publish with
+	// the RETAIN flag set.
+	ActionRetainPublish = "iot:RetainPublish"
 )
 
 // Policy variable names (without the ${ }) the broker supplies.
