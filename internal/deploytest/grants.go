@@ -1,0 +1,125 @@
+package deploytest
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Call is one AWS API call a function makes: the IAM action it needs and an
+// example resource ARN it acts on.
+type Call struct {
+	Action   string
+	Resource string
+}
+
+// SubVars are the values Allows gives the ${...} variables of Fn::Sub
+// resource strings (the pseudo parameters and the template's parameters).
+var SubVars = map[string]string{
+	"AWS::Partition": "aws",
+	"AWS::Region":    "eu-west-1",
+	"AWS::AccountId": "123456789012",
+	"Application":    "mriot",
+}
+
+// RoleOf returns the logical id of the IAM role of a Lambda function
+// ({"Fn::GetAtt": [Role, "Arn"]}), "" when it has none in the template.
+func RoleOf(t Template, fn string) string {
+	role, _ := t.Resources[fn].Properties["Role"].(map[string]any)
+	switch g := role["Fn::GetAtt"].(type) {
+	case []any:
+		if len(g) == 2 {
+			id, _ := g[0].(string)
+			return id
+		}
+	case string:
+		id, _, _ := strings.Cut(g, ".")
+		return id
+	}
+	return ""
+}
+
+// Allows reports whether an Allow statement of the role grants c.Action on
+// c.Resource. Resources given as Fn::Sub strings are expanded with SubVars;
+// any other intrinsic function matches nothing. Deny statements are not
+// considered (the template has none).
+func Allows(t Template, role string, c Call) bool {
+	for _, st := range Statements(t) {
+		if st.Effect != "Allow" || !strings.HasPrefix(st.Where, role+"/") {
+			continue
+		}
+		if !matchAny(st.Actions, c.Action, false) {
+			continue
+		}
+		for _, r := range st.Resource {
+			if s, ok := resourceString(r); ok && globMatch(s, c.Resource, true) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// CheckGrants reports every call of a function that its role does not allow.
+func CheckGrants(t Template, calls map[string][]Call) []string {
+	var problems []string
+	for _, fn := range sortedKeys(calls) {
+		role := RoleOf(t, fn)
+		if role == "" {
+			problems = append(problems, fmt.Sprintf("%s: no role in the template", fn))
+			continue
+		}
+		for _, c := range calls[fn] {
+			if !Allows(t, role, c) {
+				problems = append(problems, fmt.Sprintf("%s: %s does not allow %s on %s", fn, role, c.Action, c.Resource))
+			}
+		}
+	}
+	return problems
+}
+
+var subVar = regexp.MustCompile(`\$\{([^}!]+)\}`)
+
+func resourceString(r any) (string, bool) {
+	switch x := r.(type) {
+	case string:
+		return x, true
+	case map[string]any:
+		s, ok := x["Fn::Sub"].(string)
+		if !ok {
+			return "", false
+		}
+		unknown := false
+		out := subVar.ReplaceAllStringFunc(s, func(m string) string {
+			v, ok := SubVars[m[2:len(m)-1]]
+			if !ok {
+				unknown = true
+			}
+			return v
+		})
+		return out, !unknown
+	}
+	return "", false
+}
+
+func matchAny(patterns []string, s string, caseSensitive bool) bool {
+	for _, p := range patterns {
+		if globMatch(p, s, caseSensitive) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches s against an IAM pattern: * is any run of characters
+// (across "/" and ":"), ? one character. Actions compare case-insensitively.
+func globMatch(pattern, s string, caseSensitive bool) bool {
+	re := regexp.QuoteMeta(pattern)
+	re = strings.ReplaceAll(re, `\*`, `.*`)
+	re = strings.ReplaceAll(re, `\?`, `.`)
+	if !caseSensitive {
+		re = "(?i)" + re
+	}
+	ok, err := regexp.MatchString("^"+re+"$", s)
+	return err == nil && ok
+}
