@@ -274,6 +274,16 @@ func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Devi
 			if !errors.Is(err, fleet.ErrNotFound) {
 				return false, fmt.Errorf("describe certificate %s: %w", dev.CertificateID, err)
 			}
+			// Check the PEM before registering: a PEM that is another
+			// certificate would otherwise be registered ACTIVE and, the step
+			// having failed, never compensated.
+			x, err := fleet.ParseCertificatePEM(dev.CertificatePEM)
+			if err != nil {
+				return false, fmt.Errorf("inventory PEM of %s: %w", dev.ThingName, err)
+			}
+			if id := fleet.CertificateID(x); id != dev.CertificateID {
+				return false, fmt.Errorf("inventory PEM of %s is certificate %s, the item says %s: %w", dev.ThingName, id, dev.CertificateID, fleet.ErrInvalid)
+			}
 			c, err = h.reg.RegisterCertificate(ctx, dev.CertificatePEM, fleet.CertActive)
 			if errors.Is(err, fleet.ErrAlreadyExists) {
 				// Registered meanwhile (the device auto-registered here): not ours.
@@ -286,9 +296,6 @@ func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Devi
 			}
 			if err != nil {
 				return false, fmt.Errorf("register certificate %s: %w", dev.CertificateID, err)
-			}
-			if c.ID != dev.CertificateID {
-				return true, fmt.Errorf("registered certificate has id %s, inventory says %s: %w", c.ID, dev.CertificateID, fleet.ErrInvalid)
 			}
 			certARN = c.ARN
 			return true, nil

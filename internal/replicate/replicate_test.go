@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/jitr"
@@ -219,5 +220,35 @@ func TestEventFixtures(t *testing.T) {
 		if tr.EventName != want || tr.ThingName == "" {
 			t.Errorf("%s: %+v, want event %s", f, tr, want)
 		}
+	}
+}
+
+// TestItemWhosePEMIsAnotherCertificate: an inventory item whose PEM does not
+// hash to its certificate id is refused before anything is registered: no
+// certificate, least of all an ACTIVE one, is left behind in this region.
+func TestItemWhosePEMIsAnotherCertificate(t *testing.T) {
+	fixtures(t)
+	w, err := newWorld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	stranger, err := fx.ca.IssueDevice("stranger", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := device(fleet.StatusActive, origin, 1)
+	d.CertificatePEM = stranger.CertPEM()
+	w.payload = envelope("INSERT", &d, thing)
+	if err := w.put(d); err != nil {
+		t.Fatal(err)
+	}
+	before := w.state()
+	err = w.deliver(context.Background())
+	if err == nil || saga.IsRetryable(err) {
+		t.Errorf("deliver: %v, want a terminal error", err)
+	}
+	if after := w.state(); !reflect.DeepEqual(after, before) {
+		t.Errorf("registry changed:%s", before.(state).Diff(after))
 	}
 }
