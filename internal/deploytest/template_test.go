@@ -372,3 +372,28 @@ func TestDashboardBody(t *testing.T) {
 		}
 	}
 }
+
+// TestAlarmExpressions: CloudWatch refuses an alarm on a SEARCH expression
+// (PutMetricAlarm fails, and with it the stack); an alarm over a dimension
+// it does not pin uses a Metrics Insights query instead.
+func TestAlarmExpressions(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		for _, id := range sortedKeys(res) {
+			if res[id].Type != "AWS::CloudWatch::Alarm" {
+				continue
+			}
+			metrics, _ := res[id].Properties["Metrics"].([]any)
+			for _, m := range metrics {
+				mm, _ := m.(map[string]any)
+				expr, _ := mm["Expression"].(string)
+				if strings.Contains(strings.ToUpper(expr), "SEARCH(") {
+					t.Errorf("%s: alarm %s uses a SEARCH expression: %s", tpl, id, expr)
+				}
+				if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(expr)), "SELECT ") && mm["Period"] == nil {
+					t.Errorf("%s: alarm %s: a Metrics Insights query needs a Period", tpl, id)
+				}
+			}
+		}
+	}
+}
