@@ -397,3 +397,23 @@ func TestAlarmExpressions(t *testing.T) {
 		}
 	}
 }
+
+// TestDomainConfigurationTLSPolicy: the custom domain's TLS policy is one of
+// the names AWS IoT Core documents (iot-endpoints-tls-config), spelled as
+// documented.
+func TestDomainConfigurationTLSPolicy(t *testing.T) {
+	documented := []string{
+		"IoTSecurityPolicy_TLS13_1_3_2022_10",
+		"IoTSecurityPolicy_TLS13_1_2_2022_10",
+	}
+	for tpl, tr := range translate(t) {
+		dc := tr.Template.Resources["DomainConfiguration"]
+		if dc.Type != "AWS::IoT::DomainConfiguration" {
+			t.Fatalf("%s: no DomainConfiguration", tpl)
+		}
+		tls, _ := dc.Properties["TlsConfig"].(map[string]any)
+		if p, _ := tls["SecurityPolicy"].(string); !slices.Contains(documented, p) {
+			t.Errorf("%s: DomainConfiguration TLS security policy %q, want a TLS 1.3 policy of %v", tpl, p, documented)
+		}
+	}
+}
