@@ -154,3 +154,32 @@ func TestNewRegistrationIsNotADuplicate(t *testing.T) {
 		t.Fatalf("new registration: err %v, %d registry calls, want it handled", err, calls.Load())
 	}
 }
+
+// TestStaleEventDoesNotReactivateADeactivatedCertificate: IoT publishes the
+// registered event only for a PENDING_ACTIVATION certificate. An event that
+// arrives after an operator set the onboarded certificate INACTIVE (a retry, or
+// one that waited in the asynchronous queue) is stale and must not activate it
+// again.
+func TestStaleEventDoesNotReactivateADeactivatedCertificate(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if err := w.deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.reg.UpdateCertificate(ctx, w.cert.ID, fleet.CertInactive); err != nil {
+		t.Fatal(err)
+	}
+	before := w.state()
+	w.h.now = func() time.Time { return t0.Add(doneTTL + time.Second) } // past the in-process window
+	if err := w.deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.state().(state); !after.Registry.Equal(before.(state).Registry) || !reflect.DeepEqual(after.Inventory, before.(state).Inventory) {
+		t.Errorf("a stale event changed the world: %s", before.(state).Diff(after))
+	}
+}

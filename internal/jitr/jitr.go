@@ -49,6 +49,7 @@ const (
 	ReasonRotation        = "rotation_unsupported"
 	ReasonAlreadyRevoked  = "certificate_revoked"
 	ReasonCANotRegistered = "ca_not_registered"
+	ReasonNotPending      = "certificate_not_pending"
 )
 
 // Config holds a Handler's dependencies.
@@ -200,6 +201,15 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 		log.InfoContext(ctx, "certificate is active already; stale event")
 		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "already_active"))
 		onboarded = true
+		return nil
+	case fleet.CertPendingActivation:
+	default:
+		// INACTIVE (set by an operator, or by a removal in progress), or in
+		// transfer: IoT publishes the event only for PENDING_ACTIVATION, so
+		// this one is stale, and activating the certificate would undo
+		// whoever changed its status.
+		h.reject(ctx, ReasonNotPending, fmt.Errorf("certificate %s is %s, not PENDING_ACTIVATION: stale event", cert.ID, cert.Status),
+			slog.String("certificateId", cert.ID), slog.String("status", string(cert.Status)))
 		return nil
 	}
 	thing, reason, verr := h.validate(ctx, cert, ev)
