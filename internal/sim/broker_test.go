@@ -37,6 +37,9 @@ type jitrHook struct {
 	refuseFirst int // -1: always refuse
 	how         refusal
 	connectHold time.Duration // time each CONNECT is held, to observe concurrency
+	// dropOnPublish closes the connection on every PUBLISH, without a
+	// PUBACK, as IoT Core does on a publish its policy denies.
+	dropOnPublish bool
 
 	mu        sync.Mutex
 	attempts  map[string]int
@@ -112,6 +115,10 @@ func (h *jitrHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // OnPublish records a message before the broker sends its PUBACK (mochi
 // calls OnPublished after), so a client's acknowledged message is recorded.
 func (h *jitrHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.dropOnPublish {
+		cl.Stop(errors.New("publish denied"))
+		return pk, packets.ErrRejectPacket
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.published[pk.TopicName] = append(h.published[pk.TopicName], bytes.Clone(pk.Payload))

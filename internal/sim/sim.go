@@ -510,6 +510,7 @@ func (r *run) device(ctx context.Context, dev Device) {
 		firstAttempt time.Time
 		onboarded    bool
 		failures     int // consecutive refused attempts
+		drops        int // consecutive connections lost before any PUBACK
 		attempts     int
 		seq          int
 	)
@@ -564,15 +565,32 @@ func (r *run) device(ctx context.Context, dev Device) {
 		}
 		r.connected.Add(1)
 		log.Debug("sim: connected", "attempt", attempts)
-		seq = r.publish(ctx, client, dev.Name, seq, lost)
+		var ackedHere bool
+		seq, ackedHere = r.publish(ctx, client, dev.Name, seq, lost)
 		r.connected.Add(-1)
 		client.Disconnect(250)
+		if ctx.Err() != nil || (r.cfg.Messages > 0 && seq >= r.cfg.Messages) {
+			continue
+		}
+		// The connection was lost before the device was done. Back off
+		// before reconnecting, more each time a connection is lost before
+		// any PUBACK (a device the server keeps dropping, e.g. for a denied
+		// publish), so that it never reconnects in a tight loop.
+		if ackedHere {
+			drops = 1
+		} else {
+			drops++
+		}
+		if !sleep(ctx, r.cfg.Backoff.Delay(drops, r.cfg.Jitter)) {
+			return
+		}
 	}
 }
 
 // publish publishes at the configured rate while connected and returns the
-// number of messages sent so far.
-func (r *run) publish(ctx context.Context, client mqtt.Client, name string, seq int, lost <-chan error) int {
+// number of messages sent so far, and whether this connection got a PUBACK.
+func (r *run) publish(ctx context.Context, client mqtt.Client, name string, seq int, lost <-chan error) (int, bool) {
+	acked := false
 	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
 	next := time.NewTimer(0)
 	defer next.Stop()
@@ -580,10 +598,10 @@ func (r *run) publish(ctx context.Context, client mqtt.Client, name string, seq 
 	for r.cfg.Messages == 0 || seq < r.cfg.Messages {
 		select {
 		case <-ctx.Done():
-			return seq
+			return seq, acked
 		case err := <-lost:
 			r.fail(fmt.Sprintf("connection lost: %v", err))
-			return seq
+			return seq, acked
 		case <-next.C:
 		}
 		next.Reset(interval)
@@ -593,14 +611,15 @@ func (r *run) publish(ctx context.Context, client mqtt.Client, name string, seq 
 		switch {
 		case err == nil:
 			r.acked.Add(1)
+			acked = true
 		case ctx.Err() != nil:
-			return seq
+			return seq, acked
 		default:
 			r.fail(fmt.Sprintf("publish: %v", err))
 			if !client.IsConnectionOpen() {
-				return seq
+				return seq, acked
 			}
 		}
 	}
-	return seq
+	return seq, acked
 }

@@ -175,6 +175,34 @@ func TestRunGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 }
 
+// TestRunBacksOffAfterLostConnections: a device the server drops after it
+// connected (here on every publish, as IoT Core does on a denied publish)
+// backs off before reconnecting, more each time, instead of reconnecting in a
+// tight loop.
+func TestRunBacksOffAfterLostConnections(t *testing.T) {
+	p := newPKI(t)
+	hook := newJITRHook(0, drop)
+	hook.dropOnPublish = true
+	addr, _ := startBroker(t, p, hook)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	s, err := sim.Run(ctx, sim.Config{Endpoint: addr, RootPool: p.rootPool(),
+		Devices: []sim.Device{p.device(t, p.inter, "dropped-1")}, Messages: 0, Rate: 50, AckTimeout: 200 * time.Millisecond,
+		Backoff: sim.Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond},
+		Jitter:  func(n int64) int64 { return n - 1 }, // the longest delay of each step
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Delays of 100, 200, 400, 400... ms: about six connections in 1.5 s.
+	if got := hook.attemptsOf("dropped-1"); got < 2 || got > 8 {
+		t.Fatalf("%d connections in 1.5s, want 2 to 8 (backoff between lost connections); summary:\n%s", got, s)
+	}
+	if s.Acked != 0 || s.Errors == 0 {
+		t.Errorf("summary:\n%s", s)
+	}
+}
+
 // TestRunRefusedByTLS: a certificate from a CA the endpoint does not trust
 // fails the handshake; the device retries and is counted as refused.
 func TestRunRefusedByTLS(t *testing.T) {
