@@ -226,7 +226,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 		b, err := broker.New(broker.Config{
 			Region: name, AccountID: AccountID, Addr: addr, ServerCert: s.serverTLS,
-			Registry: r.Registry, Publish: r.onPublish, Logger: s.log.With("component", "broker", "region", name),
+			Registry: r.Registry, Publish: r.onPublish, Logger: s.log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("region %s endpoint: %w", name, err)
@@ -406,7 +406,7 @@ func (s *Stack) startRouter(ctx context.Context) error {
 	if s.cfg.MQTTPort > 0 {
 		addr = net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.MQTTPort))
 	}
-	rt, err := router.New(router.Config{Addr: addr, Regions: targets, Logger: s.log.With("component", "router")})
+	rt, err := router.New(router.Config{Addr: addr, Regions: targets, Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("global endpoint: %w", err)
 	}
