@@ -73,6 +73,8 @@ func TestFaultMatrixCatchesBrokenCompensation(t *testing.T) {
 		{"register deletes a pre-existing certificate", autoRegisteredHere, faultmatrix.AlwaysChanged(StepRegister)},
 		{"create-thing deletes a pre-existing thing", thingHere, faultmatrix.AlwaysChanged(jitr.StepCreateThing)},
 		{"attach-policy detaches a pre-existing policy", newerVersion, faultmatrix.AlwaysChanged(jitr.StepAttachPolicy)},
+		{"attach-principal detaches a pre-existing attachment", newerVersion, faultmatrix.AlwaysChanged(jitr.StepAttachPrincipal)},
+		{"register deletes a certificate converged earlier", newerVersion, faultmatrix.AlwaysChanged(StepRegister)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
