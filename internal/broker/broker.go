@@ -176,7 +176,10 @@ func New(cfg Config) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumQos = 1             // IoT Core supports QoS 0 and 1
 	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 and 5
-	caps.Compatibilities.ObscureNotAuthorized = true
+	// A denied subscription: SUBACK 0x87 (Not authorized) for MQTT 5, as IoT
+	// Core answers; mochi sends 0x80 (failure) to MQTT 3.1.1 clients, the
+	// only failure code 3.1.1 has.
+	caps.Compatibilities.ObscureNotAuthorized = false
 	b.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true,

@@ -588,8 +588,8 @@ func TestMQTT5(t *testing.T) {
 	if err != nil || pk.FixedHeader.Type != packets.Suback {
 		t.Fatalf("SUBACK: %+v, %v", pk.FixedHeader, err)
 	}
-	if len(pk.ReasonCodes) != 2 || pk.ReasonCodes[0] != 1 || pk.ReasonCodes[1] != 0x80 {
-		t.Fatalf("SUBACK reason codes %x, want [01 80]", pk.ReasonCodes)
+	if len(pk.ReasonCodes) != 2 || pk.ReasonCodes[0] != 1 || pk.ReasonCodes[1] != 0x87 {
+		t.Fatalf("SUBACK reason codes %x, want [01 87] (MQTT 5: Not authorized)", pk.ReasonCodes)
 	}
 	if err := c.write(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
