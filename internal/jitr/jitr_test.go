@@ -343,3 +343,39 @@ const (
 )
 
 func equalItems(a, b []map[string]types.AttributeValue) bool { return reflect.DeepEqual(a, b) }
+
+// TestRollbackKeepsAnInventoryItemRewrittenByAnotherRegion: this run wrote
+// the item, another region onboarding the same device at the same moment
+// rewrote it (global tables: last writer wins), then this run failed
+// terminally. The rollback must not delete the other region's item.
+func TestRollbackKeepsAnInventoryItemRewrittenByAnotherRegion(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	theirs := fleet.Device{ThingName: "dev-1", CertificateID: w.cert.ID, CertificatePEM: w.cert.PEM,
+		CACertificateID: w.cert.CACertificateID, NotAfter: fx.dev.Cert.NotAfter.UTC(), Status: fleet.StatusActive,
+		OriginRegion: other, Version: 1, UpdatedAt: t0}
+	w.reg.SetHook(func(_ context.Context, op string) error {
+		if op != "UpdateCertificate" {
+			return nil
+		}
+		if err := w.inv.Create(ctx, theirs); err != nil {
+			t.Errorf("the other region's write: %v", err)
+		}
+		return memiot.Invalid(op)
+	})
+	if err := w.deliver(ctx); err == nil || saga.IsRetryable(err) {
+		t.Fatalf("deliver: %v, want a terminal error", err)
+	}
+	got, err := w.inv.Get(ctx, "dev-1")
+	if err != nil {
+		t.Fatalf("the other region's item was deleted by the rollback: %v", err)
+	}
+	if got.OriginRegion != other {
+		t.Errorf("item origin %s, want %s", got.OriginRegion, other)
+	}
+}
