@@ -117,6 +117,16 @@ func registeredEvent(certID, caID string) []byte {
 
 func (w *world) close() { w.g.Close() }
 
+// forget drops the handler's in-process memory (claims, recent onboardings,
+// CA cache), as a fresh Lambda instance has none.
+func (w *world) forget() {
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	clear(w.h.inFlight)
+	clear(w.h.done)
+	clear(w.h.caPEM)
+}
+
 func (w *world) deliver(ctx context.Context) error {
 	_, err := w.h.Invoke(ctx, w.payload)
 	return err
@@ -196,7 +206,11 @@ func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) 
 		w.reg.SetAfter(in.After("iot"))
 		w.tbl.SetHook(in.Before("ddb"))
 		w.tbl.SetAfter(in.After("ddb"))
-		return &faultmatrix.World{Deliver: w.deliver, State: w.state, Close: w.close}, nil
+		// Every delivery of the matrix is handled as by a fresh Lambda
+		// instance, with none of this process's duplicate-event memory, so
+		// that redeliveries and duplicates go through the registry.
+		deliver := func(ctx context.Context) error { w.forget(); return w.deliver(ctx) }
+		return &faultmatrix.World{Deliver: deliver, State: w.state, Close: w.close}, nil
 	}}
 }
 
