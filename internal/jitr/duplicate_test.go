@@ -183,3 +183,43 @@ func TestStaleEventDoesNotReactivateADeactivatedCertificate(t *testing.T) {
 		t.Errorf("a stale event changed the world: %s", before.(state).Diff(after))
 	}
 }
+
+// TestRaceForTheThingKeepsTheOtherRunsThing: while this run sees the thing
+// absent, another run (replicate, here) creates it first. AWS answers this
+// run's CreateThing with ResourceAlreadyExists (other createdBy attribute),
+// so a later terminal failure rolls back without deleting the other run's
+// thing.
+func TestRaceForTheThingKeepsTheOtherRunsThing(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	var raced bool
+	w.reg.SetHook(func(ctx context.Context, op string) error {
+		switch {
+		case op == "CreateThing" && !raced:
+			raced = true
+			// The other run's own create-thing step gets there first.
+			other := ThingSteps(w.reg, "dev-1", w.cert.ARN, policy, "replicate/eu-west-1/dev-1/1")[0]
+			if changed, err := other.Do(ctx); err != nil || !changed {
+				t.Errorf("the other run's create-thing: changed %v, %v", changed, err)
+			}
+		case op == "AttachPolicy":
+			return fmt.Errorf("attach policy: %w", fleet.ErrInvalid)
+		}
+		return nil
+	})
+	if err := w.deliver(ctx); err == nil {
+		t.Fatal("a terminal failure was not reported")
+	}
+	th, err := w.reg.DescribeThing(ctx, "dev-1")
+	if err != nil {
+		t.Fatalf("the other run's thing was deleted by this run's rollback: %v", err)
+	}
+	if th.Attributes[CreatedByAttribute] != "replicate/eu-west-1/dev-1/1" {
+		t.Errorf("thing attributes %v", th.Attributes)
+	}
+}

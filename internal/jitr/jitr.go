@@ -366,7 +366,8 @@ func (h *Handler) validate(ctx context.Context, cert fleet.Certificate, ev fleet
 // the inventory item is written; otherwise it exists with this certificate
 // and only this region's registry is converged.
 func (h *Handler) onboard(ctx context.Context, log *slog.Logger, cert fleet.Certificate, thing string, writeInventory bool) error {
-	steps := ThingSteps(h.reg, thing, cert.ARN, h.policy)
+	sagaID := "jitr/" + cert.ID
+	steps := ThingSteps(h.reg, thing, cert.ARN, h.policy, sagaID)
 	if writeInventory {
 		x, err := fleet.ParseCertificatePEM(cert.PEM)
 		if err != nil { // validated above; kept for safety
@@ -384,7 +385,7 @@ func (h *Handler) onboard(ctx context.Context, log *slog.Logger, cert fleet.Cert
 	if h.mutate != nil {
 		steps = h.mutate(steps)
 	}
-	_, err := h.runner.Run(ctx, saga.Saga{Name: Function, ID: "jitr/" + cert.ID, Steps: steps})
+	_, err := h.runner.Run(ctx, saga.Saga{Name: Function, ID: sagaID, Steps: steps})
 	if err != nil {
 		return h.fail(ctx, log, fmt.Errorf("onboard %s: %w", thing, err))
 	}

@@ -35,26 +35,38 @@ const (
 	StepActivate        = "activate-certificate"
 )
 
+// CreatedByAttribute is the thing attribute that names the saga that created
+// a thing.
+const CreatedByAttribute = "createdBy"
+
 // ThingSteps returns the steps that make thing exist with the certificate
 // certARN attached to it and policy attached to the certificate, in one
 // region. Each step first reads whether its resource is in place already and
 // then reports unchanged, so that its compensation never touches a resource
 // that existed before the run.
-func ThingSteps(reg Registrar, thing, certARN, policy string) []saga.Step {
+//
+// sagaID names the run. The thing is created with it as its createdBy
+// attribute: AWS's CreateThing succeeds on a repeat call with the same
+// attributes and fails with ResourceAlreadyExists when they differ, so when
+// two runs (jitr here and replicate, say) race to create the same thing, only
+// the one whose call created it reports a change and may undo it. A
+// redelivery of the same saga finds its own thing and may undo it too.
+func ThingSteps(reg Registrar, thing, certARN, policy, sagaID string) []saga.Step {
 	return []saga.Step{
 		{
 			Name: StepCreateThing,
 			Do: func(ctx context.Context) (bool, error) {
-				_, err := reg.DescribeThing(ctx, thing)
+				th, err := reg.DescribeThing(ctx, thing)
 				switch {
 				case err == nil:
-					return false, nil
+					// Ours only if an earlier delivery of this saga made it.
+					return th.Attributes[CreatedByAttribute] == sagaID, nil
 				case !errors.Is(err, fleet.ErrNotFound):
 					return false, fmt.Errorf("describe thing %s: %w", thing, err)
 				}
-				if _, err := reg.CreateThing(ctx, thing, nil); err != nil {
+				if _, err := reg.CreateThing(ctx, thing, map[string]string{CreatedByAttribute: sagaID}); err != nil {
 					if errors.Is(err, fleet.ErrAlreadyExists) {
-						// Created meanwhile by someone else: not ours to undo.
+						// Created meanwhile by another run: not ours to undo.
 						return false, nil
 					}
 					return false, fmt.Errorf("create thing %s: %w", thing, err)

@@ -310,6 +310,7 @@ func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Devi
 			return nil
 		},
 	}
+	id := h.sagaID(dev.ThingName, want)
 	// The thing steps need the ARN, known once the register step ran: they
 	// are built lazily through a small indirection.
 	lazy := func(i int) saga.Step {
@@ -317,15 +318,15 @@ func (h *Handler) activate(ctx context.Context, log *slog.Logger, dev fleet.Devi
 		return saga.Step{
 			Name: name,
 			Do: func(ctx context.Context) (bool, error) {
-				return jitr.ThingSteps(h.reg, dev.ThingName, certARN, h.policy)[i].Do(ctx)
+				return jitr.ThingSteps(h.reg, dev.ThingName, certARN, h.policy, id)[i].Do(ctx)
 			},
 			Undo: func(ctx context.Context) error {
-				return jitr.ThingSteps(h.reg, dev.ThingName, certARN, h.policy)[i].Undo(ctx)
+				return jitr.ThingSteps(h.reg, dev.ThingName, certARN, h.policy, id)[i].Undo(ctx)
 			},
 		}
 	}
 	steps := []saga.Step{reg, lazy(0), lazy(1), lazy(2), h.recordVersion(dev.ThingName, want), jitr.ActivateStep(h.reg, dev.CertificateID)}
-	if err := h.run(ctx, saga.Saga{Name: Function, ID: h.sagaID(dev.ThingName, want), Steps: steps}); err != nil {
+	if err := h.run(ctx, saga.Saga{Name: Function, ID: id, Steps: steps}); err != nil {
 		return h.fail(ctx, log, fmt.Errorf("converge %s to ACTIVE: %w", dev.ThingName, err))
 	}
 	log.InfoContext(ctx, "registry converged", slog.String("to", string(dev.Status)))
