@@ -301,3 +301,20 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseLatencies(f *testing.F) {
+	f.Add("eu-west-1=20ms,us-west-2=140ms")
+	f.Add(" a=1s , b=0 ")
+	f.Add("x=-1ms")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseLatencies(s)
+		if err != nil {
+			return
+		}
+		for region, d := range m {
+			if region == "" || d < 0 {
+				t.Fatalf("ParseLatencies(%q) accepted %q=%v", s, region, d)
+			}
+		}
+	})
+}
