@@ -457,25 +457,49 @@ func (r *Registry) DeleteThing(ctx context.Context, name string) error {
 
 // AttachThingPrincipal implements contract.Registry.
 func (r *Registry) AttachThingPrincipal(ctx context.Context, thing, principalARN string) error {
-	const op = "AttachThingPrincipal"
-	if err := r.f.before(ctx, op); err != nil {
-		return err
-	}
+	return r.write(ctx, "AttachThingPrincipal", func(op string) error {
+		if err := r.thingAndCert(op, thing, principalARN); err != nil {
+			return err
+		}
+		addPair(r.thingPr, thing, principalARN)
+		return nil
+	})
+}
+
+// DetachThingPrincipal implements contract.Registry. An unknown thing or
+// certificate is ErrNotFound; a known certificate that is not attached is a
+// success.
+func (r *Registry) DetachThingPrincipal(ctx context.Context, thing, principalARN string) error {
+	return r.write(ctx, "DetachThingPrincipal", func(op string) error {
+		if err := r.thingAndCert(op, thing, principalARN); err != nil {
+			return err
+		}
+		removePair(r.thingPr, thing, principalARN)
+		return nil
+	})
+}
+
+// thingAndCert checks, under the lock, that thing and the certificate of
+// principalARN exist.
+func (r *Registry) thingAndCert(op, thing, principalARN string) error {
 	if err := fleet.ValidateThingName(thing); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	r.mu.Lock()
-	_, err := r.certFromARN(op, principalARN)
-	if err == nil {
-		if _, ok := r.things[thing]; !ok {
-			err = fmt.Errorf("%s: thing %s: %w", op, thing, fleet.ErrNotFound)
-		} else {
-			if r.thingPr[thing] == nil {
-				r.thingPr[thing] = map[string]struct{}{}
-			}
-			r.thingPr[thing][principalARN] = struct{}{}
-		}
+	if _, ok := r.things[thing]; !ok {
+		return fmt.Errorf("%s: thing %s: %w", op, thing, fleet.ErrNotFound)
 	}
+	_, err := r.certFromARN(op, principalARN)
+	return err
+}
+
+// write runs one mutating API call: the fault hook, fn under the lock, and
+// the after-call hook once it succeeded.
+func (r *Registry) write(ctx context.Context, op string, fn func(op string) error) error {
+	if err := r.f.before(ctx, op); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	err := fn(op)
 	r.mu.Unlock()
 	if err != nil {
 		return err
@@ -484,33 +508,19 @@ func (r *Registry) AttachThingPrincipal(ctx context.Context, thing, principalARN
 	return nil
 }
 
-// DetachThingPrincipal implements contract.Registry. An unknown thing or
-// certificate is ErrNotFound; a known certificate that is not attached is a
-// success.
-func (r *Registry) DetachThingPrincipal(ctx context.Context, thing, principalARN string) error {
-	const op = "DetachThingPrincipal"
-	if err := r.f.before(ctx, op); err != nil {
-		return err
+// addPair and removePair maintain a set-valued map (attachments).
+func addPair(m map[string]map[string]struct{}, k, v string) {
+	if m[k] == nil {
+		m[k] = map[string]struct{}{}
 	}
-	if err := fleet.ValidateThingName(thing); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+	m[k][v] = struct{}{}
+}
+
+func removePair(m map[string]map[string]struct{}, k, v string) {
+	delete(m[k], v)
+	if len(m[k]) == 0 {
+		delete(m, k)
 	}
-	r.mu.Lock()
-	var err error
-	if _, ok := r.things[thing]; !ok {
-		err = fmt.Errorf("%s: thing %s: %w", op, thing, fleet.ErrNotFound)
-	} else if _, err = r.certFromARN(op, principalARN); err == nil {
-		delete(r.thingPr[thing], principalARN)
-		if len(r.thingPr[thing]) == 0 {
-			delete(r.thingPr, thing)
-		}
-	}
-	r.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	r.f.afterHook(ctx, op)
-	return nil
 }
 
 // ListThingPrincipals implements contract.Registry. The ARNs are sorted.
@@ -538,57 +548,38 @@ func (r *Registry) ListThingPrincipals(ctx context.Context, thing string) ([]str
 
 // AttachPolicy implements contract.Registry.
 func (r *Registry) AttachPolicy(ctx context.Context, policy, principalARN string) error {
-	const op = "AttachPolicy"
-	if err := r.f.before(ctx, op); err != nil {
-		return err
-	}
-	if err := fleet.ValidateThingName(policy); err != nil {
-		return fmt.Errorf("%s: policy name: %w", op, err)
-	}
-	r.mu.Lock()
-	var err error
-	if _, ok := r.policies[policy]; !ok {
-		err = fmt.Errorf("%s: policy %s: %w", op, policy, fleet.ErrNotFound)
-	} else if _, err = r.certFromARN(op, principalARN); err == nil {
-		if r.prPol[principalARN] == nil {
-			r.prPol[principalARN] = map[string]struct{}{}
+	return r.write(ctx, "AttachPolicy", func(op string) error {
+		if err := r.policyAndCert(op, policy, principalARN); err != nil {
+			return err
 		}
-		r.prPol[principalARN][policy] = struct{}{}
-	}
-	r.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	r.f.afterHook(ctx, op)
-	return nil
+		addPair(r.prPol, principalARN, policy)
+		return nil
+	})
 }
 
 // DetachPolicy implements contract.Registry. An unknown policy or certificate
 // is ErrNotFound; a known pair that is not attached is a success.
 func (r *Registry) DetachPolicy(ctx context.Context, policy, principalARN string) error {
-	const op = "DetachPolicy"
-	if err := r.f.before(ctx, op); err != nil {
-		return err
-	}
+	return r.write(ctx, "DetachPolicy", func(op string) error {
+		if err := r.policyAndCert(op, policy, principalARN); err != nil {
+			return err
+		}
+		removePair(r.prPol, principalARN, policy)
+		return nil
+	})
+}
+
+// policyAndCert checks, under the lock, that policy and the certificate of
+// principalARN exist.
+func (r *Registry) policyAndCert(op, policy, principalARN string) error {
 	if err := fleet.ValidateThingName(policy); err != nil {
 		return fmt.Errorf("%s: policy name: %w", op, err)
 	}
-	r.mu.Lock()
-	var err error
 	if _, ok := r.policies[policy]; !ok {
-		err = fmt.Errorf("%s: policy %s: %w", op, policy, fleet.ErrNotFound)
-	} else if _, err = r.certFromARN(op, principalARN); err == nil {
-		delete(r.prPol[principalARN], policy)
-		if len(r.prPol[principalARN]) == 0 {
-			delete(r.prPol, principalARN)
-		}
+		return fmt.Errorf("%s: policy %s: %w", op, policy, fleet.ErrNotFound)
 	}
-	r.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	r.f.afterHook(ctx, op)
-	return nil
+	_, err := r.certFromARN(op, principalARN)
+	return err
 }
 
 // ListAttachedPolicies implements contract.Registry. The names are sorted.
