@@ -149,6 +149,29 @@ func (inv *Inventory) Delete(ctx context.Context, thingName string) error {
 	return inv.wrap(err, "delete device %s", thingName)
 }
 
+// DeleteVersion removes the device if its Version is version
+// (ErrConditionFailed otherwise, and the item is left as it is); an absent
+// one is a success: attribute_not_exists(ThingName) OR Version = :v.
+func (inv *Inventory) DeleteVersion(ctx context.Context, thingName string, version int64) error {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	cond := expression.AttributeNotExists(expression.Name(ddbitem.AttrThingName)).Or(
+		expression.Name(ddbitem.AttrVersion).Equal(expression.Value(version)))
+	expr, err := expression.NewBuilder().WithCondition(cond).Build()
+	if err != nil {
+		return fmt.Errorf("delete device %s: build condition: %w", thingName, err)
+	}
+	_, err = inv.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:                 aws.String(inv.table),
+		Key:                       ddbitem.DeviceKey(thingName),
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	return inv.wrap(err, "delete device %s at version %d", thingName, version)
+}
+
 // cursor is the JSON inside an opaque List cursor: the key DynamoDB's Scan
 // stopped at.
 type cursor struct {

@@ -84,6 +84,9 @@ var ops = map[string]func(context.Context, Client) error{
 		return NewInventory(c, "inv").Create(ctx, fleet.Device{ThingName: "t1", CertificateID: "c", Version: 1})
 	},
 	"Delete": func(ctx context.Context, c Client) error { return NewInventory(c, "inv").Delete(ctx, "t1") },
+	"DeleteVersion": func(ctx context.Context, c Client) error {
+		return NewInventory(c, "inv").DeleteVersion(ctx, "t1", 1)
+	},
 	"List": func(ctx context.Context, c Client) error {
 		_, _, err := NewInventory(c, "inv").List(ctx, 5, "")
 		return err
@@ -233,6 +236,24 @@ func TestRequests(t *testing.T) {
 		}
 	}
 
+	if err := inv.DeleteVersion(ctx, "t1", 3); err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(f.del.TableName) != "inv-table" {
+		t.Errorf("DeleteVersion table %s, want inv-table", aws.ToString(f.del.TableName))
+	}
+	cond = expressionText(f.del.ConditionExpression, f.del.ExpressionAttributeNames)
+	for _, part := range []string{"attribute_not_exists (ThingName)", "OR", "Version ="} {
+		if !strings.Contains(cond, part) {
+			t.Errorf("DeleteVersion condition %q lacks %q", cond, part)
+		}
+	}
+	for _, v := range f.del.ExpressionAttributeValues {
+		if n, ok := v.(*types.AttributeValueMemberN); !ok || n.Value != "3" {
+			t.Errorf("DeleteVersion expects %#v, want N 3", v)
+		}
+	}
+
 	if err := tel.Put(ctx, fleet.Message{Device: "t1", Timestamp: 5, ID: "a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -307,13 +328,14 @@ func TestInvalidNamesNeverReachDynamoDB(t *testing.T) {
 	f := &fakeClient{}
 	inv, tel := NewInventory(f, "inv"), NewTelemetry(f, "data")
 	calls := map[string]func() error{
-		"Get":    func() error { _, err := inv.Get(ctx, "bad name"); return err },
-		"Create": func() error { return inv.Create(ctx, fleet.Device{ThingName: ""}) },
-		"Update": func() error { return inv.Update(ctx, fleet.Device{ThingName: "a/b"}, 1) },
-		"Delete": func() error { return inv.Delete(ctx, "bad name") },
-		"Put":    func() error { return tel.Put(ctx, fleet.Message{Device: "bad name"}) },
-		"Query":  func() error { _, err := tel.Query(ctx, "bad name", 1); return err },
-		"Query0": func() error { _, err := tel.Query(ctx, "ok", 0); return err },
+		"Get":           func() error { _, err := inv.Get(ctx, "bad name"); return err },
+		"Create":        func() error { return inv.Create(ctx, fleet.Device{ThingName: ""}) },
+		"Update":        func() error { return inv.Update(ctx, fleet.Device{ThingName: "a/b"}, 1) },
+		"Delete":        func() error { return inv.Delete(ctx, "bad name") },
+		"DeleteVersion": func() error { return inv.DeleteVersion(ctx, "bad name", 1) },
+		"Put":           func() error { return tel.Put(ctx, fleet.Message{Device: "bad name"}) },
+		"Query":         func() error { _, err := tel.Query(ctx, "bad name", 1); return err },
+		"Query0":        func() error { _, err := tel.Query(ctx, "ok", 0); return err },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, fleet.ErrInvalid) {

@@ -54,11 +54,12 @@ func TestMissingTableIsInvalidOnMoto(t *testing.T) {
 	inv := awsddb.NewInventory(client, "no-such-inventory")
 	tel := awsddb.NewTelemetry(client, "no-such-data")
 	calls := map[string]func() error{
-		"Get":    func() error { _, err := inv.Get(ctx, "t1"); return err },
-		"Create": func() error { return inv.Create(ctx, fleet.Device{ThingName: "t1", Version: 1}) },
-		"Update": func() error { return inv.Update(ctx, fleet.Device{ThingName: "t1", Version: 2}, 1) },
-		"Delete": func() error { return inv.Delete(ctx, "t1") },
-		"List":   func() error { _, _, err := inv.List(ctx, 10, ""); return err },
+		"Get":           func() error { _, err := inv.Get(ctx, "t1"); return err },
+		"Create":        func() error { return inv.Create(ctx, fleet.Device{ThingName: "t1", Version: 1}) },
+		"Update":        func() error { return inv.Update(ctx, fleet.Device{ThingName: "t1", Version: 2}, 1) },
+		"Delete":        func() error { return inv.Delete(ctx, "t1") },
+		"DeleteVersion": func() error { return inv.DeleteVersion(ctx, "t1", 1) },
+		"List":          func() error { _, _, err := inv.List(ctx, 10, ""); return err },
 		"Put": func() error {
 			return tel.Put(ctx, fleet.Message{Device: "t1", Timestamp: 1, ID: "a", Payload: []byte("{}")})
 		},

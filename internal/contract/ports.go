@@ -79,6 +79,10 @@ type Inventory interface {
 	Update(ctx context.Context, d fleet.Device, expectVersion int64) error
 	// Delete removes the item; removing an absent item is a success.
 	Delete(ctx context.Context, thingName string) error
+	// DeleteVersion removes the item only if its stored Version equals
+	// version; removing an absent item is a success. An item with another
+	// version fails with ErrConditionFailed and is left as it is.
+	DeleteVersion(ctx context.Context, thingName string, version int64) error
 	// List returns up to limit devices after the cursor ("" for the start),
 	// and the cursor of the next page ("" at the end).
 	List(ctx context.Context, limit int, cursor string) ([]fleet.Device, string, error)

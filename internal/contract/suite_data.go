@@ -128,6 +128,43 @@ func TestInventory(t *testing.T, newInv func(t *testing.T) Inventory) {
 		wantErr(t, "Delete absent", inv.Delete(ctx, name), nil)
 		wantErr(t, "Create after delete", inv.Create(ctx, device(name, "c2", fleet.StatusActive, 1)), nil)
 	})
+	t.Run("DeleteVersion", func(t *testing.T) {
+		inv := newInv(t)
+		sfx := randomSuffix(t)
+		tests := []struct {
+			name     string
+			existing *fleet.Device
+			version  int64
+			wantErr  error
+		}{
+			{"same version deletes", ptr(device("", "c1", fleet.StatusActive, 1)), 1, nil},
+			{"other version refuses and keeps the item", ptr(device("", "c1", fleet.StatusRevoked, 2)), 1, fleet.ErrConditionFailed},
+			{"absent is a success", nil, 1, nil},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				name := fmt.Sprintf("delete-version-%s-%d", sfx, i)
+				if tt.existing != nil {
+					ex := *tt.existing
+					ex.ThingName = name
+					wantErr(t, "arrange Create", inv.Create(ctx, ex), nil)
+					tt.existing = &ex
+				}
+				wantErr(t, "DeleteVersion", inv.DeleteVersion(ctx, name, tt.version), tt.wantErr)
+				if tt.wantErr != nil {
+					if got := mustGet(t, inv, name); !sameDevice(got, *tt.existing) {
+						t.Errorf("after refused delete %+v, want %+v", got, *tt.existing)
+					}
+					return
+				}
+				_, err := inv.Get(ctx, name)
+				wantErr(t, "Get after DeleteVersion", err, fleet.ErrNotFound)
+			})
+		}
+		t.Run("invalid thing name is ErrInvalid", func(t *testing.T) {
+			wantErr(t, "DeleteVersion", inv.DeleteVersion(ctx, "bad name", 1), fleet.ErrInvalid)
+		})
+	})
 	t.Run("List pages through every device once", func(t *testing.T) {
 		inv := newInv(t)
 		sfx := randomSuffix(t)

@@ -128,6 +128,28 @@ func (inv *Inventory) Delete(ctx context.Context, thingName string) error {
 	return nil
 }
 
+// DeleteVersion implements contract.Inventory: attribute_not_exists(ThingName)
+// OR Version = :version.
+func (inv *Inventory) DeleteVersion(ctx context.Context, thingName string, version int64) error {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	want := fmt.Sprint(version)
+	err := inv.t.DeleteItem(ctx, ddbitem.DeviceKey(thingName), func(old map[string]types.AttributeValue) error {
+		if old == nil {
+			return nil
+		}
+		if got := numberAttr(old, ddbitem.AttrVersion); got != want {
+			return fmt.Errorf("ConditionalCheckFailedException: version is %s, expected %s: %w", got, want, fleet.ErrConditionFailed)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete device %s at version %d: %w", thingName, version, err)
+	}
+	return nil
+}
+
 // List implements contract.Inventory. The cursor is the thing name of the
 // last device of the previous page. A limit below 1 is ErrInvalid (DynamoDB's
 // ValidationException).
