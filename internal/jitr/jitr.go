@@ -32,7 +32,9 @@ type Registry interface {
 type Inventory interface {
 	Get(ctx context.Context, thingName string) (fleet.Device, error)
 	Create(ctx context.Context, d fleet.Device) error
-	Delete(ctx context.Context, thingName string) error
+	// DeleteVersion deletes the item only if its stored Version is version
+	// (fleet.ErrConditionFailed otherwise); an absent item is a success.
+	DeleteVersion(ctx context.Context, thingName string, version int64) error
 }
 
 // Function is the function name in logs and metric dimensions.
@@ -396,7 +398,8 @@ func (h *Handler) onboard(ctx context.Context, log *slog.Logger, cert fleet.Cert
 
 // inventoryStep writes the inventory item (conditional: absent, or the same
 // certificate ACTIVE). An item that holds this certificate already is not
-// ours to undo.
+// ours to undo; the undo deletes the item only while it is still the one this
+// run wrote (read and compared, then deleted on that version).
 func (h *Handler) inventoryStep(dev fleet.Device) saga.Step {
 	return saga.Step{
 		Name: StepWriteInventory,
@@ -423,8 +426,15 @@ func (h *Handler) inventoryStep(dev fleet.Device) saga.Step {
 			if cur.CertificateID != dev.CertificateID || cur.OriginRegion != dev.OriginRegion || cur.Version != dev.Version {
 				return nil // rewritten since by someone else: not ours any more
 			}
-			if err := h.inv.Delete(ctx, dev.ThingName); err != nil {
-				return fmt.Errorf("delete inventory of %s: %w", dev.ThingName, err)
+			// Conditional on the version read: a rewrite landing between the
+			// read and the delete (an operator's revoke, another region's
+			// write) is not ours either and stays.
+			err = h.inv.DeleteVersion(ctx, dev.ThingName, dev.Version)
+			switch {
+			case errors.Is(err, fleet.ErrConditionFailed):
+				return nil // rewritten since: not ours any more
+			case err != nil:
+				return fmt.Errorf("delete inventory of %s at version %d: %w", dev.ThingName, dev.Version, err)
 			}
 			return nil
 		},

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -377,5 +378,57 @@ func TestRollbackKeepsAnInventoryItemRewrittenByAnotherRegion(t *testing.T) {
 	}
 	if got.OriginRegion != other {
 		t.Errorf("item origin %s, want %s", got.OriginRegion, other)
+	}
+}
+
+// TestRollbackKeepsAnInventoryItemRevokedDuringTheUndo: this run wrote the
+// item and then failed terminally; between the undo's read of the item (still
+// this run's) and its delete, an operator revoked the device (a conditional
+// put with Version 2). The undo's delete is conditional on the version it
+// read, so the revoke survives.
+func TestRollbackKeepsAnInventoryItemRevokedDuringTheUndo(t *testing.T) {
+	fixtures(t)
+	ctx := context.Background()
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	var activated, revoked atomic.Bool
+	w.reg.SetHook(func(_ context.Context, op string) error {
+		if op != "UpdateCertificate" {
+			return nil
+		}
+		activated.Store(true)
+		return memiot.Invalid(op)
+	})
+	// The first read after the failed activation is the undo's.
+	w.tbl.SetAfter(func(ctx context.Context, op string) {
+		if op != "GetItem" || !activated.Load() || revoked.Swap(true) {
+			return
+		}
+		cur, err := w.inv.Get(ctx, "dev-1")
+		if err != nil {
+			t.Errorf("the operator's read: %v", err)
+			return
+		}
+		next := cur
+		next.Status, next.Version, next.UpdatedAt = fleet.StatusRevoked, cur.Version+1, t0.Add(time.Second)
+		if err := w.inv.Update(ctx, next, cur.Version); err != nil {
+			t.Errorf("the operator's revoke: %v", err)
+		}
+	})
+	if err := w.deliver(ctx); err == nil || saga.IsRetryable(err) {
+		t.Fatalf("deliver: %v, want a terminal error", err)
+	}
+	if !revoked.Load() {
+		t.Fatal("the undo never read the item: the race was not staged")
+	}
+	got, err := w.inv.Get(ctx, "dev-1")
+	if err != nil {
+		t.Fatalf("the operator's revoke was deleted by the rollback: %v", err)
+	}
+	if got.Status != fleet.StatusRevoked || got.Version != 2 {
+		t.Errorf("item %s version %d, want REVOKED version 2", got.Status, got.Version)
 	}
 }
