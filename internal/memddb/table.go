@@ -430,42 +430,20 @@ func (t *Table) GetItem(ctx context.Context, key map[string]types.AttributeValue
 
 // PutItem writes item if cond (nil: always) accepts the current item.
 func (t *Table) PutItem(ctx context.Context, item map[string]types.AttributeValue, cond Condition) error {
-	const op = "PutItem"
-	if err := t.before(ctx, op); err != nil {
-		return err
-	}
-	h, r, err := t.keyParts(item)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, t.g.name, err)
-	}
 	item = cloneItem(item)
-	if err := t.write(h, r, func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
-		if cond != nil {
-			if err := cond(old); err != nil {
-				return nil, err
-			}
+	return t.writeCall(ctx, "PutItem", item, func(_, _ string, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+		if err := check(cond, old); err != nil {
+			return nil, err
 		}
 		return item, nil
-	}); err != nil {
-		return fmt.Errorf("%s %s: %w", op, t.g.name, err)
-	}
-	t.afterCall(ctx, op)
-	return nil
+	})
 }
 
 // UpdateItem replaces the item with key by what update returns from the
 // current item (nil when absent), atomically; an error from update refuses
 // the write and is returned. The returned item must keep the key.
 func (t *Table) UpdateItem(ctx context.Context, key map[string]types.AttributeValue, update func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error)) error {
-	const op = "UpdateItem"
-	if err := t.before(ctx, op); err != nil {
-		return err
-	}
-	h, r, err := t.keyParts(key)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, t.g.name, err)
-	}
-	if err := t.write(h, r, func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+	return t.writeCall(ctx, "UpdateItem", key, func(h, r string, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
 		item, err := update(cloneItem(old))
 		if err != nil {
 			return nil, err
@@ -478,17 +456,21 @@ func (t *Table) UpdateItem(ctx context.Context, key map[string]types.AttributeVa
 			return nil, fmt.Errorf("ValidationException: an update cannot change the key: %w", fleet.ErrInvalid)
 		}
 		return cloneItem(item), nil
-	}); err != nil {
-		return fmt.Errorf("%s %s: %w", op, t.g.name, err)
-	}
-	t.afterCall(ctx, op)
-	return nil
+	})
 }
 
 // DeleteItem removes the item with key if cond (nil: always) accepts it.
 // Removing an absent item is a success and writes nothing.
 func (t *Table) DeleteItem(ctx context.Context, key map[string]types.AttributeValue, cond Condition) error {
-	const op = "DeleteItem"
+	return t.writeCall(ctx, "DeleteItem", key, func(_, _ string, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+		return nil, check(cond, old)
+	})
+}
+
+// writeCall runs one write API call: the fault hook, fn from the current item at
+// key (h and r are the key's parts) to the new one, and the after-call hook
+// once it succeeded.
+func (t *Table) writeCall(ctx context.Context, op string, key map[string]types.AttributeValue, fn func(h, r string, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error)) error {
 	if err := t.before(ctx, op); err != nil {
 		return err
 	}
@@ -497,17 +479,20 @@ func (t *Table) DeleteItem(ctx context.Context, key map[string]types.AttributeVa
 		return fmt.Errorf("%s %s: %w", op, t.g.name, err)
 	}
 	if err := t.write(h, r, func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
-		if cond != nil {
-			if err := cond(old); err != nil {
-				return nil, err
-			}
-		}
-		return nil, nil
+		return fn(h, r, old)
 	}); err != nil {
 		return fmt.Errorf("%s %s: %w", op, t.g.name, err)
 	}
 	t.afterCall(ctx, op)
 	return nil
+}
+
+// check applies a write condition (nil: always true) to the current item.
+func check(cond Condition, old map[string]types.AttributeValue) error {
+	if cond == nil {
+		return nil
+	}
+	return cond(old)
 }
 
 // write applies a local write: fn maps the current item to the new one (nil
