@@ -1,6 +1,9 @@
 package fleet
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // CertStatus is an AWS IoT certificate status.
 type CertStatus string
@@ -88,4 +91,32 @@ type Message struct {
 	Region    string    // the region that received the message
 	Payload   []byte    // the message exactly as the device sent it (JSON text)
 	ExpiresAt time.Time // TTL attribute
+}
+
+// ClaimState is what a claim on a certificate registration found (the JITR
+// claims table shared by every Lambda instance of a region). The zero value
+// is no state: it comes only with an error.
+type ClaimState int
+
+// Claim states.
+const (
+	// ClaimTaken: this run holds the claim.
+	ClaimTaken ClaimState = iota + 1
+	// ClaimHeld: another run holds an unexpired claim on the same registration.
+	ClaimHeld
+	// ClaimDone: the registration was onboarded within its window.
+	ClaimDone
+)
+
+// String names the state.
+func (s ClaimState) String() string {
+	switch s {
+	case ClaimTaken:
+		return "taken"
+	case ClaimHeld:
+		return "held"
+	case ClaimDone:
+		return "done"
+	}
+	return fmt.Sprintf("ClaimState(%d)", int(s))
 }
