@@ -1,8 +1,9 @@
 // Package awsddb is the DynamoDB adapter of the device inventory
 // (contract.Inventory) and the data table (contract.Telemetry), over one
-// region's replica of each global table. Items are built only with
-// internal/ddbitem, so the in-memory tables and this adapter write the same
-// items. Errors are mapped onto the fleet sentinels.
+// region's replica of each global table, and of the regional JITR claims
+// table (contract.Claims). Items are built only with internal/ddbitem, so the
+// in-memory tables and this adapter write the same items. Errors are mapped
+// onto the fleet sentinels.
 package awsddb
 
 import (

@@ -48,11 +48,23 @@ func TestTelemetryContractOnMoto(t *testing.T) {
 	})
 }
 
+func TestClaimsContractOnMoto(t *testing.T) {
+	contract.TestClaims(t, func(t *testing.T) contract.Claims {
+		s := motoserver.Start(t)
+		cfg := s.Config("us-west-2")
+		name := fmt.Sprintf("jitr-claims-%d", tableSeq.Add(1))
+		motoserver.CreateClaimsTable(t, cfg, name)
+		return awsddb.NewClaims(dynamodb.NewFromConfig(cfg), name)
+	})
+}
+
 func TestMissingTableIsInvalidOnMoto(t *testing.T) {
 	client, _, _ := newMotoTables(t)
 	ctx := context.Background()
 	inv := awsddb.NewInventory(client, "no-such-inventory")
 	tel := awsddb.NewTelemetry(client, "no-such-data")
+	claims := awsddb.NewClaims(client, "no-such-claims")
+	now := time.Now()
 	calls := map[string]func() error{
 		"Get":           func() error { _, err := inv.Get(ctx, "t1"); return err },
 		"Create":        func() error { return inv.Create(ctx, fleet.Device{ThingName: "t1", Version: 1}) },
@@ -64,6 +76,12 @@ func TestMissingTableIsInvalidOnMoto(t *testing.T) {
 			return tel.Put(ctx, fleet.Message{Device: "t1", Timestamp: 1, ID: "a", Payload: []byte("{}")})
 		},
 		"Query": func() error { _, err := tel.Query(ctx, "t1", 10); return err },
+		"Claim": func() error {
+			_, err := claims.Claim(ctx, "c1", "", now, now.Add(time.Minute))
+			return err
+		},
+		"Done":    func() error { return claims.Done(ctx, "c1", "", now.Add(time.Minute)) },
+		"Release": func() error { return claims.Release(ctx, "c1", "") },
 	}
 	for name, call := range calls {
 		err := call()

@@ -10,6 +10,7 @@ package contract
 
 import (
 	"context"
+	"time"
 
 	"github.com/mriot/mriot/internal/fleet"
 )
@@ -96,4 +97,25 @@ type Telemetry interface {
 	Put(ctx context.Context, m fleet.Message) error
 	// Query returns up to limit messages of device, newest first.
 	Query(ctx context.Context, device string, limit int) ([]fleet.Message, error)
+}
+
+// Claims is a region's JITR claims table, shared by every jitr instance of
+// the region: one item per certificate (CertificateId), holding the
+// registration (Registered), CLAIMED or DONE (State) and ExpiresAt (epoch
+// seconds, the table's TTL attribute). Times compare in epoch seconds.
+// Errors wrap the fleet sentinels.
+type Claims interface {
+	// Claim takes the claim on (certID, registered) until `until`, unless
+	// another run holds an unexpired claim on the same registration
+	// (fleet.ClaimHeld), or it is marked done and unexpired
+	// (fleet.ClaimDone). A claim or done mark for another registration
+	// (another registered value), or an expired one (ExpiresAt <= now), is
+	// replaced (fleet.ClaimTaken).
+	Claim(ctx context.Context, certID, registered string, now, until time.Time) (fleet.ClaimState, error)
+	// Done marks the registration onboarded until `until` (unconditional put).
+	Done(ctx context.Context, certID, registered string, until time.Time) error
+	// Release deletes this run's claim so that the next event is handled at
+	// once; only a CLAIMED item of the same registration is deleted
+	// (conditional), anything else is left and nil is returned.
+	Release(ctx context.Context, certID, registered string) error
 }

@@ -24,3 +24,11 @@ func TestTelemetryContract(t *testing.T) {
 		return memddb.NewTelemetry(g.Replica("us-west-2"))
 	})
 }
+
+func TestClaimsContract(t *testing.T) {
+	contract.TestClaims(t, func(t *testing.T) contract.Claims {
+		g := memddb.NewGlobalTable("JitrClaims", memddb.ClaimsKey, []string{"eu-west-1"})
+		t.Cleanup(g.Close)
+		return memddb.NewClaims(g.Replica("eu-west-1"))
+	})
+}

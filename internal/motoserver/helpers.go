@@ -72,6 +72,39 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 	}
 }
 
+// CreateClaimsTable creates the JITR claims table (hash key CertificateId,
+// TTL on ExpiresAt, no stream) in cfg's region, as the deployment does.
+func CreateClaimsTable(t testing.TB, cfg aws.Config, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := dynamodb.NewFromConfig(cfg)
+	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(name),
+		BillingMode:          ddbtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String(ddbitem.ClaimsHashKey), AttributeType: ddbtypes.ScalarAttributeTypeS}},
+		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.ClaimsHashKey), KeyType: ddbtypes.KeyTypeHash}},
+	})
+	if err != nil {
+		t.Fatalf("create claims table %s: %v", name, err)
+	}
+	_, err = db.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName: aws.String(name),
+		TimeToLiveSpecification: &ddbtypes.TimeToLiveSpecification{
+			AttributeName: aws.String(ddbitem.AttrExpiresAt), Enabled: aws.Bool(true),
+		},
+	})
+	if err != nil {
+		t.Fatalf("enable TTL on %s: %v", name, err)
+	}
+	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 20*time.Second); err != nil {
+		t.Fatalf("table %s not active: %v", name, err)
+	}
+}
+
 // CreatePolicy creates an IoT policy with the given document in cfg's region.
 func CreatePolicy(t testing.TB, cfg aws.Config, name, document string) {
 	t.Helper()
