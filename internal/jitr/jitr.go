@@ -6,7 +6,9 @@
 //
 // The event is published again every time a device presents a
 // PENDING_ACTIVATION certificate, so the handler is idempotent: every step
-// reads first and changes only what is missing.
+// reads first and changes only what is missing. Duplicates are dropped before
+// any registry call by this process's memory first and then, with
+// Config.Claims, by the region's claims table that every instance shares.
 package jitr
 
 import (
@@ -35,6 +37,24 @@ type Inventory interface {
 	// DeleteVersion deletes the item only if its stored Version is version
 	// (fleet.ErrConditionFailed otherwise); an absent item is a success.
 	DeleteVersion(ctx context.Context, thingName string, version int64) error
+}
+
+// Claims is the region's claims table, shared by every jitr instance of the
+// region: it drops a duplicate event that another instance is handling, or
+// onboarded moments ago, before any registry call (see contract.Claims).
+type Claims interface {
+	// Claim takes the claim on (certID, registered) until `until`, unless
+	// another run holds an unexpired claim on the same registration
+	// (fleet.ClaimHeld), or it is marked done and unexpired
+	// (fleet.ClaimDone). A claim or done mark for another registration, or
+	// an expired one (ExpiresAt <= now), is replaced (fleet.ClaimTaken).
+	Claim(ctx context.Context, certID, registered string, now, until time.Time) (fleet.ClaimState, error)
+	// Done marks the registration onboarded until `until` (unconditional put).
+	Done(ctx context.Context, certID, registered string, until time.Time) error
+	// Release deletes this run's claim so that the next event is handled at
+	// once; only a CLAIMED item of the same registration is deleted, anything
+	// else is left and nil is returned.
+	Release(ctx context.Context, certID, registered string) error
 }
 
 // Function is the function name in logs and metric dimensions.
@@ -67,6 +87,9 @@ type Config struct {
 	// Runner carries the saga settings (reserve, undo budget); its Log,
 	// Metrics, Tracer and Now are filled from the fields above when unset.
 	Runner saga.Runner
+	// Claims is the region's shared claims table; nil: duplicates are
+	// dropped per process only.
+	Claims Claims
 }
 
 // Handler handles registered-certificate events.
@@ -80,6 +103,7 @@ type Handler struct {
 	metrics obs.Metrics
 	tracer  obs.Tracer
 	runner  saga.Runner
+	claims  Claims // nil: no shared claims
 	// mutate, set only by tests, rewrites the saga's steps before a run
 	// (to prove that the fault matrix catches a broken compensation).
 	mutate func([]saga.Step) []saga.Step
@@ -104,6 +128,17 @@ type doneEntry struct {
 // once; the window bounds the case where the event carries none.
 const doneTTL = 2 * time.Minute
 
+// claimLease is how long a claim in the shared claims table holds off the
+// other instances' duplicates: longer than the function's timeout (30 s in
+// template.yaml), so that a run that ends within its timeout never sees its
+// claim taken over, and short enough that a run that crashed (its claim never
+// released) delays the device's next attempt by a minute at most.
+const claimLease = 60 * time.Second
+
+// claimsFinishTimeout bounds the write that ends a shared claim; it runs on a
+// context that outlives the invocation's cancellation.
+const claimsFinishTimeout = 5 * time.Second
+
 // maxCached bounds the done and CA caches of one process.
 const maxCached = 10000
 
@@ -122,7 +157,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		reg: cfg.Registry, inv: cfg.Inventory, region: cfg.Region, policy: cfg.PolicyName,
-		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, tracer: cfg.Tracer, runner: cfg.Runner,
+		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, tracer: cfg.Tracer, runner: cfg.Runner, claims: cfg.Claims,
 		inFlight: map[string]bool{}, done: map[string]doneEntry{}, caPEM: map[string]string{},
 	}
 	if h.now == nil {
@@ -182,6 +217,19 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	}
 	onboarded := false
 	defer func() { h.release(ev.CertificateID, registered, onboarded) }()
+	// Across instances: the region's claims table, before any registry call.
+	switch shared := h.claimShared(ctx, log, ev.CertificateID, registered); shared {
+	case fleet.ClaimHeld:
+		log.InfoContext(ctx, "event dropped: this certificate is being onboarded by a run in another instance")
+		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "claimed_elsewhere"))
+		return nil
+	case fleet.ClaimDone:
+		log.InfoContext(ctx, "event dropped: this certificate was onboarded by another instance moments ago")
+		h.metrics.Count("DuplicateEvent", 1, obs.D("Function", Function), obs.D("Reason", "onboarded_elsewhere"))
+		return nil
+	case fleet.ClaimTaken:
+		defer func() { h.finishShared(ctx, log, ev.CertificateID, registered, onboarded) }()
+	}
 	cert, err := h.reg.DescribeCertificate(ctx, ev.CertificateID)
 	if errors.Is(err, fleet.ErrNotFound) {
 		h.reject(ctx, ReasonCertGone, err, slog.String("certificateId", ev.CertificateID))
@@ -302,6 +350,44 @@ func (h *Handler) release(certID, registered string, onboarded bool) {
 		}
 	}
 	h.done[certID] = doneEntry{at: h.now(), registered: registered}
+}
+
+// claimShared takes the shared claim on the registration. Without a claims
+// table, or when the table fails, it returns 0 and the run goes on with the
+// in-process deduplication only: the table is an optimisation of the
+// registry's quota, and correctness never depends on it. A run whose claim
+// failed does not end it either (the claim it did not take may be another
+// run's).
+func (h *Handler) claimShared(ctx context.Context, log *slog.Logger, certID, registered string) fleet.ClaimState {
+	if h.claims == nil {
+		return 0
+	}
+	now := h.now()
+	state, err := h.claims.Claim(ctx, certID, registered, now, now.Add(claimLease))
+	if err != nil {
+		log.WarnContext(ctx, "claims table failed; going on without the shared deduplication", slog.String("error", err.Error()))
+		return 0
+	}
+	return state
+}
+
+// finishShared ends this run's shared claim: an onboarded registration is
+// marked done for doneTTL, anything else is released so that the next event
+// is handled at once. A failure is logged, never returned: an unreleased
+// claim expires after claimLease.
+func (h *Handler) finishShared(ctx context.Context, log *slog.Logger, certID, registered string, onboarded bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimsFinishTimeout)
+	defer cancel()
+	if onboarded {
+		if err := h.claims.Done(ctx, certID, registered, h.now().Add(doneTTL)); err != nil {
+			log.WarnContext(ctx, "claims table: marking the certificate onboarded failed", slog.String("error", err.Error()))
+		}
+		return
+	}
+	if err := h.claims.Release(ctx, certID, registered); err != nil {
+		log.WarnContext(ctx, "claims table: releasing the claim failed; it expires by itself", slog.String("error", err.Error()),
+			slog.Duration("lease", claimLease))
+	}
 }
 
 // caCertificatePEM returns a CA certificate's PEM, from the cache when this

@@ -208,8 +208,22 @@ func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) 
 		w.tbl.SetAfter(in.After("ddb"))
 		// Every delivery of the matrix is handled as by a fresh Lambda
 		// instance, with none of this process's duplicate-event memory, so
-		// that redeliveries and duplicates go through the registry.
-		deliver := func(ctx context.Context) error { w.forget(); return w.deliver(ctx) }
+		// that redeliveries and duplicates go through the registry. Each
+		// delivery gets a fresh claims table too: one table shared by the
+		// deliveries would drop every redelivery after a clean run as
+		// onboarded_elsewhere (the clock is fixed at t0, within the done
+		// window), so the matrix would check convergence on runs that make no
+		// registry call. A fresh table still takes the claim and marks or
+		// releases it on every delivery; its own failures are
+		// TestClaimsTableFailureDoesNotStopOnboarding's, outside the injector,
+		// so that the matrix enumerates the same calls as without it.
+		deliver := func(ctx context.Context) error {
+			w.forget()
+			claims := memddb.NewGlobalTable("jitr-claims", memddb.ClaimsKey, []string{region})
+			defer claims.Close()
+			w.h.claims = memddb.NewClaims(claims.Replica(region))
+			return w.deliver(ctx)
+		}
 		return &faultmatrix.World{Deliver: deliver, State: w.state, Close: w.close}, nil
 	}}
 }
