@@ -2,7 +2,8 @@
 // rule on $aws/events/certificates/registered/#: internal/jitr's handler over
 // this region's IoT registry and inventory replica.
 //
-// Environment: INVENTORY_TABLE, DEVICE_POLICY_NAME, AWS_REGION (set by
+// Environment: INVENTORY_TABLE, DEVICE_POLICY_NAME, CLAIMS_TABLE (optional:
+// the region's claims table shared by every instance), AWS_REGION (set by
 // Lambda), TRACING (true: X-Ray), LOG_LEVEL (see internal/wiring).
 package main
 
@@ -23,11 +24,21 @@ func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (
 		Log:        log,
 		Metrics:    d.Metrics,
 		Tracer:     d.Tracer,
+		Claims:     claims(d),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jitr handler: %w", err)
 	}
 	return h, nil
+}
+
+// claims is the claims adapter as a jitr.Claims: nil (not a typed nil
+// pointer) without CLAIMS_TABLE.
+func claims(d wiring.RegistryDeps) jitr.Claims {
+	if d.Claims == nil {
+		return nil
+	}
+	return d.Claims
 }
 
 func main() { wiring.StartRegistryFunction("jitr", build) }

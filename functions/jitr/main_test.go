@@ -22,6 +22,13 @@ func TestBuild(t *testing.T) {
 	if _, err := h.Invoke(context.Background(), []byte("{")); err != nil {
 		t.Fatalf("a malformed event was returned for retry: %v", err)
 	}
+	if c := claims(d); c != nil {
+		t.Errorf("claims %#v without CLAIMS_TABLE, want none", c)
+	}
+	s.ClaimsTable = "mriot-jitr-claims"
+	if c := claims(wiring.NewRegistryDeps(aws.Config{}, s)); c == nil {
+		t.Error("no claims with CLAIMS_TABLE")
+	}
 	s.DevicePolicyName = "bad name"
 	if _, err := build(d, s, obs.Discard()); err == nil {
 		t.Error("build accepted an invalid policy name")

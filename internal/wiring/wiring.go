@@ -27,6 +27,9 @@ type RegistrySettings struct {
 	DevicePolicyName string // DEVICE_POLICY_NAME
 	Region           string // AWS_REGION, set by Lambda
 	Tracing          bool   // TRACING
+	// ClaimsTable is jitr's regional claims table (CLAIMS_TABLE, optional:
+	// "" leaves jitr with its in-process deduplication only).
+	ClaimsTable string
 }
 
 // ReadRegistrySettings reads RegistrySettings; the error names the variable.
@@ -45,14 +48,17 @@ func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
 	if s.Tracing, err = env.Bool(awsconf.TracingEnv, false); err != nil {
 		return s, err
 	}
+	s.ClaimsTable = env.String("CLAIMS_TABLE", "")
 	return s, nil
 }
 
 // RegistryDeps are the adapters of a function that converges a region's
-// registry: its IoT registry and its inventory replica, metrics and tracer.
+// registry: its IoT registry and its inventory replica, metrics and tracer,
+// and jitr's claims table (nil without CLAIMS_TABLE).
 type RegistryDeps struct {
 	Registry  *awsiot.Adapter
 	Inventory *awsddb.Inventory
+	Claims    *awsddb.Claims
 	Metrics   obs.Metrics
 	Tracer    obs.Tracer
 }
@@ -60,12 +66,17 @@ type RegistryDeps struct {
 // NewRegistryDeps builds the SDK clients for s.Region from cfg.
 func NewRegistryDeps(cfg aws.Config, s RegistrySettings) RegistryDeps {
 	cfg = awsconf.ForRegion(cfg, s.Region)
-	return RegistryDeps{
+	db := dynamodb.NewFromConfig(cfg)
+	d := RegistryDeps{
 		Registry:  awsiot.New(iot.NewFromConfig(cfg)),
-		Inventory: awsddb.NewInventory(dynamodb.NewFromConfig(cfg), s.InventoryTable),
+		Inventory: awsddb.NewInventory(db, s.InventoryTable),
 		Metrics:   Metrics(),
 		Tracer:    Tracer(s.Tracing),
 	}
+	if s.ClaimsTable != "" {
+		d.Claims = awsddb.NewClaims(db, s.ClaimsTable)
+	}
+	return d
 }
 
 // Metrics are EMF lines on stdout, which Lambda sends to CloudWatch.

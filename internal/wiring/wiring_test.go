@@ -27,6 +27,7 @@ func TestReadRegistrySettings(t *testing.T) {
 		{name: "no policy", drop: "DEVICE_POLICY_NAME", wantErr: true},
 		{name: "no region", drop: "AWS_REGION", wantErr: true},
 		{name: "bad tracing", set: map[string]string{"TRACING": "maybe"}, wantErr: true},
+		{name: "claims table", set: map[string]string{"CLAIMS_TABLE": "claims"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,6 +47,9 @@ func TestReadRegistrySettings(t *testing.T) {
 			if err == nil && (s.InventoryTable != "inv" || s.DevicePolicyName != "mriot-device" || s.Region != "eu-west-1" || !s.Tracing) {
 				t.Errorf("settings %+v", s)
 			}
+			if err == nil && s.ClaimsTable != tt.set["CLAIMS_TABLE"] {
+				t.Errorf("ClaimsTable = %q, want %q", s.ClaimsTable, tt.set["CLAIMS_TABLE"])
+			}
 		})
 	}
 }
@@ -54,6 +58,12 @@ func TestNewRegistryDeps(t *testing.T) {
 	d := NewRegistryDeps(aws.Config{}, RegistrySettings{InventoryTable: "inv", Region: "us-west-2", Tracing: true})
 	if d.Registry == nil || d.Inventory == nil || d.Metrics == nil {
 		t.Fatalf("deps %+v", d)
+	}
+	if d.Claims != nil {
+		t.Errorf("claims adapter %v without CLAIMS_TABLE", d.Claims)
+	}
+	if d := NewRegistryDeps(aws.Config{}, RegistrySettings{InventoryTable: "inv", ClaimsTable: "claims", Region: "us-west-2"}); d.Claims == nil {
+		t.Error("no claims adapter with CLAIMS_TABLE")
 	}
 	if _, ok := d.Tracer.(xraytrace.Tracer); !ok {
 		t.Errorf("tracing on gives tracer %T", d.Tracer)
