@@ -10,6 +10,7 @@ import (
 const (
 	inventoryARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory"
 	dataARN      = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-data"
+	claimsARN    = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-jitr-claims"
 	certARNEx    = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
 	caCertARNEx  = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
 	thingARNEx   = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
@@ -42,6 +43,8 @@ var functionCalls = map[string][]Call{
 		{"dynamodb:GetItem", inventoryARN},    // Inventory.Get
 		{"dynamodb:PutItem", inventoryARN},    // Inventory.Create
 		{"dynamodb:DeleteItem", inventoryARN}, // Inventory.Delete
+		{"dynamodb:PutItem", claimsARN},       // Claims.Claim (conditional put), Claims.Done
+		{"dynamodb:DeleteItem", claimsARN},    // Claims.Release (conditional delete)
 	}, registryCalls...),
 	"ReplicateFunction": append([]Call{
 		{"iot:RegisterCertificate", certARNEx},

@@ -154,8 +154,8 @@ func invokeFixture(t *testing.T, em *rie.Emulator, fixture string) []byte {
 	return resp
 }
 
-// world arranges a region of moto the way the stack leaves it: the tables,
-// the device policy and the CA registered for JITR.
+// world arranges a region of moto the way the stack leaves it: the tables
+// (jitr's claims table too), the device policy and the CA registered for JITR.
 func world(t *testing.T, s *motoserver.Server, region string) aws.Config {
 	t.Helper()
 	cfg := motoConfig(s, region)
@@ -164,6 +164,11 @@ func world(t *testing.T, s *motoserver.Server, region string) aws.Config {
 		t.Fatal(err)
 	}
 	motoserver.CreateTables(t, cfg, env["INVENTORY_TABLE"], env["DATA_TABLE"])
+	jitrEnv, err := rie.LoadEnv(filepath.Join(root(t), "events", "env.json"), "JitrFunction")
+	if err != nil {
+		t.Fatal(err)
+	}
+	motoserver.CreateClaimsTable(t, cfg, jitrEnv["CLAIMS_TABLE"])
 	motoserver.CreatePolicy(t, cfg, env["DEVICE_POLICY_NAME"], policy.DevicePolicy(region, motoAccount))
 	caPEM, caID := loadCert(t, "intermediate.crt")
 	if got := motoserver.RegisterCA(t, cfg, caPEM); got != caID {
@@ -259,6 +264,23 @@ func TestJitrUnderRIE(t *testing.T) {
 	}
 	if d.Status != fleet.StatusActive || d.CertificateID != devID || d.CertificatePEM == "" || d.OriginRegion != region || d.Version < 1 {
 		t.Errorf("inventory item = %+v, want ACTIVE, certificate %s with its PEM, origin %s", d, devID, region)
+	}
+	// The run claimed the registration in the claims table (CLAIMS_TABLE of
+	// events/env.json) and marked it done: other instances drop its
+	// duplicates without a registry call.
+	claim, err := dynamodb.NewFromConfig(cfg).GetItem(context.Background(), &dynamodb.GetItemInput{
+		TableName: aws.String("mriot-jitr-claims"), Key: ddbitem.ClaimKey(devID), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil || claim.Item == nil {
+		t.Fatalf("claims item of %s: %v, %v", devID, claim, err)
+	}
+	c, err := ddbitem.UnmarshalClaim(claim.Item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fixture's certificateRegistrationTimestamp is null.
+	if c.State != ddbitem.ClaimStateDone || c.Registered != "" || !c.ExpiresAt.After(time.Now()) {
+		t.Errorf("claims item = %+v, want DONE for the null registration, expiring in the future", c)
 	}
 }
 
