@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mriot/mriot/internal/ddbitem"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/local"
 	"github.com/mriot/mriot/internal/memiot"
@@ -57,6 +58,20 @@ func TestMassOnboardingUnderAWSQuotas(t *testing.T) {
 		d, err := st.Regions()[0].Inventory.Get(ctx, name)
 		if err != nil || d.Status != fleet.StatusActive {
 			t.Fatalf("%s in the inventory: %+v, %v", name, d, err)
+		}
+		// The region that onboarded the device marked it done in its claims
+		// table, which its jitr shares (as every instance does in AWS).
+		for _, r := range st.Regions() {
+			if r.Name != d.OriginRegion {
+				continue
+			}
+			item, err := r.Claims.Table().GetItem(ctx, ddbitem.ClaimKey(d.CertificateID))
+			if err != nil || item == nil {
+				t.Fatalf("%s: no claims item in %s: %v", name, r.Name, err)
+			}
+			if c, err := ddbitem.UnmarshalClaim(item); err != nil || c.State != ddbitem.ClaimStateDone {
+				t.Fatalf("%s: claims item in %s: %+v, %v, want DONE", name, r.Name, c, err)
+			}
 		}
 		for _, r := range st.Regions() {
 			c, ok := r.Registry.CertificateByID(d.CertificateID)

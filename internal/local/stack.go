@@ -47,6 +47,7 @@ const (
 	DevicePolicyName = "mriot-device"
 	InventoryTable   = "mriot-device-inventory"
 	DataTable        = "mriot-data"
+	ClaimsTable      = "mriot-jitr-claims"
 	// JITRRuleSQL and DataRuleSQL are the two IoT rules of template.yaml.
 	JITRRuleSQL = "SELECT * FROM '$aws/events/certificates/registered/#'"
 	DataRuleSQL = "SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id FROM 'i/+/m'"
@@ -106,7 +107,10 @@ type Region struct {
 	Registry  *memiot.Registry
 	Inventory *memddb.Inventory
 	Telemetry *memddb.Telemetry
-	Broker    *broker.Broker
+	// Claims is the region's jitr claims table (regional, as in
+	// template.yaml), shared by the region's jitr handler.
+	Claims *memddb.Claims
+	Broker *broker.Broker
 
 	jitr, replicate, ingest *Invoker
 	rules                   []boundRule
@@ -308,16 +312,18 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (*R
 		}
 	}
 	log := s.log.With("region", name)
+	claims := memddb.NewGlobalTable(ClaimsTable, memddb.ClaimsKey, []string{name}, memddb.WithAccount(AccountID))
 	r := &Region{
 		Name: name, Registry: reg,
 		Inventory: memddb.NewInventory(s.inventory.Replica(name)),
 		Telemetry: memddb.NewTelemetry(s.data.Replica(name)),
+		Claims:    memddb.NewClaims(claims.Replica(name)),
 		log:       log, metrics: s.metrics,
 	}
 	// What the functions see: the registry behind the SDK's retryer, as in Lambda.
 	sdkRegistry := newRetryingRegistry(reg)
 	jh, err := jitr.New(jitr.Config{Registry: sdkRegistry, Inventory: r.Inventory, Region: name, PolicyName: DevicePolicyName,
-		Log: log.With("function", jitr.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}})
+		Log: log.With("function", jitr.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}, Claims: r.Claims})
 	if err != nil {
 		return nil, err
 	}
@@ -599,5 +605,10 @@ func (s *Stack) Close() {
 	}
 	if s.data != nil {
 		s.data.Close()
+	}
+	for _, r := range s.regions {
+		if r.Claims != nil {
+			r.Claims.Table().Global().Close()
+		}
 	}
 }
