@@ -1,7 +1,8 @@
 // Package ddbitem is the single definition of the DynamoDB item layouts of the
 // device inventory, the data (telemetry) table and the JITR claims table. The
 // in-memory tables (internal/memddb) and the AWS adapter (internal/awsddb)
-// both marshal through it, so that an item written by one reads back identically through the other.
+// both marshal through it, so that an item written by one reads back
+// identically through the other.
 package ddbitem
 
 import (
