@@ -42,7 +42,7 @@ var functionCalls = map[string][]Call{
 		{"iot:DescribeCACertificate", caCertARNEx},
 		{"dynamodb:GetItem", inventoryARN},    // Inventory.Get
 		{"dynamodb:PutItem", inventoryARN},    // Inventory.Create
-		{"dynamodb:DeleteItem", inventoryARN}, // Inventory.Delete
+		{"dynamodb:DeleteItem", inventoryARN}, // Inventory.DeleteVersion (the undo of the inventory write)
 		{"dynamodb:PutItem", claimsARN},       // Claims.Claim (conditional put), Claims.Done
 		{"dynamodb:DeleteItem", claimsARN},    // Claims.Release (conditional delete)
 	}, registryCalls...),

@@ -284,7 +284,7 @@ func (s *Stack) loadPKI() ([]string, error) {
 	return cas, nil
 }
 
-func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (*Region, error) {
+func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ *Region, err error) {
 	cfg := s.cfg
 	opts := []memiot.Option{}
 	if cfg.APILatency > 0 {
@@ -313,6 +313,11 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (*R
 	}
 	log := s.log.With("region", name)
 	claims := memddb.NewGlobalTable(ClaimsTable, memddb.ClaimsKey, []string{name}, memddb.WithAccount(AccountID))
+	defer func() {
+		if err != nil {
+			claims.Close() // the region is not kept: Close would not reach its table
+		}
+	}()
 	r := &Region{
 		Name: name, Registry: reg,
 		Inventory: memddb.NewInventory(s.inventory.Replica(name)),
