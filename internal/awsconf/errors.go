@@ -69,3 +69,62 @@ func GenericSentinel(err error, codes map[string]error) error {
 	}
 	return nil
 }
+
+// Exception maps one typed exception of a service, and its error code for
+// the untyped form, onto a fleet sentinel. Build it with On.
+type Exception struct {
+	is       func(error) bool
+	code     string
+	sentinel error
+}
+
+// On maps the SDK exception type T onto sentinel. T's error code (what the
+// same exception carries when it arrives untyped, as a *smithy.GenericAPIError)
+// is read from T itself: the SDK's ErrorCode works on a nil receiver.
+func On[T interface {
+	error
+	ErrorCode() string
+}](sentinel error) Exception {
+	var zero T
+	return Exception{is: IsA[T], code: zero.ErrorCode(), sentinel: sentinel}
+}
+
+// IsA reports whether err wraps an error of type T (errors.As).
+func IsA[T error](err error) bool {
+	var target T
+	return errors.As(err, &target)
+}
+
+// Exceptions is a service's table of typed exceptions, with the codes that
+// classify the same exceptions when they arrive untyped.
+type Exceptions struct {
+	typed []Exception
+	codes map[string]error
+}
+
+// NewExceptions builds the table; extraCodes adds codes the SDK has no type
+// for.
+func NewExceptions(typed []Exception, extraCodes map[string]error) Exceptions {
+	codes := make(map[string]error, len(typed)+len(extraCodes))
+	for c, s := range extraCodes {
+		codes[c] = s
+	}
+	for _, e := range typed {
+		codes[e.code] = e.sentinel
+	}
+	return Exceptions{typed: typed, codes: codes}
+}
+
+// Sentinel maps err: the typed exceptions first (errors.As), then
+// GenericSentinel with the table's codes. nil when nothing fits.
+func (x Exceptions) Sentinel(err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, e := range x.typed {
+		if e.is(err) {
+			return e.sentinel
+		}
+	}
+	return GenericSentinel(err, x.codes)
+}
