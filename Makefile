@@ -9,8 +9,10 @@ LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
 .PHONY: run test race build lint vet fmt staticcheck clean
 
+## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
-	$(GO) run ./cmd/mriot local
+	$(GO) build -o bin/mriot ./cmd/mriot
+	./bin/mriot local
 
 ## build: one linux/arm64 bootstrap per function under bin/<function>/bootstrap.
 build: $(addprefix bin/,$(addsuffix /bootstrap,$(FUNCTIONS)))
