@@ -41,13 +41,8 @@ func (w *world) duplicates(reason string) float64 {
 // TestClaimsAcrossInstances: an event that a run in another instance is
 // handling, or onboarded moments ago, costs no registry call.
 func TestClaimsAcrossInstances(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	_, claims := newClaimsTable(t)
 	first, second := w.instance(t, claims, t0), w.instance(t, claims, t0)
 
@@ -180,13 +175,8 @@ func TestClaimReleasedWhenNotOnboarded(t *testing.T) {
 // TestClaimsTableFailureDoesNotStopOnboarding: the claims table is an
 // optimisation; when DynamoDB fails, the device is onboarded all the same.
 func TestClaimsTableFailureDoesNotStopOnboarding(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	tbl, claims := newClaimsTable(t)
 	var ops atomic.Int64
 	tbl.SetHook(func(context.Context, string) error {

@@ -20,13 +20,8 @@ import (
 // events for a certificate that is ACTIVE already cost one read and change
 // nothing.
 func TestDuplicateEvents(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 
 	// Hold the first run inside its first registry call while duplicates arrive.
 	var calls atomic.Int64
@@ -91,13 +86,8 @@ func TestDuplicateEvents(t *testing.T) {
 // TestCACertificateIsReadOnce: the CA's PEM is immutable for its id (the id
 // is the hash of the DER), so one process reads it once.
 func TestCACertificateIsReadOnce(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	var caReads atomic.Int64
 	w.reg.SetHook(func(_ context.Context, op string) error {
 		if op == "DescribeCACertificate" {
@@ -130,13 +120,8 @@ func TestCACertificateIsReadOnce(t *testing.T) {
 // is deleted; when the device comes back, IoT registers it again under the
 // same id, with a new registration timestamp. That event is handled at once.
 func TestNewRegistrationIsNotADuplicate(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	event := func(registered int64) []byte {
 		b, _ := json.Marshal(map[string]any{"certificateId": w.cert.ID, "caCertificateId": w.cert.CACertificateID,
 			"timestamp": t0.UnixMilli(), "certificateStatus": "PENDING_ACTIVATION", "certificateRegistrationTimestamp": registered})
@@ -161,13 +146,8 @@ func TestNewRegistrationIsNotADuplicate(t *testing.T) {
 // one that waited in the asynchronous queue) is stale and must not activate it
 // again.
 func TestStaleEventDoesNotReactivateADeactivatedCertificate(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	if err := w.deliver(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -190,13 +170,8 @@ func TestStaleEventDoesNotReactivateADeactivatedCertificate(t *testing.T) {
 // so a later terminal failure rolls back without deleting the other run's
 // thing.
 func TestRaceForTheThingKeepsTheOtherRunsThing(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	var raced bool
 	w.reg.SetHook(func(ctx context.Context, op string) error {
 		switch {

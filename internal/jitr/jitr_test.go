@@ -83,12 +83,7 @@ func TestFaultMatrixCatchesBrokenCompensation(t *testing.T) {
 }
 
 func TestOnboard(t *testing.T) {
-	fixtures(t)
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	ctx := context.Background()
 	if err := w.deliver(ctx); err != nil {
 		t.Fatal(err)
@@ -257,19 +252,14 @@ func TestBadEvents(t *testing.T) {
 
 // TestRetryableReadFailure: a throttled describe is returned for a retry.
 func TestRetryableReadFailure(t *testing.T) {
-	fixtures(t)
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	w.reg.SetHook(func(_ context.Context, op string) error {
 		if op == "DescribeCACertificate" {
 			return memiot.Throttled(op)
 		}
 		return nil
 	})
-	err = w.deliver(context.Background())
+	err := w.deliver(context.Background())
 	if !saga.IsRetryable(err) || !errors.Is(err, fleet.ErrThrottled) {
 		t.Fatalf("err = %v, want a retryable throttling error", err)
 	}
@@ -350,13 +340,8 @@ func equalItems(a, b []map[string]types.AttributeValue) bool { return reflect.De
 // rewrote it (global tables: last writer wins), then this run failed
 // terminally. The rollback must not delete the other region's item.
 func TestRollbackKeepsAnInventoryItemRewrittenByAnotherRegion(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	theirs := fleet.Device{ThingName: "dev-1", CertificateID: w.cert.ID, CertificatePEM: w.cert.PEM,
 		CACertificateID: w.cert.CACertificateID, NotAfter: fx.dev.Cert.NotAfter.UTC(), Status: fleet.StatusActive,
 		OriginRegion: other, Version: 1, UpdatedAt: t0}
@@ -387,13 +372,8 @@ func TestRollbackKeepsAnInventoryItemRewrittenByAnotherRegion(t *testing.T) {
 // put with Version 2). The undo's delete is conditional on the version it
 // read, so the revoke survives.
 func TestRollbackKeepsAnInventoryItemRevokedDuringTheUndo(t *testing.T) {
-	fixtures(t)
 	ctx := context.Background()
-	w, err := newWorld(fx.dev.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := deviceWorld(t)
 	var activated, revoked atomic.Bool
 	w.reg.SetHook(func(_ context.Context, op string) error {
 		if op != "UpdateCertificate" {

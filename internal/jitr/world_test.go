@@ -106,6 +106,19 @@ func newWorld(pemText string) (*world, error) {
 	return w, nil
 }
 
+// deviceWorld is a region in which the device "dev-1" has just connected for
+// the first time (its certificate auto-registered), closed with the test.
+func deviceWorld(t *testing.T) *world {
+	t.Helper()
+	fixtures(t)
+	w, err := newWorld(fx.dev.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	return w
+}
+
 func registeredEvent(certID, caID string) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"certificateId": certID, "caCertificateId": caID, "timestamp": t0.UnixMilli(),
