@@ -1,6 +1,10 @@
 package fleet
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Sentinel errors returned (wrapped) by every port implementation. Adapters map
 // the provider's error codes onto these so that workflows decide with errors.Is
@@ -25,10 +29,35 @@ var (
 	ErrThrottled = errors.New("throttled")
 	// ErrUnavailable: a transient provider or network failure (5xx, timeout).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrBusy: another run is changing the same resources right now (the
+	// device's lease is held in this region; IoT's
+	// ConflictingResourceUpdateException). Retrying later succeeds.
+	ErrBusy = errors.New("busy")
+	// ErrLeaseLost: the run's lease on a device expired or was taken over, so
+	// it must not change the device's resources any more. The run stops and
+	// its event is delivered again.
+	ErrLeaseLost = errors.New("lease lost")
 )
 
 // IsTransient reports whether err is worth retrying later: throttling, a
-// provider outage or a deadline. Everything else is terminal.
+// provider outage, another writer on the same device, or a lost lease.
+// Everything else is terminal.
 func IsTransient(err error) bool {
-	return errors.Is(err, ErrThrottled) || errors.Is(err, ErrUnavailable)
+	return errors.Is(err, ErrThrottled) || errors.Is(err, ErrUnavailable) ||
+		errors.Is(err, ErrBusy) || errors.Is(err, ErrLeaseLost)
 }
+
+// LeaseHeldError is the refusal of a lease held by another run: who holds
+// it and until when. It wraps ErrBusy.
+type LeaseHeldError struct {
+	ThingName string
+	Owner     string
+	Until     time.Time
+}
+
+func (e *LeaseHeldError) Error() string {
+	return fmt.Sprintf("lease on %s is held by %s until %s", e.ThingName, e.Owner, e.Until.UTC().Format(time.RFC3339Nano))
+}
+
+// Unwrap makes the error an ErrBusy.
+func (e *LeaseHeldError) Unwrap() error { return ErrBusy }

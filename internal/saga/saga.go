@@ -23,11 +23,29 @@
 // must tolerate "not found" and be idempotent: a crash can leave a half-undone
 // saga that a re-delivery finishes.
 //
+// A step whose action fails after it changed something (it returns
+// changed=true with its error) is compensated like a step that succeeded.
+//
+// # Superseded
+//
+// A step may find that the run's premise no longer holds (the inventory item
+// the run converges to changed while it ran): it returns an error wrapping
+// ErrSuperseded. The saga stops where it is, compensates nothing and reports
+// Superseded, so that its caller converges again to the new truth.
+//
+// # Compensations that fail are obligations
+//
+// A compensation that fails is not forgotten: the Result lists it in
+// Unfinished with the step's Obligation (a description of the compensation
+// as data), and the caller records it where the next run for the same
+// resources will find and finish it.
+//
 // # Time
 //
 // Steps run with the caller's deadline less a reserve, so that there is time
 // left to compensate; compensations run on a context that survives the
-// caller's cancellation (context.WithoutCancel) with their own budget.
+// caller's cancellation (context.WithoutCancel) with their own budget, never
+// past the caller's deadline.
 package saga
 
 import (
@@ -54,7 +72,15 @@ type Step struct {
 	// Undo compensates Do. Optional. It must treat "not found" as done and be
 	// idempotent.
 	Undo func(ctx context.Context) error
+	// Obligation describes Undo as data, for the caller to record when Undo
+	// fails (see Result.Unfinished). It is called only then, so that it may
+	// name what the action found or made. Optional.
+	Obligation func() any
 }
+
+// ErrSuperseded is wrapped by a step error that means the run's premise no
+// longer holds: the saga stops without compensating and reports Superseded.
+var ErrSuperseded = errors.New("superseded")
 
 // Saga is a named, identified list of steps.
 type Saga struct {
@@ -74,7 +100,7 @@ const (
 	NotRun     State = "not_run"     // the saga stopped before this step
 	Done       State = "done"        // Do succeeded and changed something
 	Unchanged  State = "unchanged"   // Do succeeded; everything was already in place
-	Failed     State = "failed"      // Do failed
+	Failed     State = "failed"      // Do failed (and changed nothing, or was undone: see Undone)
 	Undone     State = "undone"      // Do changed something and Undo reverted it
 	UndoFailed State = "undo_failed" // Do changed something and Undo failed: needs attention
 )
@@ -88,6 +114,7 @@ const (
 	Stopped            Outcome = "stopped"             // a retryable failure: nothing compensated, retry rolls forward
 	RolledBack         Outcome = "rolled_back"         // a terminal failure, every change undone
 	CompensationFailed Outcome = "compensation_failed" // a terminal failure and some change could not be undone
+	Superseded         Outcome = "superseded"          // a step found the run's premise changed: nothing compensated
 )
 
 // StepResult is the record of one step.
@@ -96,6 +123,16 @@ type StepResult struct {
 	State    State
 	Err      error // the action's or the compensation's error
 	Duration time.Duration
+	// Changed: the action changed something (also when it then failed).
+	Changed bool
+}
+
+// Unfinished is a compensation that failed: the step, its Obligation and the
+// compensation's error.
+type Unfinished struct {
+	Step       string
+	Obligation any
+	Err        error
 }
 
 // Result is the record of a run: exactly which steps ran, failed, were undone
@@ -105,6 +142,9 @@ type Result struct {
 	ID      string
 	Outcome Outcome
 	Steps   []StepResult
+	// Unfinished lists the compensations that failed, in the order they were
+	// attempted (reverse step order).
+	Unfinished []Unfinished
 }
 
 // Step returns the result of the named step (zero value when absent).
@@ -145,6 +185,19 @@ func (e *Error) Unwrap() []error {
 // Retryable reports whether the run stopped on a retryable failure.
 func (e *Error) Retryable() bool { return e.Outcome == Stopped }
 
+// Class names how an error ends a run, for logs: "retryable" (a later
+// delivery can succeed), "superseded" (the run's premise changed; converge
+// again) or "terminal" (retrying cannot help).
+func Class(err error) string {
+	switch {
+	case errors.Is(err, ErrSuperseded):
+		return "superseded"
+	case IsRetryable(err):
+		return "retryable"
+	}
+	return "terminal"
+}
+
 // IsRetryable reports whether err is a retryable failure by the rule of this
 // package: a transient provider error (fleet.ErrThrottled,
 // fleet.ErrUnavailable), a deadline or cancellation, a network timeout, or a
@@ -156,6 +209,9 @@ func IsRetryable(err error) bool {
 	var se *Error
 	if errors.As(err, &se) {
 		return se.Retryable()
+	}
+	if errors.Is(err, ErrSuperseded) {
+		return false
 	}
 	if fleet.IsTransient(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return true
@@ -277,6 +333,7 @@ func (r *Runner) Run(ctx context.Context, s Saga) (Result, error) {
 		end(err)
 		sr := &res.Steps[i]
 		sr.Duration = r.now().Sub(start)
+		sr.Changed = changed
 		switch {
 		case err == nil && changed:
 			sr.State = Done
@@ -289,13 +346,23 @@ func (r *Runner) Run(ctx context.Context, s Saga) (Result, error) {
 		if err == nil {
 			continue
 		}
-		if r.retryable(err) {
+		if errors.Is(err, ErrSuperseded) || r.retryable(err) {
 			res.Outcome = Stopped
+			if errors.Is(err, ErrSuperseded) {
+				res.Outcome = Superseded
+			}
 			r.finish(ctx, s, res, attempt)
 			endSaga(err)
-			return res, &Error{Saga: s.Name, ID: s.ID, Step: st.Name, Outcome: Stopped, Cause: err}
+			return res, &Error{Saga: s.Name, ID: s.ID, Step: st.Name, Outcome: res.Outcome, Cause: err}
 		}
-		undoErr := r.compensate(ctx, s, res.Steps[:i], attempt)
+		// A failed action that changed something is compensated with the
+		// steps before it.
+		undone := res.Steps[:i]
+		if changed {
+			undone = res.Steps[:i+1]
+		}
+		var undoErr error
+		res.Unfinished, undoErr = r.compensate(ctx, s, undone, attempt)
 		res.Outcome = RolledBack
 		if undoErr != nil {
 			res.Outcome = CompensationFailed
@@ -349,19 +416,25 @@ func (r *Runner) stepContext(ctx context.Context) (context.Context, context.Canc
 }
 
 // compensate undoes, in reverse order, the steps in done that changed
-// something. It runs on a context that survives the caller's cancellation.
-func (r *Runner) compensate(ctx context.Context, s Saga, done []StepResult, attempt int) error {
+// something. It runs on a context that survives the caller's cancellation,
+// for at most the undo budget and never past the caller's deadline. It
+// returns the compensations that failed.
+func (r *Runner) compensate(ctx context.Context, s Saga, done []StepResult, attempt int) ([]Unfinished, error) {
 	budget := r.UndoBudget
 	if budget <= 0 {
 		budget = r.reserve()
 	}
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, dl.Sub(r.now()))
+	}
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(budget, 0))
 	defer cancel()
 	var errs []error
+	var unfinished []Unfinished
 	for i := len(done) - 1; i >= 0; i-- {
 		sr := &done[i]
 		st := s.Steps[i]
-		if sr.State != Done || st.Undo == nil {
+		if !sr.Changed || st.Undo == nil {
 			continue
 		}
 		start := r.now()
@@ -375,12 +448,17 @@ func (r *Runner) compensate(ctx context.Context, s Saga, done []StepResult, atte
 		if err != nil {
 			sr.State, sr.Err = UndoFailed, err
 			errs = append(errs, fmt.Errorf("undo %s: %w", st.Name, err))
+			u := Unfinished{Step: st.Name, Err: err}
+			if st.Obligation != nil {
+				u.Obligation = st.Obligation()
+			}
+			unfinished = append(unfinished, u)
 		} else {
 			sr.State = Undone
 		}
 		r.record(ctx, s, "undo-"+st.Name, string(sr.State), attempt, dur, err)
 	}
-	return errors.Join(errs...)
+	return unfinished, errors.Join(errs...)
 }
 
 func (r *Runner) record(ctx context.Context, s Saga, step, outcome string, attempt int, d time.Duration, err error) {
@@ -395,7 +473,14 @@ func (r *Runner) record(ctx context.Context, s Saga, step, outcome string, attem
 		if outcome == string(UndoFailed) {
 			level = slog.LevelError
 		}
-		attrs = append(attrs, slog.String("error", err.Error()), slog.Bool("retryable", r.retryable(err)))
+		class := "terminal"
+		switch {
+		case errors.Is(err, ErrSuperseded):
+			class = "superseded"
+		case r.retryable(err):
+			class = "retryable"
+		}
+		attrs = append(attrs, slog.String("error", err.Error()), slog.String("class", class))
 	}
 	r.log().LogAttrs(ctx, level, "saga step", attrs...)
 	r.metrics().Count("StepOutcome", 1, obs.D("Saga", s.Name), obs.D("Step", step), obs.D("Outcome", outcome))
@@ -404,6 +489,8 @@ func (r *Runner) record(ctx context.Context, s Saga, step, outcome string, attem
 func (r *Runner) finish(ctx context.Context, s Saga, res Result, attempt int) {
 	level := slog.LevelInfo
 	switch res.Outcome {
+	case Superseded:
+		level = slog.LevelInfo
 	case Stopped, RolledBack:
 		level = slog.LevelWarn
 	case CompensationFailed:
