@@ -26,7 +26,7 @@ func newClaimsTable(t *testing.T) (*memddb.Table, *memddb.Claims) {
 // in-process memory over the same registry and inventory, sharing claims.
 func (w *world) instance(t *testing.T, claims Claims, now time.Time) *Handler {
 	t.Helper()
-	h, err := New(Config{Registry: w.reg, Inventory: w.inv, Region: region, PolicyName: policy,
+	h, err := New(Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: policy,
 		Now: func() time.Time { return now }, Metrics: w.metrics, Claims: claims})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mriot/mriot/internal/converge"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/obs"
 )
@@ -177,10 +178,11 @@ func TestRaceForTheThingKeepsTheOtherRunsThing(t *testing.T) {
 		switch {
 		case op == "CreateThing" && !raced:
 			raced = true
-			// The other run's own create-thing step gets there first.
-			other := ThingSteps(w.reg, "dev-1", w.cert.ARN, policy, "replicate/eu-west-1/dev-1/1")[0]
-			if changed, err := other.Do(ctx); err != nil || !changed {
-				t.Errorf("the other run's create-thing: changed %v, %v", changed, err)
+			// Another run's create-thing gets there first (a run whose
+			// lease this one took over after it expired).
+			if _, err := w.reg.CreateThing(ctx, "dev-1", map[string]string{converge.ManagedByAttribute: converge.ManagedBy,
+				converge.CreatedByAttribute: "converge/eu-west-1/other"}); err != nil {
+				t.Errorf("the other run's create-thing: %v", err)
 			}
 		case op == "AttachPolicy":
 			return fmt.Errorf("attach policy: %w", fleet.ErrInvalid)
@@ -194,7 +196,7 @@ func TestRaceForTheThingKeepsTheOtherRunsThing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the other run's thing was deleted by this run's rollback: %v", err)
 	}
-	if th.Attributes[CreatedByAttribute] != "replicate/eu-west-1/dev-1/1" {
+	if th.Attributes[converge.CreatedByAttribute] != "converge/eu-west-1/other" {
 		t.Errorf("thing attributes %v", th.Attributes)
 	}
 }

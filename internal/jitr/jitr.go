@@ -19,25 +19,21 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mriot/mriot/internal/converge"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/saga"
 )
 
-// Registry is what jitr needs of its region's IoT registry.
-type Registry interface {
-	Registrar
-	DescribeCACertificate(ctx context.Context, id string) (fleet.CACertificate, error)
-}
+// Registry is what jitr needs of its region's IoT registry: what the
+// convergence needs (the CA certificates to validate against among it).
+type Registry = converge.Registry
 
 // Inventory is what jitr needs of its region's inventory replica.
-type Inventory interface {
-	Get(ctx context.Context, thingName string) (fleet.Device, error)
-	Create(ctx context.Context, d fleet.Device) error
-	// DeleteVersion deletes the item only if its stored Version is version
-	// (fleet.ErrConditionFailed otherwise); an absent item is a success.
-	DeleteVersion(ctx context.Context, thingName string, version int64) error
-}
+type Inventory = converge.Inventory
+
+// Leases is the region's device lease table.
+type Leases = converge.Leases
 
 // Claims is the region's claims table, shared by every jitr instance of the
 // region: it drops a duplicate event that another instance is handling, or
@@ -60,9 +56,6 @@ type Claims interface {
 // Function is the function name in logs and metric dimensions.
 const Function = "jitr"
 
-// Step name of the inventory write.
-const StepWriteInventory = "write-inventory"
-
 // Rejection reasons beyond the fleet.Reason* certificate reasons.
 const (
 	ReasonBadEvent        = "bad_event"
@@ -78,8 +71,12 @@ const (
 type Config struct {
 	Registry   Registry
 	Inventory  Inventory
+	Leases     Leases
 	Region     string
 	PolicyName string
+	// Lease tunes the device leases (duration, wait, sleep, run ids); its
+	// other fields are taken from this Config.
+	Lease converge.Config
 	Now        func() time.Time // time.Now when nil
 	Log        *slog.Logger     // discarded when nil
 	Metrics    obs.Metrics      // dropped when nil
@@ -95,18 +92,12 @@ type Config struct {
 // Handler handles registered-certificate events.
 type Handler struct {
 	reg     Registry
-	inv     Inventory
+	engine  *converge.Engine
 	region  string
-	policy  string
 	now     func() time.Time
 	log     *slog.Logger
 	metrics obs.Metrics
-	tracer  obs.Tracer
-	runner  saga.Runner
 	claims  Claims // nil: no shared claims
-	// mutate, set only by tests, rewrites the saga's steps before a run
-	// (to prove that the fault matrix catches a broken compensation).
-	mutate func([]saga.Step) []saga.Step
 
 	mu       sync.Mutex
 	inFlight map[string]bool      // certificate ids being handled in this process
@@ -149,15 +140,13 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("jitr: no registry")
 	case cfg.Inventory == nil:
 		return nil, errors.New("jitr: no inventory")
+	case cfg.Leases == nil:
+		return nil, errors.New("jitr: no lease table")
 	case cfg.Region == "":
 		return nil, errors.New("jitr: no region")
 	}
-	if err := fleet.ValidateThingName(cfg.PolicyName); err != nil {
-		return nil, fmt.Errorf("jitr: device policy name: %w", err)
-	}
 	h := &Handler{
-		reg: cfg.Registry, inv: cfg.Inventory, region: cfg.Region, policy: cfg.PolicyName,
-		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, tracer: cfg.Tracer, runner: cfg.Runner, claims: cfg.Claims,
+		reg: cfg.Registry, region: cfg.Region, now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, claims: cfg.Claims,
 		inFlight: map[string]bool{}, done: map[string]doneEntry{}, caPEM: map[string]string{},
 	}
 	if h.now == nil {
@@ -169,10 +158,13 @@ func New(cfg Config) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = obs.Nop{}
 	}
-	if h.tracer == nil {
-		h.tracer = obs.NopTracer{}
+	ec := cfg.Lease
+	ec.Registry, ec.Inventory, ec.Leases, ec.Region, ec.PolicyName = cfg.Registry, cfg.Inventory, cfg.Leases, cfg.Region, cfg.PolicyName
+	ec.Now, ec.Log, ec.Metrics, ec.Tracer, ec.Runner = h.now, h.log, h.metrics, cfg.Tracer, cfg.Runner
+	var err error
+	if h.engine, err = converge.New(ec); err != nil {
+		return nil, fmt.Errorf("jitr: %w", err)
 	}
-	h.runner = h.runner.Fill(h.log, h.metrics, h.tracer, h.now)
 	return h, nil
 }
 
@@ -270,37 +262,37 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 		return h.revoke(ctx, log, cert.ID, reason, verr)
 	}
 	log = log.With(slog.String("thingName", thing))
-	dev, err := h.inv.Get(ctx, thing)
+	res, err := h.engine.Converge(ctx, thing, converge.Options{Function: Function, Presented: &cert})
 	switch {
-	case errors.Is(err, fleet.ErrNotFound):
-		err := h.onboard(ctx, log, cert, thing, true)
-		onboarded = err == nil
-		return err
+	case err != nil && res.Found && !res.Item.Status.Valid():
+		h.reject(ctx, "bad_item", err, slog.String("thingName", thing))
+		return nil
 	case err != nil:
-		return h.fail(ctx, log, fmt.Errorf("get inventory of %s: %w", thing, err))
-	}
-	switch {
-	case dev.Status == fleet.StatusRevoked || dev.Status == fleet.StatusDecommissioned:
-		return h.revoke(ctx, log, cert.ID, ReasonRevoked,
-			fmt.Errorf("device %s is %s in the inventory: %w", thing, dev.Status, fleet.ErrInvalid))
-	case dev.CertificateID != cert.ID:
+		return h.fail(ctx, log, fmt.Errorf("converge %s: %w", thing, err))
+	case res.Action == converge.Refused:
 		// Certificate rotation is a later issue: refuse without revoking, so
 		// that the certificate can be onboarded once rotation exists.
 		h.reject(ctx, ReasonRotation,
-			fmt.Errorf("device %s is onboarded with certificate %s; refusing %s until rotation is supported", thing, dev.CertificateID, cert.ID),
+			fmt.Errorf("device %s is onboarded with certificate %s; refusing %s until rotation is supported", thing, res.Item.CertificateID, cert.ID),
 			slog.String("thingName", thing), slog.String("certificateId", cert.ID))
 		return nil
-	case dev.Status != fleet.StatusActive:
-		h.reject(ctx, ReasonBadEvent, fmt.Errorf("device %s has unknown status %q: %w", thing, dev.Status, fleet.ErrInvalid),
-			slog.String("thingName", thing))
+	case res.Found && res.Item.Status != fleet.StatusActive:
+		log.WarnContext(ctx, "certificate revoked", slog.String("reason", ReasonRevoked),
+			slog.String("error", fmt.Sprintf("device %s is %s in the inventory", thing, res.Item.Status)))
+		h.metrics.Count("Rejected", 1, obs.D("Function", Function), obs.D("Reason", ReasonRevoked))
+		h.metrics.Count("CertificateRevoked", 1, obs.D("Function", Function), obs.D("Reason", ReasonRevoked))
 		return nil
-	default:
-		// Same certificate, ACTIVE: a redelivery, or the device reached this
-		// region before replication did. Ensure every step here.
-		err := h.onboard(ctx, log, cert, thing, false)
-		onboarded = err == nil
-		return err
+	case !res.Found:
+		// The item went away under the run (a rollback elsewhere): the run
+		// converged to no device; the next connection onboards it again.
+		log.InfoContext(ctx, "device has no inventory item any more; left for its next connection")
+		return nil
 	}
+	onboarded = true
+	log.InfoContext(ctx, "device onboarded", slog.Bool("new", res.Action == converge.Onboarded), slog.String("region", h.region),
+		slog.Int("rounds", res.Rounds))
+	h.metrics.Count("DeviceOnboarded", 1, obs.D("Function", Function))
+	return nil
 }
 
 type claimResult int
@@ -450,83 +442,6 @@ func (h *Handler) validate(ctx context.Context, cert fleet.Certificate, ev fleet
 	return name, "", nil
 }
 
-// onboard runs the onboarding saga. With writeInventory the device is new and
-// the inventory item is written; otherwise it exists with this certificate
-// and only this region's registry is converged.
-func (h *Handler) onboard(ctx context.Context, log *slog.Logger, cert fleet.Certificate, thing string, writeInventory bool) error {
-	sagaID := "jitr/" + cert.ID
-	steps := ThingSteps(h.reg, thing, cert.ARN, h.policy, sagaID)
-	if writeInventory {
-		x, err := fleet.ParseCertificatePEM(cert.PEM)
-		if err != nil { // validated above; kept for safety
-			return h.revoke(ctx, log, cert.ID, fleet.ReasonMalformed, err)
-		}
-		dev := fleet.Device{
-			ThingName: thing, CertificateID: cert.ID, CertificatePEM: cert.PEM,
-			CACertificateID: cert.CACertificateID, NotAfter: x.NotAfter.UTC(),
-			Status: fleet.StatusActive, OriginRegion: h.region, Version: 1, UpdatedAt: h.now().UTC(),
-		}
-		steps = append(steps, h.inventoryStep(dev))
-	}
-	// Activation comes last: see ActivateStep.
-	steps = append(steps, ActivateStep(h.reg, cert.ID))
-	if h.mutate != nil {
-		steps = h.mutate(steps)
-	}
-	_, err := h.runner.Run(ctx, saga.Saga{Name: Function, ID: sagaID, Steps: steps})
-	if err != nil {
-		return h.fail(ctx, log, fmt.Errorf("onboard %s: %w", thing, err))
-	}
-	log.InfoContext(ctx, "device onboarded", slog.Bool("new", writeInventory), slog.String("region", h.region))
-	h.metrics.Count("DeviceOnboarded", 1, obs.D("Function", Function))
-	return nil
-}
-
-// inventoryStep writes the inventory item (conditional: absent, or the same
-// certificate ACTIVE). An item that holds this certificate already is not
-// ours to undo; the undo deletes the item only while it is still the one this
-// run wrote (read and compared, then deleted on that version).
-func (h *Handler) inventoryStep(dev fleet.Device) saga.Step {
-	return saga.Step{
-		Name: StepWriteInventory,
-		Do: func(ctx context.Context) (bool, error) {
-			cur, err := h.inv.Get(ctx, dev.ThingName)
-			switch {
-			case err == nil && cur.CertificateID == dev.CertificateID && cur.Status == fleet.StatusActive:
-				return false, nil
-			case err == nil:
-				return false, fmt.Errorf("inventory of %s holds certificate %s (%s): %w", dev.ThingName, cur.CertificateID, cur.Status, fleet.ErrConditionFailed)
-			case !errors.Is(err, fleet.ErrNotFound):
-				return false, fmt.Errorf("get inventory of %s: %w", dev.ThingName, err)
-			}
-			if err := h.inv.Create(ctx, dev); err != nil {
-				return false, fmt.Errorf("write inventory of %s: %w", dev.ThingName, err)
-			}
-			return true, nil
-		},
-		Undo: func(ctx context.Context) error {
-			cur, err := h.inv.Get(ctx, dev.ThingName)
-			if err != nil {
-				return fmt.Errorf("get inventory of %s: %w", dev.ThingName, err)
-			}
-			if cur.CertificateID != dev.CertificateID || cur.OriginRegion != dev.OriginRegion || cur.Version != dev.Version {
-				return nil // rewritten since by someone else: not ours any more
-			}
-			// Conditional on the version read: a rewrite landing between the
-			// read and the delete (an operator's revoke, another region's
-			// write) is not ours either and stays.
-			err = h.inv.DeleteVersion(ctx, dev.ThingName, dev.Version)
-			switch {
-			case errors.Is(err, fleet.ErrConditionFailed):
-				return nil // rewritten since: not ours any more
-			case err != nil:
-				return fmt.Errorf("delete inventory of %s at version %d: %w", dev.ThingName, dev.Version, err)
-			}
-			return nil
-		},
-	}
-}
-
 // revoke sets the certificate REVOKED so that it never connects and the event
 // never fires again, logs why and counts it. Only a retryable registry
 // failure is returned.
@@ -547,8 +462,11 @@ func (h *Handler) reject(ctx context.Context, reason string, why error, attrs ..
 	h.metrics.Count("Rejected", 1, obs.D("Function", Function), obs.D("Reason", reason))
 }
 
-// fail logs a failure that is returned to Lambda.
+// fail logs a failure that is returned to Lambda, which delivers the event
+// again (twice, then to the on-failure destination): class tells whether a
+// later delivery can succeed (retryable) or not (terminal).
 func (h *Handler) fail(ctx context.Context, log *slog.Logger, err error) error {
-	log.ErrorContext(ctx, "jitr failed", slog.String("error", err.Error()), slog.Bool("retryable", saga.IsRetryable(err)))
+	log.ErrorContext(ctx, "jitr failed", slog.String("error", err.Error()), slog.String("class", saga.Class(err)),
+		slog.Bool("redelivered", true))
 	return err
 }

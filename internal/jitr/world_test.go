@@ -12,13 +12,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/mriot/mriot/internal/ddbitem"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/jitr/faultmatrix"
 	"github.com/mriot/mriot/internal/memddb"
 	"github.com/mriot/mriot/internal/memiot"
 	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/pki"
-	"github.com/mriot/mriot/internal/saga"
 )
 
 const (
@@ -68,6 +68,8 @@ type world struct {
 	g       *memddb.GlobalTable
 	tbl     *memddb.Table
 	inv     *memddb.Inventory
+	lt      *memddb.GlobalTable
+	leases  *memddb.Leases
 	h       *Handler
 	metrics *obs.Recorder
 	cert    fleet.Certificate // the device certificate, auto-registered
@@ -90,8 +92,10 @@ func newWorld(pemText string) (*world, error) {
 	w.g = memddb.NewGlobalTable("inventory", memddb.InventoryKey, []string{region})
 	w.tbl = w.g.Replica(region)
 	w.inv = memddb.NewInventory(w.tbl)
+	w.lt = memddb.NewGlobalTable("leases", memddb.LeasesKey, []string{region})
+	w.leases = memddb.NewLeases(w.lt.Replica(region))
 	var err error
-	w.h, err = New(Config{Registry: w.reg, Inventory: w.inv, Region: region, PolicyName: policy,
+	w.h, err = New(Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: policy,
 		Now: func() time.Time { return t0 }, Metrics: w.metrics})
 	if err != nil {
 		return nil, err
@@ -128,7 +132,19 @@ func registeredEvent(certID, caID string) []byte {
 	return b
 }
 
-func (w *world) close() { w.g.Close() }
+func (w *world) close() { w.g.Close(); w.lt.Close() }
+
+// expireLeases ends every lease of the world's lease table, as the passing
+// of a crashed run's deadline does before Lambda delivers its event again.
+func (w *world) expireLeases() {
+	for _, item := range w.lt.Replica(region).Snapshot() {
+		l, err := ddbitem.UnmarshalLease(item)
+		if err != nil || l.Owner == "" {
+			continue
+		}
+		_ = w.leases.Release(context.Background(), l, l.Ledger)
+	}
+}
 
 // forget drops the handler's in-process memory (claims, recent onboardings,
 // CA cache), as a fresh Lambda instance has none.
@@ -201,8 +217,9 @@ func names(m map[string]fleet.Thing) []string {
 }
 
 // scenario builds fault-matrix worlds: prepare arranges the pre-existing
-// state, mutate (optional) breaks the handler on purpose.
-func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) []saga.Step) faultmatrix.Scenario {
+// state. The matrix injects its faults into the registry and the inventory;
+// the lease table's own failures have their own tests.
+func scenario(name string, prepare func(*world) error) faultmatrix.Scenario {
 	return faultmatrix.Scenario{Name: name, New: func(in *faultmatrix.Injector) (*faultmatrix.World, error) {
 		w, err := newWorld(fx.dev.CertPEM())
 		if err != nil {
@@ -214,7 +231,6 @@ func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) 
 				return nil, err
 			}
 		}
-		w.h.mutate = mutate
 		w.reg.SetHook(in.Before("iot"))
 		w.reg.SetAfter(in.After("iot"))
 		w.tbl.SetHook(in.Before("ddb"))
@@ -230,8 +246,10 @@ func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) 
 		// releases it on every delivery; its own failures are
 		// TestClaimsTableFailureDoesNotStopOnboarding's, outside the injector,
 		// so that the matrix enumerates the same calls as without it.
+		// A redelivery comes after a crashed delivery's lease expired.
 		deliver := func(ctx context.Context) error {
 			w.forget()
+			w.expireLeases()
 			claims := memddb.NewGlobalTable("jitr-claims", memddb.ClaimsKey, []string{region})
 			defer claims.Close()
 			w.h.claims = memddb.NewClaims(claims.Replica(region))

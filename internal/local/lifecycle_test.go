@@ -26,8 +26,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // TestRevokeAndDecommissionEverywhere drives the fleet API: a revoked device
 // is REVOKED in every region and refused; a decommissioned device loses its
-// thing and certificate in every region, and when it comes back its
-// re-registered certificate is revoked, not onboarded again.
+// thing and every attachment in every region, its certificate stays REVOKED
+// there (the tombstone), and when it comes back it is refused, not onboarded
+// again.
 func TestRevokeAndDecommissionEverywhere(t *testing.T) {
 	requireTool(t, "mosquitto_pub")
 	st := startStack(t, local.Config{Regions: []string{"eu-west-1", "us-west-2", "ap-southeast-2"}})
@@ -61,9 +62,10 @@ func TestRevokeAndDecommissionEverywhere(t *testing.T) {
 	if err != nil || dd.Status != fleet.StatusDecommissioned {
 		t.Fatalf("inventory after decommission: %+v %v", dd, err)
 	}
-	eventually(t, "thing and certificate gone from every region", func() bool {
+	eventually(t, "thing gone and certificate REVOKED and detached in every region", func() bool {
 		for _, r := range st.Regions() {
-			if _, ok := r.Registry.CertificateByID(dd.CertificateID); ok {
+			c, ok := r.Registry.CertificateByID(dd.CertificateID)
+			if !ok || c.Status != fleet.CertRevoked || len(r.Registry.PoliciesForPrincipal(c.ARN)) != 0 || len(r.Registry.ThingsForPrincipal(c.ARN)) != 0 {
 				return false
 			}
 			if _, err := r.Registry.DescribeThing(ctx, "to-decommission"); err == nil {
@@ -72,8 +74,7 @@ func TestRevokeAndDecommissionEverywhere(t *testing.T) {
 		}
 		return true
 	})
-	// The device comes back: IoT registers its certificate again, JITR finds
-	// the tombstone and revokes it.
+	// The device comes back: its certificate is REVOKED, so it is refused.
 	if out, err := mosquittoPub(t, st.GlobalAddr(), dec, dec.name, "i/"+dec.name+"/m", `{"message":1}`); err == nil || strings.Contains(out, "received CONNACK (0)") {
 		t.Fatalf("a decommissioned device connected:\n%s", out)
 	}

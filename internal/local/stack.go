@@ -48,6 +48,7 @@ const (
 	InventoryTable   = "mriot-device-inventory"
 	DataTable        = "mriot-data"
 	ClaimsTable      = "mriot-jitr-claims"
+	LeasesTable      = "mriot-device-leases"
 	// JITRRuleSQL and DataRuleSQL are the two IoT rules of template.yaml.
 	JITRRuleSQL = "SELECT * FROM '$aws/events/certificates/registered/#'"
 	DataRuleSQL = "SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id FROM 'i/+/m'"
@@ -110,6 +111,10 @@ type Region struct {
 	// Claims is the region's jitr claims table (regional, as in
 	// template.yaml), shared by the region's jitr handler.
 	Claims *memddb.Claims
+	// Leases is the region's device lease table (regional, as in
+	// template.yaml): one writer per device in the region, and the region's
+	// ledger of each device.
+	Leases *memddb.Leases
 	Broker *broker.Broker
 
 	jitr, replicate, ingest *Invoker
@@ -313,9 +318,12 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 	}
 	log := s.log.With("region", name)
 	claims := memddb.NewGlobalTable(ClaimsTable, memddb.ClaimsKey, []string{name}, memddb.WithAccount(AccountID))
+	leases := memddb.NewGlobalTable(LeasesTable, memddb.LeasesKey, []string{name}, memddb.WithAccount(AccountID))
 	defer func() {
 		if err != nil {
-			claims.Close() // the region is not kept: Close would not reach its table
+			// The region is not kept: Close would not reach its tables.
+			claims.Close()
+			leases.Close()
 		}
 	}()
 	r := &Region{
@@ -323,16 +331,17 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 		Inventory: memddb.NewInventory(s.inventory.Replica(name)),
 		Telemetry: memddb.NewTelemetry(s.data.Replica(name)),
 		Claims:    memddb.NewClaims(claims.Replica(name)),
+		Leases:    memddb.NewLeases(leases.Replica(name)),
 		log:       log, metrics: s.metrics,
 	}
 	// What the functions see: the registry behind the SDK's retryer, as in Lambda.
 	sdkRegistry := newRetryingRegistry(reg)
-	jh, err := jitr.New(jitr.Config{Registry: sdkRegistry, Inventory: r.Inventory, Region: name, PolicyName: DevicePolicyName,
+	jh, err := jitr.New(jitr.Config{Registry: sdkRegistry, Inventory: r.Inventory, Leases: r.Leases, Region: name, PolicyName: DevicePolicyName,
 		Log: log.With("function", jitr.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}, Claims: r.Claims})
 	if err != nil {
 		return nil, err
 	}
-	rh, err := replicate.New(replicate.Config{Registry: sdkRegistry, Inventory: r.Inventory, Region: name, PolicyName: DevicePolicyName,
+	rh, err := replicate.New(replicate.Config{Registry: sdkRegistry, Inventory: r.Inventory, Leases: r.Leases, Region: name, PolicyName: DevicePolicyName,
 		Log: log.With("function", replicate.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}})
 	if err != nil {
 		return nil, err
@@ -614,6 +623,9 @@ func (s *Stack) Close() {
 	for _, r := range s.regions {
 		if r.Claims != nil {
 			r.Claims.Table().Global().Close()
+		}
+		if r.Leases != nil {
+			r.Leases.Table().Global().Close()
 		}
 	}
 }

@@ -19,9 +19,10 @@ import (
 // jitr and replicate handlers; every record of the replica's stream is
 // delivered to replicate through the EventBridge envelope, as in AWS.
 type region struct {
-	name string
-	reg  *memiot.Registry
-	inv  *memddb.Inventory
+	name   string
+	reg    *memiot.Registry
+	inv    *memddb.Inventory
+	leases *memddb.Leases
 	jitr *jitr.Handler
 	rep  *Handler
 
@@ -39,11 +40,13 @@ func newStack(t *testing.T, names []string, lag time.Duration) (*memddb.GlobalTa
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &region{name: n, reg: reg, inv: memddb.NewInventory(g.Replica(n))}
-		if r.jitr, err = jitr.New(jitr.Config{Registry: reg, Inventory: r.inv, Region: n, PolicyName: policy}); err != nil {
+		lt := memddb.NewGlobalTable("leases-"+n, memddb.LeasesKey, []string{n})
+		t.Cleanup(lt.Close)
+		r := &region{name: n, reg: reg, inv: memddb.NewInventory(g.Replica(n)), leases: memddb.NewLeases(lt.Replica(n))}
+		if r.jitr, err = jitr.New(jitr.Config{Registry: reg, Inventory: r.inv, Leases: r.leases, Region: n, PolicyName: policy}); err != nil {
 			t.Fatal(err)
 		}
-		if r.rep, err = New(Config{Registry: reg, Inventory: r.inv, Region: n, PolicyName: policy}); err != nil {
+		if r.rep, err = New(Config{Registry: reg, Inventory: r.inv, Leases: r.leases, Region: n, PolicyName: policy}); err != nil {
 			t.Fatal(err)
 		}
 		unsubscribe := g.Replica(n).Subscribe(func(rec events.DynamoDBEventRecord) {
@@ -138,7 +141,8 @@ func TestTwoRegionsOnboardTheSameDeviceAtOnce(t *testing.T) {
 
 // TestRevocationReachesEveryRegion: a device onboarded in one region is
 // revoked through the inventory; every region, the origin included, ends with
-// the certificate REVOKED, and decommissioning then removes it everywhere.
+// the certificate REVOKED, and decommissioning then removes the thing and
+// every attachment everywhere, the certificate staying REVOKED.
 func TestRevocationReachesEveryRegion(t *testing.T) {
 	fixtures(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -186,8 +190,14 @@ func TestRevocationReachesEveryRegion(t *testing.T) {
 	}
 	change(fleet.StatusDecommissioned)
 	for _, r := range rs {
-		if _, err := r.reg.DescribeCertificate(ctx, c.ID); err == nil {
-			t.Errorf("%s: certificate still registered after decommissioning", r.name)
+		// The certificate stays REVOKED, detached: the registry's tombstone,
+		// which a returning device can never use again.
+		got, err := r.reg.DescribeCertificate(ctx, c.ID)
+		if err != nil || got.Status != fleet.CertRevoked {
+			t.Errorf("%s: certificate %s %v after decommissioning, want REVOKED", r.name, got.Status, err)
+		}
+		if pols, _ := r.reg.ListAttachedPolicies(ctx, got.ARN); len(pols) != 0 {
+			t.Errorf("%s: policies %v still attached after decommissioning", r.name, pols)
 		}
 		if n := len(r.reg.ListThings()); n != 0 {
 			t.Errorf("%s: %d things after decommissioning", r.name, n)

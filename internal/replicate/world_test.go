@@ -19,7 +19,6 @@ import (
 	"github.com/mriot/mriot/internal/memiot"
 	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/pki"
-	"github.com/mriot/mriot/internal/saga"
 )
 
 const (
@@ -84,6 +83,8 @@ type world struct {
 	g       *memddb.GlobalTable
 	tbl     *memddb.Table
 	inv     *memddb.Inventory
+	lt      *memddb.GlobalTable
+	leases  *memddb.Leases
 	h       *Handler
 	metrics *obs.Recorder
 	payload []byte
@@ -98,7 +99,9 @@ func newWorld() (*world, error) {
 	w.g = memddb.NewGlobalTable("inventory", memddb.InventoryKey, []string{here})
 	w.tbl = w.g.Replica(here)
 	w.inv = memddb.NewInventory(w.tbl)
-	w.h, err = New(Config{Registry: w.reg, Inventory: w.inv, Region: here, PolicyName: policy,
+	w.lt = memddb.NewGlobalTable("leases", memddb.LeasesKey, []string{here})
+	w.leases = memddb.NewLeases(w.lt.Replica(here))
+	w.h, err = New(Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: here, PolicyName: policy,
 		Now: func() time.Time { return t0 }, Metrics: w.metrics})
 	if err != nil {
 		return nil, err
@@ -106,7 +109,19 @@ func newWorld() (*world, error) {
 	return w, nil
 }
 
-func (w *world) close() { w.g.Close() }
+func (w *world) close() { w.g.Close(); w.lt.Close() }
+
+// expireLeases ends every lease of the world's lease table, as the passing
+// of a crashed run's deadline does before Lambda delivers its event again.
+func (w *world) expireLeases() {
+	for _, item := range w.lt.Replica(here).Snapshot() {
+		l, err := ddbitem.UnmarshalLease(item)
+		if err != nil || l.Owner == "" {
+			continue
+		}
+		_ = w.leases.Release(context.Background(), l, l.Ledger)
+	}
+}
 
 func (w *world) deliver(ctx context.Context) error {
 	_, err := w.h.Invoke(ctx, w.payload)
@@ -203,8 +218,12 @@ func (w *world) converge(d fleet.Device) error {
 	return err
 }
 
-func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) []saga.Step) faultmatrix.Scenario {
-	return faultmatrix.Scenario{Name: name, New: func(in *faultmatrix.Injector) (*faultmatrix.World, error) {
+// scenario builds fault-matrix worlds: prepare arranges the pre-existing
+// state; rollForward for the restrictive convergences. The matrix injects
+// its faults into the registry and the inventory; the lease table's own
+// failures have their own tests.
+func scenario(name string, prepare func(*world) error, rollForward bool) faultmatrix.Scenario {
+	return faultmatrix.Scenario{Name: name, RollForward: rollForward, New: func(in *faultmatrix.Injector) (*faultmatrix.World, error) {
 		w, err := newWorld()
 		if err != nil {
 			return nil, err
@@ -213,12 +232,16 @@ func scenario(name string, prepare func(*world) error, mutate func([]saga.Step) 
 			w.close()
 			return nil, fmt.Errorf("prepare: %w", err)
 		}
-		w.h.mutate = mutate
 		w.reg.SetHook(in.Before("iot"))
 		w.reg.SetAfter(in.After("iot"))
 		w.tbl.SetHook(in.Before("ddb"))
 		w.tbl.SetAfter(in.After("ddb"))
-		return &faultmatrix.World{Deliver: w.deliver, State: w.state, Close: w.close}, nil
+		// A redelivery comes after a crashed delivery's lease expired.
+		deliver := func(ctx context.Context) error {
+			w.expireLeases()
+			return w.deliver(ctx)
+		}
+		return &faultmatrix.World{Deliver: deliver, State: w.state, Close: w.close}, nil
 	}}
 }
 
@@ -267,6 +290,22 @@ func changedTo(status fleet.Status, originRegion string) func(*world) error {
 		w.payload = envelope("MODIFY", &d, thing)
 		return w.put(d)
 	}
+}
+
+// revokedUnknownHere: the device was revoked before this region ever
+// converged it: the region records the revocation (the certificate
+// registered REVOKED from the item's PEM).
+func revokedUnknownHere(w *world) error {
+	d := device(fleet.StatusRevoked, origin, 2)
+	w.payload = envelope("INSERT", &d, thing)
+	return w.put(d)
+}
+
+// decommissionedUnknownHere: the same with a decommissioned device.
+func decommissionedUnknownHere(w *world) error {
+	d := device(fleet.StatusDecommissioned, origin, 2)
+	w.payload = envelope("INSERT", &d, thing)
+	return w.put(d)
 }
 
 // removed: converged, then the item was deleted.

@@ -1,12 +1,23 @@
 // Package faultmatrix runs a workflow's fault matrix: for every call k the
 // workflow makes to its fakes,
 //
-//	(a) a terminal failure at k leaves the state exactly as before;
+//	(a) a terminal failure at k leaves the state exactly as before, or, at a
+//	    call after the clean run's last mutating call (nothing is left to
+//	    undo: the last change, activation, has no compensation), exactly as
+//	    a clean run leaves it; either way the delivery reports an error;
 //	(b) a retryable failure at k compensates nothing, and a redelivery
 //	    converges to the state of a clean run;
 //	(c) a crash right after the k-th mutating call (no compensation runs)
 //	    followed by a redelivery converges;
 //	(d) a duplicate delivery after a clean run changes nothing.
+//
+// A roll-forward scenario (Scenario.RollForward: convergence toward a more
+// restrictive state, which is never compensated by granting access back)
+// replaces (a) with
+//
+//	(a') a terminal failure at k reports a terminal error, makes no
+//	     mutating call after the failure, and a redelivery converges to the
+//	     state of a clean run.
 //
 // The checker returns an error rather than failing a test, so that a test can
 // also prove that the matrix notices a broken compensation. It is test
@@ -160,6 +171,9 @@ type World struct {
 type Scenario struct {
 	Name string
 	New  func(in *Injector) (*World, error)
+	// RollForward: the workflow converges toward a more restrictive state
+	// and rolls forward only (see (a')).
+	RollForward bool
 }
 
 // deliver runs one delivery on its own goroutine, so that a crash ends only it.
@@ -220,12 +234,22 @@ func Run(s Scenario) ([]Call, error) {
 	}
 	closeWorld(w)
 
-	mutating := 0
+	mutating, last := 0, -1
 	for k, c := range clean {
 		if c.changes() {
-			mutating++
+			mutating, last = mutating+1, k
 		}
-		errs = append(errs, terminal(s, k+1, c)...)
+	}
+	for k, c := range clean {
+		want := any(nil) // the state before the delivery
+		if k > last {
+			want = final
+		}
+		if s.RollForward {
+			errs = append(errs, rollForward(s, k+1, c, final)...)
+		} else {
+			errs = append(errs, terminal(s, k+1, c, want)...)
+		}
 		errs = append(errs, retryable(s, k+1, c, final)...)
 	}
 	for m := 1; m <= mutating; m++ {
@@ -234,7 +258,9 @@ func Run(s Scenario) ([]Call, error) {
 	return clean, errors.Join(errs...)
 }
 
-func terminal(s Scenario, k int, c Call) []error {
+// terminal checks (a) at call k: the state must be as before the delivery,
+// or want when it is not nil (a failure after the last change).
+func terminal(s Scenario, k int, c Call, want any) []error {
 	in := NewInjector()
 	w, err := open(s, in)
 	if err != nil {
@@ -242,6 +268,9 @@ func terminal(s Scenario, k int, c Call) []error {
 	}
 	defer closeWorld(w)
 	before := w.State()
+	if want != nil {
+		before = want
+	}
 	in.Set(Terminal, k)
 	err, crashed := deliver(w)
 	var errs []error
@@ -260,24 +289,48 @@ func terminal(s Scenario, k int, c Call) []error {
 	return errs
 }
 
+// rollForward checks (a') at call k.
+func rollForward(s Scenario, k int, c Call, final any) []error {
+	return afterFailure(s, k, c, final, Terminal, "(a') terminal failure", func(err error) error {
+		if saga.IsRetryable(err) {
+			return fmt.Errorf("error is retryable: %w", err)
+		}
+		return nil
+	})
+}
+
 func retryable(s Scenario, k int, c Call, final any) []error {
+	return afterFailure(s, k, c, final, Retryable, "(b) retryable failure", func(err error) error {
+		if !saga.IsRetryable(err) {
+			return fmt.Errorf("error is not retryable: %w", err)
+		}
+		return nil
+	})
+}
+
+// afterFailure injects mode at call k, checks the delivery's error with
+// check, that nothing changed after the failure, and that a redelivery
+// converges to final.
+func afterFailure(s Scenario, k int, c Call, final any, mode Mode, what string, check func(error) error) []error {
 	in := NewInjector()
 	w, err := open(s, in)
 	if err != nil {
 		return []error{err}
 	}
 	defer closeWorld(w)
-	in.Set(Retryable, k)
+	in.Set(mode, k)
 	err, crashed := deliver(w)
 	var errs []error
-	name := fmt.Sprintf("%s (b) retryable failure at call %d %s", s.Name, k, c)
+	name := fmt.Sprintf("%s %s at call %d %s", s.Name, what, k, c)
 	switch {
 	case crashed:
 		errs = append(errs, fmt.Errorf("%s: crashed", name))
 	case err == nil:
-		errs = append(errs, fmt.Errorf("%s: delivery succeeded; want a retryable error", name))
-	case !saga.IsRetryable(err):
-		errs = append(errs, fmt.Errorf("%s: error is not retryable: %w", name, err))
+		errs = append(errs, fmt.Errorf("%s: delivery succeeded; want an error", name))
+	default:
+		if cerr := check(err); cerr != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, cerr))
+		}
 	}
 	calls := in.Calls()
 	for _, after := range calls[min(k, len(calls)):] {
