@@ -37,6 +37,9 @@ type Client interface {
 	DetachPolicy(ctx context.Context, in *iot.DetachPolicyInput, optFns ...func(*iot.Options)) (*iot.DetachPolicyOutput, error)
 	iot.ListThingPrincipalsAPIClient
 	iot.ListAttachedPoliciesAPIClient
+	iot.ListThingsAPIClient
+	iot.ListCACertificatesAPIClient
+	iot.ListCertificatesByCAAPIClient
 }
 
 var _ Client = (*iot.Client)(nil)
@@ -52,7 +55,8 @@ var _ contract.Registry = (*Adapter)(nil)
 func New(client Client) *Adapter { return &Adapter{client: client} }
 
 // RegisterCertificate registers a device certificate signed by a CA that is
-// registered in this region; the CA's PEM is not sent.
+// registered in this region; the CA's PEM is not sent. AWS answers with the
+// id and the ARN only, so CreatedAt stays zero (DescribeCertificate has it).
 func (a *Adapter) RegisterCertificate(ctx context.Context, pem string, status fleet.CertStatus) (fleet.Certificate, error) {
 	out, err := a.client.RegisterCertificate(ctx, &iot.RegisterCertificateInput{
 		CertificatePem: aws.String(pem),
@@ -85,6 +89,7 @@ func (a *Adapter) DescribeCertificate(ctx context.Context, id string) (fleet.Cer
 		PEM:             aws.ToString(d.CertificatePem),
 		CACertificateID: aws.ToString(d.CaCertificateId),
 		Status:          fleet.CertStatus(d.Status),
+		CreatedAt:       aws.ToTime(d.CreationDate),
 	}, nil
 }
 
@@ -136,6 +141,13 @@ func (a *Adapter) UpdateCertificate(ctx context.Context, id string, status fleet
 		CertificateId: aws.String(id),
 		NewStatus:     types.CertificateStatus(status),
 	})
+	// Here CertificateStateException is a status change the certificate's
+	// state forbids (a REVOKED certificate cannot change): an invalid
+	// request, as the port documents, not a delete conflict.
+	var cse *types.CertificateStateException
+	if errors.As(err, &cse) {
+		return fmt.Errorf("update certificate %s to %s: %w: %w", id, status, fleet.ErrInvalid, err)
+	}
 	return wrap(err, "update certificate %s to %s", id, status)
 }
 
@@ -270,4 +282,96 @@ func (a *Adapter) ListAttachedPolicies(ctx context.Context, principalARN string)
 		}
 	}
 	return out, nil
+}
+
+// checkLimit refuses a page size outside 1 to 250 before any request: AWS
+// would refuse it (InvalidRequestException), but not every endpoint does.
+func checkLimit(what string, limit int) error {
+	if limit < 1 || limit > contract.MaxListLimit {
+		return fmt.Errorf("%s: limit %d is not within 1 to %d: %w", what, limit, contract.MaxListLimit, fleet.ErrInvalid)
+	}
+	return nil
+}
+
+// ListThings lists one page of things (AWS ListThings), filtered on an
+// attribute's exact value when attrName and attrValue are given.
+func (a *Adapter) ListThings(ctx context.Context, attrName, attrValue string, limit int, cursor string) ([]fleet.Thing, string, error) {
+	if err := checkLimit("list things", limit); err != nil {
+		return nil, "", err
+	}
+	if (attrName == "") != (attrValue == "") {
+		return nil, "", fmt.Errorf("list things: attribute name %q and value %q: give both or neither: %w", attrName, attrValue, fleet.ErrInvalid)
+	}
+	in := &iot.ListThingsInput{MaxResults: aws.Int32(int32(limit))}
+	if cursor != "" {
+		in.NextToken = aws.String(cursor)
+	}
+	if attrName != "" {
+		in.AttributeName, in.AttributeValue = aws.String(attrName), aws.String(attrValue)
+	}
+	out, err := a.client.ListThings(ctx, in)
+	if err != nil {
+		return nil, "", wrap(err, "list things")
+	}
+	things := make([]fleet.Thing, 0, len(out.Things))
+	for _, th := range out.Things {
+		things = append(things, fleet.Thing{
+			Name:       aws.ToString(th.ThingName),
+			ARN:        aws.ToString(th.ThingArn),
+			Attributes: maps.Clone(th.Attributes),
+		})
+	}
+	return things, aws.ToString(out.NextToken), nil
+}
+
+// caPageSize is the page size of ListCACertificates: the largest, so that
+// listing every CA takes as few calls of its 10 TPS as possible.
+const caPageSize = contract.MaxListLimit
+
+// ListCACertificates lists every CA certificate of the region, all pages.
+func (a *Adapter) ListCACertificates(ctx context.Context) ([]fleet.CACertificate, error) {
+	p := iot.NewListCACertificatesPaginator(a.client, &iot.ListCACertificatesInput{PageSize: aws.Int32(caPageSize)})
+	out := []fleet.CACertificate{}
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, wrap(err, "list CA certificates")
+		}
+		for _, c := range page.Certificates {
+			out = append(out, fleet.CACertificate{
+				ID:     aws.ToString(c.CertificateId),
+				ARN:    aws.ToString(c.CertificateArn),
+				Status: fleet.CertStatus(c.Status),
+			})
+		}
+	}
+	return out, nil
+}
+
+// ListCertificatesByCA lists one page of the device certificates registered
+// with the CA caID (AWS ListCertificatesByCA). The list names no CA, so every
+// certificate carries caID.
+func (a *Adapter) ListCertificatesByCA(ctx context.Context, caID string, limit int, cursor string) ([]fleet.Certificate, string, error) {
+	if err := checkLimit("list certificates of CA "+caID, limit); err != nil {
+		return nil, "", err
+	}
+	in := &iot.ListCertificatesByCAInput{CaCertificateId: aws.String(caID), PageSize: aws.Int32(int32(limit))}
+	if cursor != "" {
+		in.Marker = aws.String(cursor)
+	}
+	out, err := a.client.ListCertificatesByCA(ctx, in)
+	if err != nil {
+		return nil, "", wrap(err, "list certificates of CA %s", caID)
+	}
+	certs := make([]fleet.Certificate, 0, len(out.Certificates))
+	for _, c := range out.Certificates {
+		certs = append(certs, fleet.Certificate{
+			ID:              aws.ToString(c.CertificateId),
+			ARN:             aws.ToString(c.CertificateArn),
+			CACertificateID: caID,
+			Status:          fleet.CertStatus(c.Status),
+			CreatedAt:       aws.ToTime(c.CreationDate),
+		})
+	}
+	return certs, aws.ToString(out.NextMarker), nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -25,7 +26,13 @@ type fakeClient struct {
 	inputs     []any
 	principals [][]string // pages of ListThingPrincipals
 	policies   [][]string // pages of ListAttachedPolicies
+	things     [][]string // pages of ListThings (thing names)
+	cas        [][]string // pages of ListCACertificates (ids)
+	byCA       [][]string // pages of ListCertificatesByCA (ids)
 }
+
+// created is the creationDate the fake gives every certificate.
+var created = time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC)
 
 func (f *fakeClient) call(in any) error { f.inputs = append(f.inputs, in); return f.err }
 
@@ -48,6 +55,7 @@ func (f *fakeClient) DescribeCertificate(_ context.Context, in *iot.DescribeCert
 	return &iot.DescribeCertificateOutput{CertificateDescription: &types.CertificateDescription{
 		CertificateId: in.CertificateId, CertificateArn: aws.String("arn:cert/" + *in.CertificateId),
 		CertificatePem: aws.String("PEM"), CaCertificateId: aws.String("caid"), Status: types.CertificateStatusRevoked,
+		CreationDate: aws.Time(created),
 	}}, nil
 }
 func (f *fakeClient) DescribeCACertificate(_ context.Context, in *iot.DescribeCACertificateInput, _ ...func(*iot.Options)) (*iot.DescribeCACertificateOutput, error) {
@@ -140,6 +148,54 @@ func (f *fakeClient) ListAttachedPolicies(_ context.Context, in *iot.ListAttache
 	return &iot.ListAttachedPoliciesOutput{Policies: pols, NextMarker: nextToken(i, len(f.policies))}, nil
 }
 
+func (f *fakeClient) ListThings(_ context.Context, in *iot.ListThingsInput, _ ...func(*iot.Options)) (*iot.ListThingsOutput, error) {
+	if err := f.call(in); err != nil {
+		return nil, err
+	}
+	i := pageIndex(in.NextToken)
+	if i >= len(f.things) {
+		return &iot.ListThingsOutput{}, nil
+	}
+	var things []types.ThingAttribute
+	for _, name := range f.things[i] {
+		things = append(things, types.ThingAttribute{ThingName: aws.String(name), ThingArn: aws.String("arn:thing/" + name),
+			Attributes: map[string]string{"name": name}})
+	}
+	return &iot.ListThingsOutput{Things: things, NextToken: nextToken(i, len(f.things))}, nil
+}
+
+func (f *fakeClient) ListCACertificates(_ context.Context, in *iot.ListCACertificatesInput, _ ...func(*iot.Options)) (*iot.ListCACertificatesOutput, error) {
+	if err := f.call(in); err != nil {
+		return nil, err
+	}
+	i := pageIndex(in.Marker)
+	if i >= len(f.cas) {
+		return &iot.ListCACertificatesOutput{}, nil
+	}
+	var cas []types.CACertificate
+	for _, id := range f.cas[i] {
+		cas = append(cas, types.CACertificate{CertificateId: aws.String(id), CertificateArn: aws.String("arn:cacert/" + id),
+			Status: types.CACertificateStatusInactive, CreationDate: aws.Time(created)})
+	}
+	return &iot.ListCACertificatesOutput{Certificates: cas, NextMarker: nextToken(i, len(f.cas))}, nil
+}
+
+func (f *fakeClient) ListCertificatesByCA(_ context.Context, in *iot.ListCertificatesByCAInput, _ ...func(*iot.Options)) (*iot.ListCertificatesByCAOutput, error) {
+	if err := f.call(in); err != nil {
+		return nil, err
+	}
+	i := pageIndex(in.Marker)
+	if i >= len(f.byCA) {
+		return &iot.ListCertificatesByCAOutput{}, nil
+	}
+	var certs []types.Certificate
+	for _, id := range f.byCA[i] {
+		certs = append(certs, types.Certificate{CertificateId: aws.String(id), CertificateArn: aws.String("arn:cert/" + id),
+			Status: types.CertificateStatusActive, CertificateMode: types.CertificateModeSniOnly, CreationDate: aws.Time(created)})
+	}
+	return &iot.ListCertificatesByCAOutput{Certificates: certs, NextMarker: nextToken(i, len(f.byCA))}, nil
+}
+
 var _ Client = (*fakeClient)(nil)
 
 // sdkError wraps exc the way the SDK returns a service error.
@@ -175,9 +231,24 @@ var allOps = map[string]func(context.Context, *Adapter) error{
 	"DetachPolicy":         func(ctx context.Context, a *Adapter) error { return a.DetachPolicy(ctx, "p", "arn") },
 	"ListAttachedPolicies": func(ctx context.Context, a *Adapter) error { _, err := a.ListAttachedPolicies(ctx, "arn"); return err },
 	"DeleteThing":          func(ctx context.Context, a *Adapter) error { return a.DeleteThing(ctx, "t") },
+	"ListThings": func(ctx context.Context, a *Adapter) error {
+		_, _, err := a.ListThings(ctx, "", "", 10, "")
+		return err
+	},
+	"ListCACertificates": func(ctx context.Context, a *Adapter) error { _, err := a.ListCACertificates(ctx); return err },
+	"ListCertificatesByCA": func(ctx context.Context, a *Adapter) error {
+		_, _, err := a.ListCertificatesByCA(ctx, "ca", 10, "")
+		return err
+	},
 }
 
 func msg(s string) *string { return aws.String(s) }
+
+// mappingOverrides are the operations that map an exception otherwise:
+// UpdateCertificate answers CertificateStateException for a status change
+// the certificate's state forbids (a REVOKED certificate), an invalid
+// request as the port says, not a delete conflict.
+var mappingOverrides = map[string]error{"CertificateState/UpdateCertificate": fleet.ErrInvalid}
 
 func TestErrorMapping(t *testing.T) {
 	tests := []struct {
@@ -197,8 +268,15 @@ func TestErrorMapping(t *testing.T) {
 		{"InvalidStateTransition", &types.InvalidStateTransitionException{Message: msg("state")}, fleet.ErrInvalid},
 		{"Validation", &types.ValidationException{Message: msg("v")}, fleet.ErrInvalid},
 		{"Unauthorized", &types.UnauthorizedException{Message: msg("denied")}, fleet.ErrInvalid},
+		// HTTP 410: too many attached entities; retrying cannot help.
+		{"LimitExceeded", &types.LimitExceededException{Message: msg("limit")}, fleet.ErrInvalid},
+		// The SDK's retryer retries LimitExceededException as a throttling
+		// code before giving up; it stays terminal.
+		{"LimitExceeded after max attempts", &retry.MaxAttemptsError{Attempt: 5, Err: &types.LimitExceededException{Message: msg("limit")}}, fleet.ErrInvalid},
+		{"LimitExceeded untyped", &smithy.GenericAPIError{Code: "LimitExceededException", Message: "limit"}, fleet.ErrInvalid},
+		// Two pending updates conflict: AWS says to retry.
+		{"ConflictingResourceUpdate", &types.ConflictingResourceUpdateException{Message: msg("pending")}, fleet.ErrBusy},
 		{"Throttling", &types.ThrottlingException{Message: msg("rate")}, fleet.ErrThrottled},
-		{"LimitExceeded", &types.LimitExceededException{Message: msg("limit")}, fleet.ErrThrottled},
 		{"ServiceUnavailable", &types.ServiceUnavailableException{Message: msg("down")}, fleet.ErrUnavailable},
 		{"InternalFailure", &types.InternalFailureException{Message: msg("oops")}, fleet.ErrUnavailable},
 		{"Internal", &types.InternalException{Message: msg("oops")}, fleet.ErrUnavailable},
@@ -215,22 +293,26 @@ func TestErrorMapping(t *testing.T) {
 		for op, call := range allOps {
 			t.Run(tt.name+"/"+op, func(t *testing.T) {
 				sdkErr := sdkError(op, tt.exc)
+				want := tt.want
+				if w, ok := mappingOverrides[tt.name+"/"+op]; ok {
+					want = w
+				}
 				err := call(context.Background(), New(&fakeClient{err: sdkErr}))
-				if op == "DeleteThing" && tt.want == fleet.ErrNotFound {
+				if op == "DeleteThing" && want == fleet.ErrNotFound {
 					if err != nil {
 						t.Fatalf("DeleteThing of a missing thing = %v, want success", err)
 					}
 					return
 				}
-				if !errors.Is(err, tt.want) {
-					t.Fatalf("err = %v, want it to wrap %v", err, tt.want)
+				if !errors.Is(err, want) {
+					t.Fatalf("err = %v, want it to wrap %v", err, want)
 				}
 				if !errors.Is(err, sdkErr) {
 					t.Errorf("err = %v does not keep the SDK error", err)
 				}
 				for _, other := range []error{fleet.ErrNotFound, fleet.ErrAlreadyExists, fleet.ErrDeleteConflict,
-					fleet.ErrConditionFailed, fleet.ErrInvalid, fleet.ErrThrottled, fleet.ErrUnavailable} {
-					if other != tt.want && errors.Is(err, other) {
+					fleet.ErrConditionFailed, fleet.ErrInvalid, fleet.ErrThrottled, fleet.ErrUnavailable, fleet.ErrBusy} {
+					if other != want && errors.Is(err, other) {
 						t.Errorf("err = %v also wraps %v", err, other)
 					}
 				}
@@ -288,7 +370,7 @@ func TestRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (fleet.Certificate{ID: "c1", ARN: "arn:cert/c1", PEM: "PEM", CACertificateID: "caid", Status: fleet.CertRevoked}); desc != want {
+	if want := (fleet.Certificate{ID: "c1", ARN: "arn:cert/c1", PEM: "PEM", CACertificateID: "caid", Status: fleet.CertRevoked, CreatedAt: created}); desc != want {
 		t.Errorf("DescribeCertificate = %+v, want %+v", desc, want)
 	}
 
@@ -372,6 +454,125 @@ func TestListsFollowEveryPage(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ListAttachedPolicies = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestListThingsRequests(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeClient{things: [][]string{{"a", "b"}, {"c"}}}
+	a := New(f)
+
+	things, next, err := a.ListThings(ctx, "managedBy", "mriot", 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := f.inputs[len(f.inputs)-1].(*iot.ListThingsInput)
+	if aws.ToInt32(in.MaxResults) != 2 || in.NextToken != nil ||
+		aws.ToString(in.AttributeName) != "managedBy" || aws.ToString(in.AttributeValue) != "mriot" {
+		t.Errorf("first ListThings input = %+v", in)
+	}
+	want := []fleet.Thing{
+		{Name: "a", ARN: "arn:thing/a", Attributes: map[string]string{"name": "a"}},
+		{Name: "b", ARN: "arn:thing/b", Attributes: map[string]string{"name": "b"}},
+	}
+	if !reflect.DeepEqual(things, want) || next != "page-1" {
+		t.Errorf("first page = %+v, %q; want %+v, page-1", things, next, want)
+	}
+
+	things, next, err = a.ListThings(ctx, "", "", 250, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = f.inputs[len(f.inputs)-1].(*iot.ListThingsInput)
+	if aws.ToString(in.NextToken) != "page-1" || in.AttributeName != nil || in.AttributeValue != nil {
+		t.Errorf("second ListThings input = %+v, want the token and no filter", in)
+	}
+	if len(things) != 1 || things[0].Name != "c" || next != "" {
+		t.Errorf("last page = %+v, %q; want [c] and no cursor", things, next)
+	}
+}
+
+func TestListCertificatesByCARequests(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeClient{byCA: [][]string{{"c1"}, {"c2"}}}
+	a := New(f)
+	certs, next, err := a.ListCertificatesByCA(ctx, "ca1", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := f.inputs[len(f.inputs)-1].(*iot.ListCertificatesByCAInput)
+	if aws.ToString(in.CaCertificateId) != "ca1" || aws.ToInt32(in.PageSize) != 1 || in.Marker != nil {
+		t.Errorf("first ListCertificatesByCA input = %+v", in)
+	}
+	// The list names no CA and carries no PEM: the adapter fills the CA in.
+	want := fleet.Certificate{ID: "c1", ARN: "arn:cert/c1", CACertificateID: "ca1", Status: fleet.CertActive, CreatedAt: created}
+	if len(certs) != 1 || certs[0] != want || next != "page-1" {
+		t.Errorf("first page = %+v, %q; want [%+v], page-1", certs, next, want)
+	}
+	certs, next, err = a.ListCertificatesByCA(ctx, "ca1", 1, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := f.inputs[len(f.inputs)-1].(*iot.ListCertificatesByCAInput); aws.ToString(in.Marker) != "page-1" {
+		t.Errorf("second ListCertificatesByCA input = %+v, want the marker", in)
+	}
+	if len(certs) != 1 || certs[0].ID != "c2" || next != "" {
+		t.Errorf("last page = %+v, %q; want [c2] and no cursor", certs, next)
+	}
+}
+
+func TestListCACertificatesFollowsEveryPage(t *testing.T) {
+	f := &fakeClient{cas: [][]string{{"ca1", "ca2"}, {"ca3"}}}
+	got, err := New(f).ListCACertificates(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []fleet.CACertificate{
+		{ID: "ca1", ARN: "arn:cacert/ca1", Status: fleet.CertInactive},
+		{ID: "ca2", ARN: "arn:cacert/ca2", Status: fleet.CertInactive},
+		{ID: "ca3", ARN: "arn:cacert/ca3", Status: fleet.CertInactive},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ListCACertificates = %+v, want %+v", got, want)
+	}
+	if len(f.inputs) != 2 {
+		t.Fatalf("%d calls, want 2 (one a page)", len(f.inputs))
+	}
+	for _, in := range f.inputs {
+		if ps := aws.ToInt32(in.(*iot.ListCACertificatesInput).PageSize); ps != 250 {
+			t.Errorf("page size %d, want 250 (fewest calls of its 10 TPS)", ps)
+		}
+	}
+	if got, err := New(&fakeClient{}).ListCACertificates(context.Background()); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("no CA: %v, %v; want an empty list", got, err)
+	}
+}
+
+// The adapter refuses what AWS would refuse before spending a call of a 10 TPS
+// quota on it (and whatever an emulator would let through).
+func TestListArgumentsRefusedWithoutACall(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		call func(a *Adapter) error
+	}{
+		{"ListThings limit 0", func(a *Adapter) error { _, _, err := a.ListThings(ctx, "", "", 0, ""); return err }},
+		{"ListThings limit 251", func(a *Adapter) error { _, _, err := a.ListThings(ctx, "", "", 251, ""); return err }},
+		{"ListThings name without value", func(a *Adapter) error { _, _, err := a.ListThings(ctx, "k", "", 10, ""); return err }},
+		{"ListThings value without name", func(a *Adapter) error { _, _, err := a.ListThings(ctx, "", "v", 10, ""); return err }},
+		{"ListCertificatesByCA limit -1", func(a *Adapter) error { _, _, err := a.ListCertificatesByCA(ctx, "ca", -1, ""); return err }},
+		{"ListCertificatesByCA limit 251", func(a *Adapter) error { _, _, err := a.ListCertificatesByCA(ctx, "ca", 251, ""); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeClient{}
+			if err := tt.call(New(f)); !errors.Is(err, fleet.ErrInvalid) {
+				t.Errorf("err = %v, want ErrInvalid", err)
+			}
+			if len(f.inputs) != 0 {
+				t.Errorf("%d calls made, want none", len(f.inputs))
 			}
 		})
 	}

@@ -40,9 +40,15 @@ var exceptions = awsconf.NewExceptions([]awsconf.Exception{
 	awsconf.On[*types.InvalidStateTransitionException](fleet.ErrInvalid),
 	awsconf.On[*types.ValidationException](fleet.ErrInvalid),
 	awsconf.On[*types.UnauthorizedException](fleet.ErrInvalid),
+	// HTTP 410: the number of attached entities exceeds the limit (a
+	// certificate's policies, say). No retry can help. The SDK's retryer
+	// still counts the code among its throttling codes and retries it, so
+	// it may arrive inside a MaxAttemptsError: errors.As finds it there.
+	awsconf.On[*types.LimitExceededException](fleet.ErrInvalid),
+	// Two pending updates of the same resource conflict; AWS says to retry.
+	awsconf.On[*types.ConflictingResourceUpdateException](fleet.ErrBusy),
 	// The SDK's retryer gave up on these.
 	awsconf.On[*types.ThrottlingException](fleet.ErrThrottled),
-	awsconf.On[*types.LimitExceededException](fleet.ErrThrottled),
 	awsconf.On[*types.ServiceUnavailableException](fleet.ErrUnavailable),
 	awsconf.On[*types.InternalFailureException](fleet.ErrUnavailable),
 	awsconf.On[*types.InternalException](fleet.ErrUnavailable),

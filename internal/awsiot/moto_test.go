@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 
 	"github.com/mriot/mriot/internal/awsiot"
 	"github.com/mriot/mriot/internal/contract"
@@ -36,6 +37,11 @@ var motoQuirks = contract.Quirks{
 	NoCAAutoRegistration:            true, // allowAutoRegistration is ignored
 	DetachNotAttachedIsNotFound:     true, // detaching what is not attached is a 404
 	ThingNamesUnchecked:             true, // any non-empty thing name is accepted
+	// HTTP 500: "The list_ca_certificates action has not been implemented".
+	ListCACertificatesUnimplemented: true,
+	// The CA is linked only through caCertificatePem, which is not sent.
+	CertificatesByCAUnlinked: true,
+	CertificatesByCAUnpaged:  true, // pageSize and marker are ignored
 }
 
 // newMotoEnv is a fresh registry: its own moto account, region eu-west-1.
@@ -112,6 +118,38 @@ func TestAdapterOnMoto(t *testing.T) {
 		if !want[arn] {
 			t.Errorf("unexpected principal %s", arn)
 		}
+	}
+
+	// ListCertificatesByCA over the wire. moto links a certificate to its CA
+	// only when RegisterCertificate carries caCertificatePem (the suite's
+	// CertificatesByCAUnlinked), so this one is registered with it; the four
+	// above are not listed.
+	leaf, err := root.IssueDevice("by-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registering := time.Now()
+	reg, err := iot.NewFromConfig(cfg).RegisterCertificate(ctx, &iot.RegisterCertificateInput{
+		CertificatePem: aws.String(leaf.CertPEM()), CaCertificatePem: aws.String(root.CertPEM()),
+		Status: types.CertificateStatusActive,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, next, err := a.ListCertificatesByCA(ctx, ca.ID, 10, "")
+	if err != nil {
+		t.Fatalf("ListCertificatesByCA: %v", err)
+	}
+	if len(certs) != 1 || next != "" {
+		t.Fatalf("ListCertificatesByCA = %+v, %q; want the one linked certificate", certs, next)
+	}
+	c := certs[0]
+	if c.ID != aws.ToString(reg.CertificateId) || c.ARN != aws.ToString(reg.CertificateArn) ||
+		c.Status != fleet.CertActive || c.CACertificateID != ca.ID || c.PEM != "" {
+		t.Errorf("listed %+v, want id %s, ACTIVE, CA %s", c, aws.ToString(reg.CertificateId), ca.ID)
+	}
+	if c.CreatedAt.Before(registering.Add(-time.Minute)) || c.CreatedAt.After(time.Now().Add(time.Minute)) {
+		t.Errorf("CreatedAt %v, want about %v", c.CreatedAt, registering)
 	}
 
 	// A missing thing deletes fine; a thing with principals is a conflict.

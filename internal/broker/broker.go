@@ -53,8 +53,9 @@ import (
 // latency, fault or quota applies to them, as none applies to IoT Core's own
 // lookups.
 type Registry interface {
-	// ListCACertificates lists the CA certificates registered in the region.
-	ListCACertificates() []fleet.CACertificate
+	// CACertificateList lists the CA certificates registered in the region,
+	// PEM included.
+	CACertificateList() []fleet.CACertificate
 	// CertificateByID returns a registered device certificate.
 	CertificateByID(id string) (fleet.Certificate, bool)
 	// AutoRegister registers an unknown certificate of a CA with
@@ -277,7 +278,7 @@ func (b *Broker) verifyClient(cs tls.ConnectionState) error {
 	leaf := cs.PeerCertificates[0]
 	roots := x509.NewCertPool()
 	n := 0
-	for _, ca := range b.cfg.Registry.ListCACertificates() {
+	for _, ca := range b.cfg.Registry.CACertificateList() {
 		if ca.Status != fleet.CertActive {
 			continue
 		}

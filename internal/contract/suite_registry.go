@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +56,17 @@ type Quirks struct {
 	// (spaces, slashes, over 128 characters) instead of
 	// InvalidRequestException.
 	ThingNamesUnchecked bool
+	// ListCACertificatesUnimplemented: moto 5.2's IoT backend has no
+	// ListCACertificates action.
+	ListCACertificatesUnimplemented bool
+	// CertificatesByCAUnlinked: moto links a device certificate to its CA
+	// only when RegisterCertificate is given caCertificatePem, which the
+	// port does not send (AWS finds the CA by signature), so
+	// ListCertificatesByCA lists none of the certificates registered here.
+	CertificatesByCAUnlinked bool
+	// CertificatesByCAUnpaged: moto's ListCertificatesByCA ignores pageSize
+	// and marker and answers every certificate in one page.
+	CertificatesByCAUnpaged bool
 }
 
 // RegistryEnv is a fresh registry with the means to arrange its state.
@@ -184,6 +197,28 @@ func TestRegistry(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
 	t.Run("DeleteThing", func(t *testing.T) { testDeleteThing(t, newEnv) })
 	t.Run("ThingPrincipals", func(t *testing.T) { testThingPrincipals(t, newEnv) })
 	t.Run("Policies", func(t *testing.T) { testPolicies(t, newEnv) })
+	t.Run("ListThings", func(t *testing.T) { testListThings(t, newEnv) })
+	t.Run("ListCACertificates", func(t *testing.T) { testListCACertificates(t, newEnv) })
+	t.Run("ListCertificatesByCA", func(t *testing.T) { testListCertificatesByCA(t, newEnv) })
+}
+
+// clockSkew is how far a remote backend's clock may be from ours when the
+// suite checks the timestamps it gives (SigV4 tolerates five minutes).
+const clockSkew = time.Minute
+
+// wantCreatedAt checks a certificate's creationDate: set, not before the
+// registration began and not after now.
+func wantCreatedAt(t *testing.T, what string, got, registering time.Time) {
+	t.Helper()
+	now := time.Now()
+	switch {
+	case got.IsZero():
+		t.Errorf("%s: CreatedAt not set", what)
+	case got.After(now.Add(clockSkew)):
+		t.Errorf("%s: CreatedAt %v is after now (%v)", what, got, now)
+	case got.Before(registering.Add(-clockSkew)):
+		t.Errorf("%s: CreatedAt %v is before the registration began (%v)", what, got, registering)
+	}
 }
 
 func testRegisterCertificate(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
@@ -191,6 +226,7 @@ func testRegisterCertificate(t *testing.T, newEnv func(t *testing.T) RegistryEnv
 		for _, status := range []fleet.CertStatus{fleet.CertActive, fleet.CertInactive, fleet.CertPendingActivation} {
 			f := newRegistryFixture(t, newEnv)
 			leaf := f.device(f.name("reg"))
+			registering := time.Now()
 			c, err := f.r.RegisterCertificate(f.ctx, leaf.CertPEM(), status)
 			wantErr(t, "RegisterCertificate", err, nil)
 			wantID := fleet.CertificateID(leaf.Cert)
@@ -204,6 +240,12 @@ func testRegisterCertificate(t *testing.T, newEnv func(t *testing.T) RegistryEnv
 			wantErr(t, "DescribeCertificate", err, nil)
 			if d.ID != wantID || d.ARN != c.ARN || d.Status != status {
 				t.Errorf("described %+v, want id %s, ARN %s, status %s", d, wantID, c.ARN, status)
+			}
+			wantCreatedAt(t, "DescribeCertificate", d.CreatedAt, registering)
+			// AWS's RegisterCertificate answers without a creationDate; a
+			// backend that gives one gives the described one.
+			if !c.CreatedAt.IsZero() && !c.CreatedAt.Equal(d.CreatedAt) {
+				t.Errorf("registered at %v, described as created at %v", c.CreatedAt, d.CreatedAt)
 			}
 			// moto: NoCACertificateIDInDescribe.
 			if !f.env.Quirks.NoCACertificateIDInDescribe && d.CACertificateID != f.caID {
@@ -564,5 +606,267 @@ func testPolicies(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
 		if pols := list(t); len(pols) != 0 {
 			t.Errorf("policies after detach %v, want none", pols)
 		}
+	})
+}
+
+// maxPages stops a listing whose cursor never ends.
+const maxPages = 1000
+
+// pageThrough follows a listing's cursor from the start to the end and
+// returns its pages.
+func pageThrough[T any](t *testing.T, what string, list func(cursor string) ([]T, string, error)) [][]T {
+	t.Helper()
+	var pages [][]T
+	cursor := ""
+	for {
+		page, next, err := list(cursor)
+		wantErr(t, fmt.Sprintf("%s page %d", what, len(pages)+1), err, nil)
+		pages = append(pages, page)
+		if next == "" {
+			return pages
+		}
+		if len(pages) == maxPages {
+			t.Fatalf("%s: no end after %d pages", what, maxPages)
+		}
+		cursor = next
+	}
+}
+
+// wantPageSizes checks that no page holds more than limit items and that
+// there are at least the pages n items need.
+func wantPageSizes[T any](t *testing.T, what string, pages [][]T, limit, n int) {
+	t.Helper()
+	for i, p := range pages {
+		if len(p) > limit {
+			t.Errorf("%s: page %d holds %d items, limit %d", what, i+1, len(p), limit)
+		}
+	}
+	if need := (n + limit - 1) / limit; len(pages) < need {
+		t.Errorf("%s: %d pages for %d items of at most %d a page, want at least %d", what, len(pages), n, limit, need)
+	}
+}
+
+func testListThings(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	// The filter's value belongs to this run: a shared backend holds other
+	// things.
+	batch := f.name("batch")
+	want := map[string]map[string]string{} // name -> attributes
+	for i := range 5 {
+		name := f.name("lt-" + strconv.Itoa(i))
+		attrs := map[string]string{"batch": batch, "n": strconv.Itoa(i)}
+		f.thing(name, attrs)
+		want[name] = attrs
+	}
+	// A longer value (the match is exact, not a prefix) and no attribute.
+	others := map[string]map[string]string{
+		f.name("lt-longer"): {"batch": batch + "-x"},
+		f.name("lt-bare"):   nil,
+	}
+	for name, attrs := range others {
+		f.thing(name, attrs)
+	}
+	listAll := func(t *testing.T, name, value string, limit int) ([][]fleet.Thing, map[string]fleet.Thing) {
+		t.Helper()
+		pages := pageThrough(t, "ListThings", func(cursor string) ([]fleet.Thing, string, error) {
+			return f.r.ListThings(f.ctx, name, value, limit, cursor)
+		})
+		seen := map[string]fleet.Thing{}
+		for _, page := range pages {
+			for _, th := range page {
+				if _, dup := seen[th.Name]; dup {
+					t.Errorf("thing %s listed twice", th.Name)
+				}
+				seen[th.Name] = th
+			}
+		}
+		return pages, seen
+	}
+
+	t.Run("the filter pages through with a small limit", func(t *testing.T) {
+		pages, seen := listAll(t, "batch", batch, 2)
+		wantPageSizes(t, "ListThings", pages, 2, len(want))
+		if len(seen) != len(want) {
+			t.Errorf("listed %d things, want the %d of the batch", len(seen), len(want))
+		}
+		for name, attrs := range want {
+			th, ok := seen[name]
+			if !ok {
+				t.Errorf("thing %s not listed", name)
+				continue
+			}
+			if !strings.HasSuffix(th.ARN, ":thing/"+name) || !sameAttrs(th.Attributes, attrs) {
+				t.Errorf("listed %+v, want ARN ...:thing/%s and attributes %v", th, name, attrs)
+			}
+		}
+	})
+	t.Run("the last page has no cursor", func(t *testing.T) {
+		things, next, err := f.r.ListThings(f.ctx, "batch", batch, MaxListLimit, "")
+		wantErr(t, "ListThings", err, nil)
+		if len(things) != len(want) || next != "" {
+			t.Errorf("one page of %d: %d things, cursor %q; want %d and no cursor", MaxListLimit, len(things), next, len(want))
+		}
+	})
+	t.Run("no filter lists every thing", func(t *testing.T) {
+		_, seen := listAll(t, "", "", MaxListLimit)
+		for name := range want {
+			if _, ok := seen[name]; !ok {
+				t.Errorf("thing %s not listed", name)
+			}
+		}
+		for name := range others {
+			if _, ok := seen[name]; !ok {
+				t.Errorf("thing %s not listed", name)
+			}
+		}
+	})
+	t.Run("no match is an empty page without cursor", func(t *testing.T) {
+		things, next, err := f.r.ListThings(f.ctx, "batch", f.name("nobody"), 10, "")
+		wantErr(t, "ListThings", err, nil)
+		if len(things) != 0 || next != "" {
+			t.Errorf("ListThings = %+v, %q; want nothing", things, next)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		tests := []struct {
+			name        string
+			attr, value string
+			limit       int
+		}{
+			{"limit 0", "", "", 0},
+			{"negative limit", "", "", -1},
+			{"limit over 250", "", "", MaxListLimit + 1},
+			{"attribute name without value", "batch", "", 10},
+			{"attribute value without name", "", batch, 10},
+		}
+		for _, tt := range tests {
+			_, _, err := f.r.ListThings(f.ctx, tt.attr, tt.value, tt.limit, "")
+			wantErr(t, "ListThings "+tt.name, err, fleet.ErrInvalid)
+		}
+	})
+}
+
+func testListCACertificates(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	// ListCACertificatesUnimplemented: moto has no such action.
+	if f.env.Quirks.ListCACertificatesUnimplemented {
+		t.Skip("backend quirk: ListCACertificates is not implemented")
+	}
+	other, err := pki.NewRoot("second contract root", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherID := f.env.RegisterCA(t, other.CertPEM())
+	cas, err := f.r.ListCACertificates(f.ctx)
+	wantErr(t, "ListCACertificates", err, nil)
+	listed := map[string]fleet.CACertificate{}
+	for _, ca := range cas {
+		if _, dup := listed[ca.ID]; dup {
+			t.Errorf("CA %s listed twice", ca.ID)
+		}
+		listed[ca.ID] = ca
+	}
+	for _, id := range []string{f.caID, otherID} {
+		ca, ok := listed[id]
+		if !ok {
+			t.Errorf("CA %s not listed", id)
+			continue
+		}
+		wantARN := ":cacert/" + id
+		if f.env.Quirks.CACertificateARNIsCert { // moto's CA ARN ends in :cert/<id>
+			wantARN = ":cert/" + id
+		}
+		if !strings.HasSuffix(ca.ARN, wantARN) || ca.Status != fleet.CertActive {
+			t.Errorf("listed %+v, want ARN ...%s, ACTIVE", ca, wantARN)
+		}
+		// AWS's list carries neither: DescribeCACertificate has them.
+		if ca.PEM != "" || ca.AutoRegistration {
+			t.Errorf("listed CA %s with a PEM or auto-registration, which AWS does not list", id)
+		}
+	}
+}
+
+func testListCertificatesByCA(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
+	f := newRegistryFixture(t, newEnv)
+	registering := time.Now()
+	want := map[string]fleet.Certificate{}
+	for i, st := range []fleet.CertStatus{fleet.CertActive, fleet.CertInactive, fleet.CertRevoked, fleet.CertActive, fleet.CertInactive} {
+		c := f.register(f.name("bca-"+strconv.Itoa(i)), st)
+		want[c.ID] = c
+	}
+	// A certificate of another registered CA is not listed.
+	otherRoot, err := pki.NewRoot("other contract root", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.env.RegisterCA(t, otherRoot.CertPEM())
+	stranger, err := otherRoot.IssueDevice(f.name("bca-stranger"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.r.RegisterCertificate(f.ctx, stranger.CertPEM(), fleet.CertActive)
+	wantErr(t, "RegisterCertificate of the other CA", err, nil)
+
+	t.Run("pages through with a small limit", func(t *testing.T) {
+		// CertificatesByCAUnlinked: moto lists none of them.
+		if f.env.Quirks.CertificatesByCAUnlinked {
+			t.Skip("backend quirk: certificates registered without the CA's PEM are not linked to their CA")
+		}
+		pages := pageThrough(t, "ListCertificatesByCA", func(cursor string) ([]fleet.Certificate, string, error) {
+			return f.r.ListCertificatesByCA(f.ctx, f.caID, 2, cursor)
+		})
+		// CertificatesByCAUnpaged: moto answers everything in one page.
+		if !f.env.Quirks.CertificatesByCAUnpaged {
+			wantPageSizes(t, "ListCertificatesByCA", pages, 2, len(want))
+		}
+		seen := map[string]bool{}
+		for _, c := range slices.Concat(pages...) {
+			w, ok := want[c.ID]
+			switch {
+			case !ok:
+				t.Errorf("certificate %s is not one of the CA's", c.ID)
+				continue
+			case seen[c.ID]:
+				t.Errorf("certificate %s listed twice", c.ID)
+			}
+			seen[c.ID] = true
+			if c.ARN != w.ARN || c.Status != w.Status || c.CACertificateID != f.caID || c.PEM != "" {
+				t.Errorf("listed %+v, want ARN %s, status %s, CA %s, no PEM", c, w.ARN, w.Status, f.caID)
+			}
+			wantCreatedAt(t, "ListCertificatesByCA "+c.ID[:8], c.CreatedAt, registering)
+		}
+		if len(seen) != len(want) {
+			t.Errorf("listed %d of the CA's %d certificates", len(seen), len(want))
+		}
+	})
+	t.Run("the last page has no cursor", func(t *testing.T) {
+		certs, next, err := f.r.ListCertificatesByCA(f.ctx, f.caID, MaxListLimit, "")
+		wantErr(t, "ListCertificatesByCA", err, nil)
+		// CertificatesByCAUnlinked: moto lists none of them.
+		if !f.env.Quirks.CertificatesByCAUnlinked && len(certs) != len(want) {
+			t.Errorf("one page of %d: %d certificates, want %d", MaxListLimit, len(certs), len(want))
+		}
+		if next != "" {
+			t.Errorf("cursor %q after the last page", next)
+		}
+	})
+	t.Run("a CA that is not registered lists nothing", func(t *testing.T) {
+		nobody, err := pki.NewRoot("unregistered contract root", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, next, err := f.r.ListCertificatesByCA(f.ctx, fleet.CertificateID(nobody.Cert), 10, "")
+		wantErr(t, "ListCertificatesByCA", err, nil)
+		if len(certs) != 0 || next != "" {
+			t.Errorf("ListCertificatesByCA = %+v, %q; want nothing", certs, next)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		for _, limit := range []int{0, -1, MaxListLimit + 1} {
+			_, _, err := f.r.ListCertificatesByCA(f.ctx, f.caID, limit, "")
+			wantErr(t, fmt.Sprintf("ListCertificatesByCA limit %d", limit), err, fleet.ErrInvalid)
+		}
+		_, _, err := f.r.ListCertificatesByCA(f.ctx, "", 10, "")
+		wantErr(t, "ListCertificatesByCA of an empty CA id", err, fleet.ErrInvalid)
 	})
 }

@@ -162,3 +162,24 @@ func (r *retryingRegistry) ListAttachedPolicies(ctx context.Context, principal s
 	err = r.do(ctx, func() (e error) { p, e = r.Registry.ListAttachedPolicies(ctx, principal); return })
 	return
 }
+
+func (r *retryingRegistry) ListThings(ctx context.Context, attrName, attrValue string, limit int, cursor string) (th []fleet.Thing, next string, err error) {
+	err = r.do(ctx, func() (e error) {
+		th, next, e = r.Registry.ListThings(ctx, attrName, attrValue, limit, cursor)
+		return
+	})
+	return
+}
+
+func (r *retryingRegistry) ListCACertificates(ctx context.Context) (cas []fleet.CACertificate, err error) {
+	err = r.do(ctx, func() (e error) { cas, e = r.Registry.ListCACertificates(ctx); return })
+	return
+}
+
+func (r *retryingRegistry) ListCertificatesByCA(ctx context.Context, caID string, limit int, cursor string) (cs []fleet.Certificate, next string, err error) {
+	err = r.do(ctx, func() (e error) {
+		cs, next, e = r.Registry.ListCertificatesByCA(ctx, caID, limit, cursor)
+		return
+	})
+	return
+}

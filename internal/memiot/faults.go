@@ -13,6 +13,12 @@ import (
 // transactions per second per account and region, for the operations the
 // registry serves (AWS IoT Core endpoints and quotas, "AWS IoT Core API
 // throttling limits": https://docs.aws.amazon.com/general/latest/gr/iot-core.html).
+// The three listings' 10 TPS come from the developer guide's "AWS IoT
+// Throttling Limits" table (awsdocs/aws-iot-docs, developerguide/limits-iot.md,
+// before that page moved to the General Reference); ListThings' 10 is also
+// the Service Quotas default of "ListThings API TPS" (L-57AAC135). The
+// current General Reference values of ListCACertificates (L-15185D92) and
+// ListCertificatesByCA (L-5A0AFD83) could not be confirmed here.
 // The map is shared: copy it before changing it.
 var AWSDefaultQuotas = map[string]float64{
 	"CreateThing":           100,
@@ -30,6 +36,9 @@ var AWSDefaultQuotas = map[string]float64{
 	"DescribeCertificate":   10,
 	"DescribeCACertificate": 10,
 	"DeleteCertificate":     10,
+	"ListThings":            10,
+	"ListCACertificates":    10,
+	"ListCertificatesByCA":  10,
 }
 
 // Throttled is the error AWS IoT returns when op is over its rate
@@ -58,12 +67,14 @@ type Option func(*faults)
 // AttachThingPrincipal, DetachThingPrincipal, ListThingPrincipals,
 // AttachPolicy, DetachPolicy, ListAttachedPolicies, RegisterCertificate,
 // DescribeCertificate, DescribeCACertificate, UpdateCertificate,
-// DeleteCertificate, and the set-up calls RegisterCACertificate,
-// UpdateCACertificate (SetCAStatus), CreatePolicy and GetPolicy. A non-nil
-// error is returned as the call's error and the state is not changed. The
-// inspections (ListCACertificates, CertificateByID, ListCertificates,
-// ListThings, PoliciesForPrincipal, ThingsForPrincipal, Snapshot) and
-// AutoRegister are no API calls: no hook, latency or quota applies to them.
+// DeleteCertificate, ListThings, ListCACertificates, ListCertificatesByCA,
+// and the set-up calls RegisterCACertificate, UpdateCACertificate
+// (SetCAStatus), CreatePolicy and GetPolicy. A non-nil error is returned as
+// the call's error and the state is not changed. The inspections
+// (CACertificateList, CertificateByID, CertificateRegisteredAt,
+// CertificateList, ThingList, PoliciesForPrincipal, ThingsForPrincipal,
+// Snapshot) and AutoRegister are no API calls: no hook, latency or quota
+// applies to them.
 func WithHook(hook func(ctx context.Context, op string) error) Option {
 	return func(f *faults) { f.hook = hook }
 }

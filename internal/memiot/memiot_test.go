@@ -141,7 +141,7 @@ func TestCACertificates(t *testing.T) {
 		if c.CACertificateID != ca2.ID {
 			t.Errorf("issuer %s, want the twin %s (found by signature, not by subject)", c.CACertificateID, ca2.ID)
 		}
-		if n := len(e.r.ListCACertificates()); n != 2 {
+		if n := len(e.r.CACertificateList()); n != 2 {
 			t.Errorf("%d CAs listed, want 2", n)
 		}
 	})
@@ -233,7 +233,7 @@ func TestAutoRegister(t *testing.T) {
 	if _, _, err := noAuto.r.AutoRegister(ctx, noAuto.devicePEM(t, "d")); !errors.Is(err, fleet.ErrInvalid) {
 		t.Errorf("CA without auto-registration: %v, want ErrInvalid", err)
 	}
-	if n := len(noAuto.r.ListCertificates()); n != 0 {
+	if n := len(noAuto.r.CertificateList()); n != 0 {
 		t.Errorf("%d certificates after refused auto-registration, want 0", n)
 	}
 }
@@ -375,6 +375,12 @@ func TestHookRefusesWithoutChange(t *testing.T) {
 		"DescribeThing":         func() error { _, err := e.r.DescribeThing(ctx, "dev"); return err },
 		"ListThingPrincipals":   func() error { _, err := e.r.ListThingPrincipals(ctx, "dev"); return err },
 		"ListAttachedPolicies":  func() error { _, err := e.r.ListAttachedPolicies(ctx, pending.ARN); return err },
+		"ListThings":            func() error { _, _, err := e.r.ListThings(ctx, "", "", 10, ""); return err },
+		"ListCACertificates":    func() error { _, err := e.r.ListCACertificates(ctx); return err },
+		"ListCertificatesByCA": func() error {
+			_, _, err := e.r.ListCertificatesByCA(ctx, e.caID, 10, "")
+			return err
+		},
 	}
 	for _, inject := range []struct {
 		make     func(op string) error
@@ -500,8 +506,13 @@ func TestQuotas(t *testing.T) {
 			t.Errorf("AWSDefaultQuotas[%s] = %v, want %v", op, AWSDefaultQuotas[op], tps)
 		}
 	}
-	if len(AWSDefaultQuotas) != 15 {
-		t.Errorf("%d default quotas, want 15", len(AWSDefaultQuotas))
+	for _, op := range []string{"ListThings", "ListCACertificates", "ListCertificatesByCA"} {
+		if AWSDefaultQuotas[op] != 10 {
+			t.Errorf("AWSDefaultQuotas[%s] = %v, want 10", op, AWSDefaultQuotas[op])
+		}
+	}
+	if len(AWSDefaultQuotas) != 18 {
+		t.Errorf("%d default quotas, want 18", len(AWSDefaultQuotas))
 	}
 }
 
@@ -520,7 +531,7 @@ func TestLatency(t *testing.T) {
 	if _, err := r.CreateThing(ctx, "t", nil); !errors.Is(err, fleet.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("CreateThing past its deadline: %v", err)
 	}
-	if len(r.ListThings()) != 0 {
+	if len(r.ThingList()) != 0 {
 		t.Errorf("a call that timed out changed the registry")
 	}
 }
@@ -593,5 +604,126 @@ func TestConcurrentOnboarding(t *testing.T) {
 		if c.Status != fleet.CertActive {
 			t.Errorf("certificate %s is %s", c.ID, c.Status)
 		}
+	}
+}
+
+// TestCreatedAt: one registration has one creationDate, whichever way it is
+// read.
+func TestCreatedAt(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Now().Round(0) // within the certificates' validity
+	clock := &fakeClock{now: t0}
+	e := newEnv(t, true, WithClock(clock.Now))
+	c, err := e.r.RegisterCertificate(ctx, e.devicePEM(t, "d"), fleet.CertActive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Minute)
+	if !c.CreatedAt.Equal(t0) {
+		t.Errorf("RegisterCertificate CreatedAt %v, want %v", c.CreatedAt, t0)
+	}
+	d, err := e.r.DescribeCertificate(ctx, c.ID)
+	if err != nil || d != c {
+		t.Errorf("DescribeCertificate = %+v, %v; want %+v", d, err, c)
+	}
+	if at, _ := e.r.CertificateRegisteredAt(c.ID); !at.Equal(t0) {
+		t.Errorf("CertificateRegisteredAt %v, want %v", at, t0)
+	}
+	listed, _, err := e.r.ListCertificatesByCA(ctx, e.caID, 10, "")
+	if err != nil || len(listed) != 1 || !listed[0].CreatedAt.Equal(t0) || listed[0].PEM != "" {
+		t.Errorf("ListCertificatesByCA = %+v, %v; want it created at %v, no PEM", listed, err, t0)
+	}
+	// A status change keeps the registration's date.
+	if err := e.r.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.r.CertificateByID(c.ID); !got.CreatedAt.Equal(t0) {
+		t.Errorf("CreatedAt after UpdateCertificate %v, want %v", got.CreatedAt, t0)
+	}
+	// Snapshots leave it out: worlds that register at different times
+	// reach the same state.
+	if at := e.r.Snapshot().Certificates[c.ID].CreatedAt; !at.IsZero() {
+		t.Errorf("snapshot CreatedAt %v, want it left out", at)
+	}
+}
+
+// TestListThingsCursor: the cursor is the last name returned, so a page goes
+// on after it even when that thing is deleted in between, and things created
+// before the cursor are not listed again.
+func TestListThingsCursor(t *testing.T) {
+	ctx := context.Background()
+	r := New("eu-west-1", "1")
+	for _, n := range []string{"b", "d", "f", "h"} {
+		if _, err := r.CreateThing(ctx, n, map[string]string{"k": "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, next, err := r.ListThings(ctx, "k", "v", 2, "")
+	if err != nil || len(page) != 2 || page[0].Name != "b" || page[1].Name != "d" || next == "" {
+		t.Fatalf("first page = %+v, %q, %v", page, next, err)
+	}
+	if err := r.DeleteThing(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateThing(ctx, "a", map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	page, next, err = r.ListThings(ctx, "k", "v", 2, next)
+	if err != nil || len(page) != 2 || page[0].Name != "f" || page[1].Name != "h" || next != "" {
+		t.Fatalf("second page = %+v, %q, %v; want f, h and the end", page, next, err)
+	}
+	// The returned attributes are the caller's own.
+	page[0].Attributes["k"] = "changed"
+	if th, _ := r.DescribeThing(ctx, "f"); th.Attributes["k"] != "v" {
+		t.Error("a caller's change to listed attributes leaked into the registry")
+	}
+}
+
+// TestListCertificatesByCAKeepsCAsApart: SNI_ONLY twins (same subject) each
+// list only the certificates they signed.
+func TestListCertificatesByCAKeepsCAsApart(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, true)
+	root2, err := pki.NewRoot("root", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin, err := root2.NewIntermediate("intermediate", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twinCA, err := e.r.RegisterCACertificate(ctx, twin.CertPEM(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := e.r.RegisterCertificate(ctx, e.devicePEM(t, "mine"), fleet.CertActive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := twin.IssueDevice("twin-dev", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := e.r.RegisterCertificate(ctx, leaf.CertPEM(), fleet.CertActive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ca, want := range map[string]string{e.caID: mine.ID, twinCA.ID: theirs.ID} {
+		got, next, err := e.r.ListCertificatesByCA(ctx, ca, 10, "")
+		if err != nil || len(got) != 1 || got[0].ID != want || got[0].CACertificateID != ca || next != "" {
+			t.Errorf("ListCertificatesByCA(%s) = %+v, %q, %v; want only %s", ca[:8], got, next, err, want[:8])
+		}
+	}
+	cas, err := e.r.ListCACertificates(ctx)
+	if err != nil || len(cas) != 2 {
+		t.Fatalf("ListCACertificates = %+v, %v; want both CAs", cas, err)
+	}
+	for _, ca := range cas {
+		if ca.PEM != "" || ca.AutoRegistration {
+			t.Errorf("listed %+v: AWS lists neither PEM nor auto-registration", ca)
+		}
+	}
+	if _, _, err := e.r.ListCertificatesByCA(ctx, "not-an-id", 10, ""); !errors.Is(err, fleet.ErrInvalid) {
+		t.Errorf("malformed CA id: %v, want ErrInvalid", err)
 	}
 }

@@ -40,11 +40,8 @@ type Registry struct {
 }
 
 type certRec struct {
-	c    fleet.Certificate
+	c    fleet.Certificate // c.CreatedAt is the registration's creationDate
 	x509 *x509.Certificate
-	// registeredAt is the certificate's creationDate: when this registration
-	// of it was made (a deleted certificate registered again gets a new one).
-	registeredAt time.Time
 }
 
 type caRec struct {
@@ -143,14 +140,19 @@ func (r *Registry) DescribeCertificate(ctx context.Context, id string) (fleet.Ce
 	if !validCertID(id) {
 		return fleet.Certificate{}, fmt.Errorf("%s: certificate id %q is not 64 hex digits: %w", op, id, fleet.ErrInvalid)
 	}
+	// Copied under the lock: UpdateCertificate changes rec.c.
 	r.mu.RLock()
 	rec := r.certs[id]
+	var c fleet.Certificate
+	if rec != nil {
+		c = rec.c
+	}
 	r.mu.RUnlock()
 	if rec == nil {
 		return fleet.Certificate{}, fmt.Errorf("%s: certificate %s: %w", op, id, fleet.ErrNotFound)
 	}
 	r.f.afterHook(ctx, op)
-	return rec.c, nil
+	return c, nil
 }
 
 // DescribeCACertificate implements contract.Registry.
@@ -162,14 +164,19 @@ func (r *Registry) DescribeCACertificate(ctx context.Context, id string) (fleet.
 	if !validCertID(id) {
 		return fleet.CACertificate{}, fmt.Errorf("%s: CA certificate id %q is not 64 hex digits: %w", op, id, fleet.ErrInvalid)
 	}
+	// Copied under the lock: SetCAStatus changes rec.c.
 	r.mu.RLock()
 	rec := r.cas[id]
+	var ca fleet.CACertificate
+	if rec != nil {
+		ca = rec.c
+	}
 	r.mu.RUnlock()
 	if rec == nil {
 		return fleet.CACertificate{}, fmt.Errorf("%s: CA certificate %s: %w", op, id, fleet.ErrNotFound)
 	}
 	r.f.afterHook(ctx, op)
-	return rec.c, nil
+	return ca, nil
 }
 
 // issuer returns the registered CA whose key signed cert, preferring an
@@ -245,9 +252,9 @@ func (r *Registry) register(op string, cert *x509.Certificate, status fleet.Cert
 	}
 	c := fleet.Certificate{
 		ID: id, ARN: r.arn("cert", id), PEM: fleet.EncodePEM(cert),
-		CACertificateID: ca.c.ID, Status: status,
+		CACertificateID: ca.c.ID, Status: status, CreatedAt: r.f.now(),
 	}
-	r.certs[id] = &certRec{c: c, x509: cert, registeredAt: r.f.now()}
+	r.certs[id] = &certRec{c: c, x509: cert}
 	return c, true, nil
 }
 
@@ -603,6 +610,116 @@ func (r *Registry) ListAttachedPolicies(ctx context.Context, principalARN string
 	return pols, nil
 }
 
+// checkLimit refuses a page size outside AWS's 1 to 250 (maxResults,
+// pageSize), as AWS's request validation does.
+func checkLimit(op string, limit int) error {
+	if limit < 1 || limit > contract.MaxListLimit {
+		return fmt.Errorf("%s: InvalidRequestException: limit %d is not within 1 to %d: %w", op, limit, contract.MaxListLimit, fleet.ErrInvalid)
+	}
+	return nil
+}
+
+// ListThings implements contract.Registry. The things come by name; the
+// cursor is the name of the last thing returned, so a page goes on after it
+// even when that thing was deleted in between.
+func (r *Registry) ListThings(ctx context.Context, attrName, attrValue string, limit int, cursor string) ([]fleet.Thing, string, error) {
+	const op = "ListThings"
+	if err := r.f.before(ctx, op); err != nil {
+		return nil, "", err
+	}
+	if err := checkLimit(op, limit); err != nil {
+		return nil, "", err
+	}
+	if (attrName == "") != (attrValue == "") {
+		return nil, "", fmt.Errorf("%s: attribute name %q and value %q: give both or neither: %w", op, attrName, attrValue, fleet.ErrInvalid)
+	}
+	match := func(th fleet.Thing) bool {
+		v, ok := th.Attributes[attrName]
+		return attrName == "" || ok && v == attrValue
+	}
+	r.mu.RLock()
+	names := slices.Sorted(maps.Keys(r.things))
+	// The first name after the cursor.
+	i, found := slices.BinarySearch(names, cursor)
+	if found {
+		i++
+	}
+	out := []fleet.Thing{}
+	next := ""
+	for ; i < len(names); i++ {
+		th := r.things[names[i]]
+		if !match(th) {
+			continue
+		}
+		if len(out) == limit {
+			// Another match remains: the page ends with a cursor.
+			next = out[len(out)-1].Name
+			break
+		}
+		out = append(out, copyThing(th))
+	}
+	r.mu.RUnlock()
+	r.f.afterHook(ctx, op)
+	return out, next, nil
+}
+
+// ListCACertificates implements contract.Registry: every CA, by id, with id,
+// ARN and status only, as AWS lists them.
+func (r *Registry) ListCACertificates(ctx context.Context) ([]fleet.CACertificate, error) {
+	const op = "ListCACertificates"
+	if err := r.f.before(ctx, op); err != nil {
+		return nil, err
+	}
+	r.mu.RLock()
+	out := make([]fleet.CACertificate, 0, len(r.cas))
+	for _, id := range slices.Sorted(maps.Keys(r.cas)) {
+		c := r.cas[id].c
+		out = append(out, fleet.CACertificate{ID: c.ID, ARN: c.ARN, Status: c.Status})
+	}
+	r.mu.RUnlock()
+	r.f.afterHook(ctx, op)
+	return out, nil
+}
+
+// ListCertificatesByCA implements contract.Registry. The certificates come by
+// id; the cursor is the id of the last one returned. A CA that is not
+// registered lists nothing, as in AWS, whose API reference lists no
+// ResourceNotFoundException for the operation.
+func (r *Registry) ListCertificatesByCA(ctx context.Context, caID string, limit int, cursor string) ([]fleet.Certificate, string, error) {
+	const op = "ListCertificatesByCA"
+	if err := r.f.before(ctx, op); err != nil {
+		return nil, "", err
+	}
+	if !validCertID(caID) {
+		return nil, "", fmt.Errorf("%s: CA certificate id %q is not 64 hex digits: %w", op, caID, fleet.ErrInvalid)
+	}
+	if err := checkLimit(op, limit); err != nil {
+		return nil, "", err
+	}
+	r.mu.RLock()
+	var ids []string
+	for id, rec := range r.certs {
+		if rec.c.CACertificateID == caID && id > cursor {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	next := ""
+	if len(ids) > limit {
+		ids = ids[:limit]
+		next = ids[limit-1]
+	}
+	out := make([]fleet.Certificate, 0, len(ids))
+	for _, id := range ids {
+		c := r.certs[id].c
+		c.PEM = "" // AWS's list carries no PEM
+		out = append(out, c)
+	}
+	r.mu.RUnlock()
+	r.f.afterHook(ctx, op)
+	return out, next, nil
+}
+
 // RegisterCACertificate registers a CA certificate, ACTIVE, in SNI_ONLY mode:
 // several CAs may share a subject; the same certificate twice is
 // ErrAlreadyExists. A certificate that is not a CA, or is outside its
@@ -664,9 +781,10 @@ func (r *Registry) SetCAStatus(ctx context.Context, id string, status fleet.Cert
 	return nil
 }
 
-// ListCACertificates returns the registered CA certificates, by id. It is an
-// inspection for the local broker and tests: no hook, latency or quota.
-func (r *Registry) ListCACertificates() []fleet.CACertificate {
+// CACertificateList returns the registered CA certificates, by id, PEM
+// included. It is an inspection for the local broker and tests: no hook,
+// latency or quota (the API call is ListCACertificates).
+func (r *Registry) CACertificateList() []fleet.CACertificate {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]fleet.CACertificate, 0, len(r.cas))
@@ -792,11 +910,12 @@ func (r *Registry) CertificateRegisteredAt(id string) (time.Time, bool) {
 	if rec == nil {
 		return time.Time{}, false
 	}
-	return rec.registeredAt, true
+	return rec.c.CreatedAt, true
 }
 
-// ListCertificates returns every certificate, by id. An inspection.
-func (r *Registry) ListCertificates() []fleet.Certificate {
+// CertificateList returns every certificate, by id. An inspection (the API
+// call is ListCertificatesByCA).
+func (r *Registry) CertificateList() []fleet.Certificate {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]fleet.Certificate, 0, len(r.certs))
@@ -806,8 +925,9 @@ func (r *Registry) ListCertificates() []fleet.Certificate {
 	return out
 }
 
-// ListThings returns every thing, by name. An inspection.
-func (r *Registry) ListThings() []fleet.Thing {
+// ThingList returns every thing, by name. An inspection (the API call is
+// ListThings).
+func (r *Registry) ThingList() []fleet.Thing {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]fleet.Thing, 0, len(r.things))
@@ -821,6 +941,11 @@ func (r *Registry) ListThings() []fleet.Thing {
 // reflect.DeepEqual or Equal; every map and slice is non-nil and every list
 // is sorted, so equal registries give equal states.
 type State struct {
+	// Certificates leave CreatedAt out (zero): when a registration was made
+	// is no outcome of a workflow. The fault matrices compare the state of a
+	// world that ran a workflow cleanly with that of another world that ran
+	// it with faults, and the two register at different times.
+	// CertificateByID and CertificateRegisteredAt have it.
 	Certificates   map[string]fleet.Certificate   // by id
 	CACertificates map[string]fleet.CACertificate // by id
 	Things         map[string]fleet.Thing         // by name
@@ -846,7 +971,9 @@ func (r *Registry) Snapshot() State {
 		PrincipalPolicies: make(map[string][]string, len(r.prPol)),
 	}
 	for id, rec := range r.certs {
-		s.Certificates[id] = rec.c
+		c := rec.c
+		c.CreatedAt = time.Time{}
+		s.Certificates[id] = c
 	}
 	for id, rec := range r.cas {
 		s.CACertificates[id] = rec.c
