@@ -1,7 +1,7 @@
 // Package awsddb is the DynamoDB adapter of the device inventory
 // (contract.Inventory) and the data table (contract.Telemetry), over one
 // region's replica of each global table, and of the regional JITR claims
-// table (contract.Claims). Items are built only with internal/ddbitem, so the
+// table (contract.Claims) and device lease table (contract.Leases). Items are built only with internal/ddbitem, so the
 // in-memory tables and this adapter write the same items. Errors are mapped
 // onto the fleet sentinels.
 package awsddb
@@ -29,6 +29,7 @@ type Client interface {
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
 }
@@ -191,7 +192,9 @@ func encodeCursor(last map[string]types.AttributeValue) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// DecodeCursor returns the thing name inside a List cursor; a cursor that
+// DecodeCursor returns the inventory key inside a List cursor: a thing
+// name, or a revocation record's key (the thing name and
+// fleet.RevocationSuffix: the Scan may stop at a record). A cursor that
 // List did not make is ErrInvalid.
 func DecodeCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
@@ -202,14 +205,35 @@ func DecodeCursor(c string) (string, error) {
 	if err := json.Unmarshal(b, &cur); err != nil {
 		return "", fmt.Errorf("cursor %q: %w: %w", c, fleet.ErrInvalid, err)
 	}
-	if err := fleet.ValidateThingName(cur.ThingName); err != nil {
+	if err := validateKey(cur.ThingName); err != nil {
 		return "", fmt.Errorf("cursor %q: %w", c, err)
 	}
 	return cur.ThingName, nil
 }
 
-// List scans up to limit devices after the cursor. The next cursor is
-// opaque (base64 of JSON holding the last key), "" at the end.
+// validateKey checks an inventory key: a valid thing name, bare or with
+// fleet.RevocationSuffix (ErrInvalid).
+func validateKey(key string) error {
+	thing, _ := ddbitem.IsRevocationKey(key)
+	return fleet.ValidateThingName(thing)
+}
+
+// isRevocationItem reports whether an inventory item is a revocation record
+// (its key ends in fleet.RevocationSuffix).
+func isRevocationItem(item map[string]types.AttributeValue) bool {
+	s, ok := item[ddbitem.AttrThingName].(*types.AttributeValueMemberS)
+	if !ok {
+		return false
+	}
+	_, rev := ddbitem.IsRevocationKey(s.Value)
+	return rev
+}
+
+// List scans up to limit items after the cursor and returns the devices
+// among them: revocation records are skipped, so a page may hold fewer
+// devices than limit (even none) before the end. The next cursor is opaque
+// (base64 of JSON holding the last key, which may be a revocation
+// record's), "" at the end.
 func (inv *Inventory) List(ctx context.Context, limit int, cur string) ([]fleet.Device, string, error) {
 	if limit < 1 {
 		return nil, "", fmt.Errorf("list devices: limit %d: must be at least 1: %w", limit, fleet.ErrInvalid)
@@ -232,6 +256,9 @@ func (inv *Inventory) List(ctx context.Context, limit int, cur string) ([]fleet.
 	}
 	devs := make([]fleet.Device, 0, len(out.Items))
 	for _, item := range out.Items {
+		if isRevocationItem(item) {
+			continue // Revocations lists them
+		}
 		d, err := ddbitem.UnmarshalDevice(item)
 		if err != nil {
 			return nil, "", fmt.Errorf("list devices: %w", err)
@@ -245,6 +272,163 @@ func (inv *Inventory) List(ctx context.Context, limit int, cur string) ([]fleet.
 		}
 	}
 	return devs, next, nil
+}
+
+// ByCertificate queries the inventory's global secondary index
+// CertificateIndex (KEYS_ONLY) for certID and returns the smallest thing
+// name among the items found (ErrNotFound when none). A global secondary
+// index is read eventually consistently (it cannot be read otherwise): an
+// item written a moment ago may be missing, and one replaced or deleted a
+// moment ago may still be found, so a caller confirms with Get that the
+// item holds certID. A revocation record keeps its certificate id under
+// RevokedCertificateId, not CertificateId, so the index never holds one.
+func (inv *Inventory) ByCertificate(ctx context.Context, certID string) (string, error) {
+	if certID == "" {
+		return "", fmt.Errorf("find device by certificate: no certificate id: %w", fleet.ErrInvalid)
+	}
+	key := expression.Key(ddbitem.AttrCertificateID).Equal(expression.Value(certID))
+	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
+	if err != nil {
+		return "", fmt.Errorf("find device by certificate %s: build key condition: %w", certID, err)
+	}
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(inv.table),
+		IndexName:                 aws.String(ddbitem.InventoryCertificateIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	}
+	// Normally one item; several (a certificate on two devices) are read to
+	// the end, so that the answer is the same whatever the page size.
+	best := ""
+	for {
+		out, err := inv.client.Query(ctx, in)
+		if err != nil {
+			return "", inv.wrap(err, "find device by certificate %s", certID)
+		}
+		for _, item := range out.Items {
+			if s, ok := item[ddbitem.AttrThingName].(*types.AttributeValueMemberS); ok && s.Value != "" && (best == "" || s.Value < best) {
+				best = s.Value
+			}
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	if best == "" {
+		return "", fmt.Errorf("find device by certificate %s: %w", certID, fleet.ErrNotFound)
+	}
+	return best, nil
+}
+
+// Revocation reads the thing's revocation record with a strongly
+// consistent read (ErrNotFound when there is none).
+func (inv *Inventory) Revocation(ctx context.Context, thingName string) (fleet.Revocation, error) {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fleet.Revocation{}, fmt.Errorf("get revocation: %w", err)
+	}
+	out, err := inv.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(inv.table),
+		Key:            ddbitem.RevocationKey(thingName),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return fleet.Revocation{}, inv.wrap(err, "get revocation of %s", thingName)
+	}
+	if len(out.Item) == 0 {
+		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, fleet.ErrNotFound)
+	}
+	r, err := ddbitem.UnmarshalRevocation(out.Item)
+	if err != nil {
+		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, err)
+	}
+	return r, nil
+}
+
+// revokeCondition is attribute_not_exists(ThingName) OR (Status = REVOKED
+// AND :new = DECOMMISSIONED), the second term known before the call: a
+// REVOKED record is put only where there is none, a DECOMMISSIONED one also
+// over a REVOKED record.
+func revokeCondition(status fleet.Status) expression.ConditionBuilder {
+	cond := expression.AttributeNotExists(expression.Name(ddbitem.AttrThingName))
+	if status == fleet.StatusDecommissioned {
+		cond = cond.Or(expression.Name(ddbitem.AttrStatus).Equal(expression.Value(string(fleet.StatusRevoked))))
+	}
+	return cond
+}
+
+// Revoke puts the revocation record under revokeCondition. A failed
+// condition is a success: the stored record is at least as restrictive as
+// r (DECOMMISSIONED, or REVOKED when r is REVOKED), and it is kept as it
+// is. A status other than REVOKED or DECOMMISSIONED is ErrInvalid.
+func (inv *Inventory) Revoke(ctx context.Context, r fleet.Revocation) error {
+	item, err := ddbitem.MarshalRevocation(r)
+	if err != nil {
+		return fmt.Errorf("record revocation: %w", err)
+	}
+	expr, err := expression.NewBuilder().WithCondition(revokeCondition(r.Status)).Build()
+	if err != nil {
+		return fmt.Errorf("record revocation of %s: build condition: %w", r.ThingName, err)
+	}
+	_, err = inv.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 aws.String(inv.table),
+		Item:                      item,
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return nil // a record at least as restrictive is kept
+	}
+	return inv.wrap(err, "record revocation of %s as %s", r.ThingName, r.Status)
+}
+
+// Revocations scans one page of up to limit items after cursor (the key of
+// the last item the previous page read, "" for the start) and returns the
+// revocation records among them, with the key of the page's last item as
+// the next cursor ("" at the end). The limit counts the items read, so a
+// page may be empty with a next cursor.
+func (inv *Inventory) Revocations(ctx context.Context, limit int, cursor string) ([]fleet.Revocation, string, error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("list revocations: limit %d: must be at least 1: %w", limit, fleet.ErrInvalid)
+	}
+	in := &dynamodb.ScanInput{
+		TableName:      aws.String(inv.table),
+		Limit:          aws.Int32(int32(min(limit, 1<<30))),
+		ConsistentRead: aws.Bool(true),
+	}
+	if cursor != "" {
+		if err := validateKey(cursor); err != nil {
+			return nil, "", fmt.Errorf("list revocations: cursor %q: %w", cursor, err)
+		}
+		in.ExclusiveStartKey = ddbitem.DeviceKey(cursor)
+	}
+	out, err := inv.client.Scan(ctx, in)
+	if err != nil {
+		return nil, "", inv.wrap(err, "list revocations")
+	}
+	var recs []fleet.Revocation
+	for _, item := range out.Items {
+		if !isRevocationItem(item) {
+			continue // a device item: List lists them
+		}
+		r, err := ddbitem.UnmarshalRevocation(item)
+		if err != nil {
+			return nil, "", fmt.Errorf("list revocations: %w", err)
+		}
+		recs = append(recs, r)
+	}
+	next := ""
+	if len(out.LastEvaluatedKey) > 0 {
+		s, ok := out.LastEvaluatedKey[ddbitem.AttrThingName].(*types.AttributeValueMemberS)
+		if !ok || s.Value == "" {
+			return nil, "", fmt.Errorf("list revocations: last evaluated key without %s: %w", ddbitem.AttrThingName, fleet.ErrInvalid)
+		}
+		next = s.Value
+	}
+	return recs, next, nil
 }
 
 // Telemetry is the data table on one region's replica.

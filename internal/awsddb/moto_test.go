@@ -58,12 +58,24 @@ func TestClaimsContractOnMoto(t *testing.T) {
 	})
 }
 
+func TestLeasesContractOnMoto(t *testing.T) {
+	contract.TestLeases(t, func(t *testing.T) contract.Leases {
+		s := motoserver.Start(t)
+		cfg := s.Config("us-west-2")
+		name := fmt.Sprintf("device-leases-%d", tableSeq.Add(1))
+		motoserver.CreateLeasesTable(t, cfg, name)
+		return awsddb.NewLeases(dynamodb.NewFromConfig(cfg), name)
+	})
+}
+
 func TestMissingTableIsInvalidOnMoto(t *testing.T) {
 	client, _, _ := newMotoTables(t)
 	ctx := context.Background()
 	inv := awsddb.NewInventory(client, "no-such-inventory")
 	tel := awsddb.NewTelemetry(client, "no-such-data")
 	claims := awsddb.NewClaims(client, "no-such-claims")
+	leases := awsddb.NewLeases(client, "no-such-leases")
+	lease := fleet.Lease{ThingName: "t1", Owner: "run-a", Fence: 1}
 	now := time.Now()
 	calls := map[string]func() error{
 		"Get":           func() error { _, err := inv.Get(ctx, "t1"); return err },
@@ -80,8 +92,20 @@ func TestMissingTableIsInvalidOnMoto(t *testing.T) {
 			_, err := claims.Claim(ctx, "c1", "", now, now.Add(time.Minute))
 			return err
 		},
-		"Done":    func() error { return claims.Done(ctx, "c1", "", now.Add(time.Minute)) },
-		"Release": func() error { return claims.Release(ctx, "c1", "") },
+		"Done":          func() error { return claims.Done(ctx, "c1", "", now.Add(time.Minute)) },
+		"Release":       func() error { return claims.Release(ctx, "c1", "") },
+		"ByCertificate": func() error { _, err := inv.ByCertificate(ctx, "c1"); return err },
+		"Acquire": func() error {
+			_, err := leases.Acquire(ctx, "t1", "run-a", now, now.Add(time.Minute))
+			return err
+		},
+		"Renew":        func() error { _, err := leases.Renew(ctx, lease, now.Add(time.Minute)); return err },
+		"Note":         func() error { return leases.Note(ctx, lease, "c1") },
+		"ReleaseLease": func() error { return leases.Release(ctx, lease, fleet.Ledger{}) },
+		"GetLease":     func() error { _, err := leases.Get(ctx, "t1"); return err },
+		"Pending":      func() error { _, _, err := leases.Pending(ctx, 10, ""); return err },
+		"LoadCursor":   func() error { _, err := leases.LoadCursor(ctx); return err },
+		"SaveCursor":   func() error { _, err := leases.SaveCursor(ctx, fleet.ReconcileCursor{}); return err },
 	}
 	for name, call := range calls {
 		err := call()

@@ -3,6 +3,7 @@ package contract
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -165,6 +166,7 @@ func TestInventory(t *testing.T, newInv func(t *testing.T) Inventory) {
 			wantErr(t, "DeleteVersion", inv.DeleteVersion(ctx, "bad name", 1), fleet.ErrInvalid)
 		})
 	})
+	t.Run("ByCertificate", func(t *testing.T) { testByCertificate(t, newInv) })
 	t.Run("List pages through every device once", func(t *testing.T) {
 		inv := newInv(t)
 		sfx := randomSuffix(t)
@@ -201,6 +203,428 @@ func TestInventory(t *testing.T, newInv func(t *testing.T) Inventory) {
 			}
 		}
 	})
+	t.Run("Revocation records", func(t *testing.T) { testRevocations(t, newInv) })
+}
+
+// eventually retries check until it returns nil, for reads that are
+// eventually consistent on AWS (a global secondary index); the fakes and
+// moto answer consistently at the first try.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// testByCertificate: the CertificateIndex lookup follows creates, updates
+// that change the certificate, and deletes.
+func testByCertificate(t *testing.T, newInv func(t *testing.T) Inventory) {
+	ctx := context.Background()
+	inv := newInv(t)
+	sfx := randomSuffix(t)
+	cert := func(s string) string { return "cert-" + s + "-" + sfx }
+	tests := []struct {
+		name    string
+		arrange func(t *testing.T, name string)
+		// lookups maps a certificate to the thing name ByCertificate
+		// returns, "" for ErrNotFound.
+		lookups func(name string) map[string]string
+	}{
+		{"found", func(t *testing.T, name string) {
+			wantErr(t, "Create", inv.Create(ctx, device(name, cert("found"), fleet.StatusActive, 1)), nil)
+		}, func(name string) map[string]string { return map[string]string{cert("found"): name} }},
+		{"not found", func(*testing.T, string) {},
+			func(string) map[string]string { return map[string]string{cert("absent"): ""} }},
+		{"several things: the smallest name", func(t *testing.T, name string) {
+			wantErr(t, "Create b", inv.Create(ctx, device(name+"-b", cert("shared"), fleet.StatusActive, 1)), nil)
+			wantErr(t, "Create a", inv.Create(ctx, device(name+"-a", cert("shared"), fleet.StatusActive, 1)), nil)
+		}, func(name string) map[string]string { return map[string]string{cert("shared"): name + "-a"} }},
+		{"item replaced with another certificate", func(t *testing.T, name string) {
+			wantErr(t, "Create", inv.Create(ctx, device(name, cert("old"), fleet.StatusActive, 1)), nil)
+			wantErr(t, "Update", inv.Update(ctx, device(name, cert("new"), fleet.StatusActive, 2), 1), nil)
+		}, func(name string) map[string]string { return map[string]string{cert("old"): "", cert("new"): name} }},
+		{"item deleted", func(t *testing.T, name string) {
+			wantErr(t, "Create", inv.Create(ctx, device(name, cert("deleted"), fleet.StatusActive, 1)), nil)
+			wantErr(t, "Delete", inv.Delete(ctx, name), nil)
+		}, func(string) map[string]string { return map[string]string{cert("deleted"): ""} }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprintf("bycert-%s-%d", sfx, i)
+			tt.arrange(t, name)
+			for c, want := range tt.lookups(name) {
+				eventually(t, "ByCertificate("+c+")", func() error {
+					got, err := inv.ByCertificate(ctx, c)
+					switch {
+					case want == "" && !errors.Is(err, fleet.ErrNotFound):
+						return fmt.Errorf("got %q, %v, want ErrNotFound", got, err)
+					case want != "" && (err != nil || got != want):
+						return fmt.Errorf("got %q, %v, want %q", got, err, want)
+					}
+					return nil
+				})
+			}
+		})
+	}
+	t.Run("empty certificate id is ErrInvalid", func(t *testing.T) {
+		_, err := inv.ByCertificate(ctx, "")
+		wantErr(t, "ByCertificate", err, fleet.ErrInvalid)
+	})
+	t.Run("an item with an empty certificate id is refused (an index key cannot be empty)", func(t *testing.T) {
+		name := "bycert-empty-" + sfx
+		wantErr(t, "Create", inv.Create(ctx, device(name, "", fleet.StatusActive, 1)), fleet.ErrInvalid)
+		_, err := inv.Get(ctx, name)
+		wantErr(t, "Get after the refused create", err, fleet.ErrNotFound)
+	})
+}
+
+// revocation is a revocation record of name for cert. UpdatedAt has
+// nanoseconds and an offset: the item keeps it as an RFC 3339 string with
+// both, so it reads back as the same instant at full precision.
+func revocation(name, cert string, status fleet.Status) fleet.Revocation {
+	at := time.Now().Truncate(time.Second).Add(123456789 * time.Nanosecond).In(time.FixedZone("UTC+2", 2*3600))
+	return fleet.Revocation{
+		ThingName: name, Status: status, CertificateID: cert,
+		CertificatePEM:  "-----BEGIN CERTIFICATE-----\n" + cert + "\n-----END CERTIFICATE-----\n",
+		CACertificateID: "ca-" + cert, UpdatedAt: at,
+	}
+}
+
+func sameRevocation(a, b fleet.Revocation) bool {
+	return a.ThingName == b.ThingName && a.Status == b.Status && a.CertificateID == b.CertificateID &&
+		a.CertificatePEM == b.CertificatePEM && a.CACertificateID == b.CACertificateID && a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// wantRevocation checks the thing's stored revocation record: want, or
+// none (ErrNotFound) when want is nil.
+func wantRevocation(t *testing.T, inv Inventory, name string, want *fleet.Revocation) {
+	t.Helper()
+	got, err := inv.Revocation(context.Background(), name)
+	if want == nil {
+		wantErr(t, "Revocation "+name, err, fleet.ErrNotFound)
+		return
+	}
+	wantErr(t, "Revocation "+name, err, nil)
+	if !sameRevocation(got, *want) {
+		t.Errorf("revocation of %s is %+v, want %+v", name, got, *want)
+	}
+}
+
+// wantDevice checks the thing's device item: want, or none (ErrNotFound)
+// when want is nil.
+func wantDevice(t *testing.T, inv Inventory, name string, want *fleet.Device) {
+	t.Helper()
+	got, err := inv.Get(context.Background(), name)
+	if want == nil {
+		wantErr(t, "Get "+name, err, fleet.ErrNotFound)
+		return
+	}
+	wantErr(t, "Get "+name, err, nil)
+	if !sameDevice(got, *want) {
+		t.Errorf("device %s is %+v, want %+v", name, got, *want)
+	}
+}
+
+// testRevocations: the revocation records beside the device items
+// (fleet.Revocation). A record only ever becomes more restrictive, and
+// List, ByCertificate and the device item's writes never meet one.
+func testRevocations(t *testing.T, newInv func(t *testing.T) Inventory) {
+	ctx := context.Background()
+	t.Run("no record is ErrNotFound", func(t *testing.T) {
+		inv := newInv(t)
+		sfx := randomSuffix(t)
+		withDevice := "norec-device-" + sfx
+		wantErr(t, "Create", inv.Create(ctx, device(withDevice, "c1", fleet.StatusRevoked, 2)), nil)
+		tests := []struct {
+			name    string
+			thing   string
+			wantErr error
+		}{
+			{"no item at all", "norec-absent-" + sfx, fleet.ErrNotFound},
+			{"a device item only", withDevice, fleet.ErrNotFound},
+			{"invalid thing name", "bad name", fleet.ErrInvalid},
+			{"a revocation key is no thing name", "norec-absent-" + sfx + fleet.RevocationSuffix, fleet.ErrInvalid},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := inv.Revocation(ctx, tt.thing)
+				wantErr(t, "Revocation", err, tt.wantErr)
+			})
+		}
+	})
+	t.Run("Revoke", func(t *testing.T) {
+		inv := newInv(t)
+		sfx := randomSuffix(t)
+		const (
+			revoked = fleet.StatusRevoked
+			decomm  = fleet.StatusDecommissioned
+		)
+		tests := []struct {
+			name    string
+			revokes []fleet.Status // successive Revoke calls, each a success
+			keep    int            // the call whose record stays
+		}{
+			{"REVOKED is recorded", []fleet.Status{revoked}, 0},
+			{"DECOMMISSIONED is recorded", []fleet.Status{decomm}, 0},
+			{"REVOKED then DECOMMISSIONED upgrades", []fleet.Status{revoked, decomm}, 1},
+			{"DECOMMISSIONED then REVOKED keeps DECOMMISSIONED", []fleet.Status{decomm, revoked}, 0},
+			{"REVOKED twice keeps the first", []fleet.Status{revoked, revoked}, 0},
+			{"DECOMMISSIONED twice keeps the first", []fleet.Status{decomm, decomm}, 0},
+			{"REVOKED, DECOMMISSIONED, REVOKED keeps DECOMMISSIONED", []fleet.Status{revoked, decomm, revoked}, 1},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				name := fmt.Sprintf("revoke-%s-%d", sfx, i)
+				var recs []fleet.Revocation
+				for j, st := range tt.revokes {
+					// Each call differs in every field but the name, so that
+					// the stored record tells which call wrote it.
+					r := revocation(name, fmt.Sprintf("cert-%d", j), st)
+					r.UpdatedAt = r.UpdatedAt.Add(time.Duration(j) * time.Minute)
+					wantErr(t, fmt.Sprintf("Revoke #%d (%s)", j+1, st), inv.Revoke(ctx, r), nil)
+					recs = append(recs, r)
+				}
+				wantRevocation(t, inv, name, &recs[tt.keep])
+				wantDevice(t, inv, name, nil) // a record is no device item
+			})
+		}
+	})
+	t.Run("Revoke refuses what is no revocation", func(t *testing.T) {
+		inv := newInv(t)
+		sfx := randomSuffix(t)
+		tests := []struct {
+			name     string
+			existing fleet.Status // "" for no record
+			r        func(name string) fleet.Revocation
+		}{
+			{"ACTIVE", "", func(n string) fleet.Revocation { return revocation(n, "c2", fleet.StatusActive) }},
+			{"no status", "", func(n string) fleet.Revocation { return revocation(n, "c2", "") }},
+			{"unknown status", "", func(n string) fleet.Revocation { return revocation(n, "c2", "GONE") }},
+			{"ACTIVE over a REVOKED record", fleet.StatusRevoked,
+				func(n string) fleet.Revocation { return revocation(n, "c2", fleet.StatusActive) }},
+			{"invalid thing name", "", func(string) fleet.Revocation { return revocation("bad name", "c2", fleet.StatusRevoked) }},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				name := fmt.Sprintf("revoke-invalid-%s-%d", sfx, i)
+				var existing *fleet.Revocation
+				if tt.existing != "" {
+					existing = ptr(revocation(name, "c1", tt.existing))
+					wantErr(t, "arrange Revoke", inv.Revoke(ctx, *existing), nil)
+				}
+				wantErr(t, "Revoke", inv.Revoke(ctx, tt.r(name)), fleet.ErrInvalid)
+				wantRevocation(t, inv, name, existing)
+			})
+		}
+	})
+	t.Run("List and Revocations", func(t *testing.T) { testRevocationListings(t, newInv) })
+	t.Run("ByCertificate never finds a record", func(t *testing.T) { testRevocationByCertificate(t, newInv) })
+	t.Run("a record does not disturb the device item", func(t *testing.T) { testRevocationBeside(t, newInv) })
+}
+
+// testRevocationListings: in a table holding devices, devices with records
+// and records without devices, List pages through the devices and
+// Revocations through the records, each once whatever the page size.
+func testRevocationListings(t *testing.T, newInv func(t *testing.T) Inventory) {
+	ctx := context.Background()
+	inv := newInv(t)
+	sfx := randomSuffix(t)
+	devices := map[string]fleet.Device{}
+	records := map[string]fleet.Revocation{}
+	for i := range 8 {
+		name := fmt.Sprintf("revlist-%s-%d", sfx, i)
+		if i < 5 { // 0-4 have a device item
+			d := device(name, "cert-"+name, fleet.StatusActive, 1)
+			wantErr(t, "Create", inv.Create(ctx, d), nil)
+			devices[name] = d
+		}
+		if i%2 == 1 || i >= 5 { // 1, 3 and 5-7 have a record
+			st := fleet.StatusRevoked
+			if i%3 == 0 {
+				st = fleet.StatusDecommissioned
+			}
+			r := revocation(name, "cert-"+name, st)
+			wantErr(t, "Revoke", inv.Revoke(ctx, r), nil)
+			records[name] = r
+		}
+	}
+	for _, limit := range []int{1, 2, 3, 100} {
+		t.Run(fmt.Sprintf("List, page size %d", limit), func(t *testing.T) {
+			// The limit counts the items read, records included: a page may
+			// hold fewer devices, even none, with a next cursor that is a
+			// record's key. DynamoDB also returns a LastEvaluatedKey when it
+			// stops at the limit on the table's last item, so the last page
+			// may be empty; moto (and memddb) return none there.
+			// pageThrough accepts both.
+			pages := pageThrough(t, "List", func(c string) ([]fleet.Device, string, error) { return inv.List(ctx, limit, c) })
+			wantPageSizes(t, "List", pages, limit, len(devices))
+			seen := map[string]int{}
+			for _, p := range pages {
+				for _, d := range p {
+					seen[d.ThingName]++
+					if want, ok := devices[d.ThingName]; ok && !sameDevice(d, want) {
+						t.Errorf("listed %+v, want %+v", d, want)
+					}
+					if fleet.ValidateThingName(d.ThingName) != nil {
+						t.Errorf("List returned %q, a revocation record's key", d.ThingName)
+					}
+				}
+			}
+			for name := range devices {
+				if seen[name] != 1 {
+					t.Errorf("device %s listed %d times, want once", name, seen[name])
+				}
+			}
+			for name := range records {
+				if _, ok := devices[name]; !ok && seen[name] > 0 {
+					t.Errorf("List returned %s, which has a record and no device item", name)
+				}
+			}
+		})
+		t.Run(fmt.Sprintf("Revocations, page size %d", limit), func(t *testing.T) {
+			pages := pageThrough(t, "Revocations", func(c string) ([]fleet.Revocation, string, error) {
+				return inv.Revocations(ctx, limit, c)
+			})
+			wantPageSizes(t, "Revocations", pages, limit, len(records))
+			seen := map[string]int{}
+			for _, p := range pages {
+				for _, r := range p {
+					seen[r.ThingName]++
+					want, ok := records[r.ThingName]
+					switch {
+					case ok && !sameRevocation(r, want):
+						t.Errorf("listed %+v, want %+v", r, want)
+					case !ok && devices[r.ThingName].ThingName != "":
+						t.Errorf("Revocations returned %s, which has a device item and no record", r.ThingName)
+					}
+				}
+			}
+			for name := range records {
+				if seen[name] != 1 {
+					t.Errorf("record of %s listed %d times, want once", name, seen[name])
+				}
+			}
+		})
+	}
+	t.Run("Revocations limit 0 is ErrInvalid", func(t *testing.T) {
+		_, _, err := inv.Revocations(ctx, 0, "")
+		wantErr(t, "Revocations", err, fleet.ErrInvalid)
+	})
+}
+
+// testRevocationByCertificate: a record keeps the revoked certificate's id
+// outside the CertificateIndex, so ByCertificate finds the device item that
+// holds the certificate, or nothing, never the record.
+func testRevocationByCertificate(t *testing.T, newInv func(t *testing.T) Inventory) {
+	ctx := context.Background()
+	inv := newInv(t)
+	sfx := randomSuffix(t)
+	cert := func(s string) string { return "revcert-" + s + "-" + sfx }
+	tests := []struct {
+		name    string
+		arrange func(t *testing.T, name string)
+		// lookups maps a certificate to the thing name ByCertificate
+		// returns, "" for ErrNotFound.
+		lookups func(name string) map[string]string
+	}{
+		// The device item's name sorts before its record's key, so the
+		// smallest name would hide a record here; the cases without a device
+		// item that holds the certificate under this name tell.
+		{"revoked device: the device item", func(t *testing.T, name string) {
+			wantErr(t, "Create", inv.Create(ctx, device(name, cert("revoked"), fleet.StatusRevoked, 1)), nil)
+			wantErr(t, "Revoke", inv.Revoke(ctx, revocation(name, cert("revoked"), fleet.StatusRevoked)), nil)
+		}, func(name string) map[string]string { return map[string]string{cert("revoked"): name} }},
+		{"a record without a device item: none", func(t *testing.T, name string) {
+			wantErr(t, "Revoke", inv.Revoke(ctx, revocation(name, cert("orphan"), fleet.StatusDecommissioned)), nil)
+		}, func(string) map[string]string { return map[string]string{cert("orphan"): ""} }},
+		{"device item moved to another certificate", func(t *testing.T, name string) {
+			wantErr(t, "Create", inv.Create(ctx, device(name, cert("old"), fleet.StatusActive, 1)), nil)
+			wantErr(t, "Revoke", inv.Revoke(ctx, revocation(name, cert("old"), fleet.StatusRevoked)), nil)
+			wantErr(t, "Update", inv.Update(ctx, device(name, cert("new"), fleet.StatusActive, 2), 1), nil)
+		}, func(name string) map[string]string { return map[string]string{cert("old"): "", cert("new"): name} }},
+		{"certificate on another device whose name sorts after the record's key", func(t *testing.T, name string) {
+			// '#' sorts before '-': name#revocation < name-z.
+			wantErr(t, "Revoke", inv.Revoke(ctx, revocation(name, cert("moved"), fleet.StatusRevoked)), nil)
+			wantErr(t, "Create", inv.Create(ctx, device(name+"-z", cert("moved"), fleet.StatusActive, 1)), nil)
+		}, func(name string) map[string]string { return map[string]string{cert("moved"): name + "-z"} }},
+		{"device item deleted after the revocation", func(t *testing.T, name string) {
+			wantErr(t, "Create", inv.Create(ctx, device(name, cert("gone"), fleet.StatusRevoked, 1)), nil)
+			wantErr(t, "Revoke", inv.Revoke(ctx, revocation(name, cert("gone"), fleet.StatusDecommissioned)), nil)
+			wantErr(t, "Delete", inv.Delete(ctx, name), nil)
+		}, func(string) map[string]string { return map[string]string{cert("gone"): ""} }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprintf("revbycert-%s-%d", sfx, i)
+			tt.arrange(t, name)
+			for c, want := range tt.lookups(name) {
+				eventually(t, "ByCertificate("+c+")", func() error {
+					got, err := inv.ByCertificate(ctx, c)
+					switch {
+					case want == "" && !errors.Is(err, fleet.ErrNotFound):
+						return fmt.Errorf("got %q, %v, want ErrNotFound", got, err)
+					case want != "" && (err != nil || got != want):
+						return fmt.Errorf("got %q, %v, want %q", got, err, want)
+					}
+					return nil
+				})
+				// Never a record's key, not even for a moment (eventually
+				// retries until the first right answer).
+				if got, err := inv.ByCertificate(ctx, c); err == nil && fleet.ValidateThingName(got) != nil {
+					t.Errorf("ByCertificate(%s) returned %q, a revocation record's key", c, got)
+				}
+			}
+		})
+	}
+}
+
+// testRevocationBeside: the device item's reads and conditional writes see
+// the device item only; a record under the same thing name neither counts
+// as an item nor changes, whatever happens to the device item.
+func testRevocationBeside(t *testing.T, newInv func(t *testing.T) Inventory) {
+	ctx := context.Background()
+	inv := newInv(t)
+	name := "revbeside-" + randomSuffix(t)
+	rec := revocation(name, "c1", fleet.StatusRevoked)
+	decomm := revocation(name, "c1", fleet.StatusDecommissioned)
+	decomm.UpdatedAt = decomm.UpdatedAt.Add(time.Minute)
+	v1 := device(name, "c1", fleet.StatusActive, 1)
+	v2 := device(name, "c1", fleet.StatusRevoked, 2)
+	other := device(name, "c2", fleet.StatusActive, 1)
+	steps := []struct {
+		what       string
+		do         func() error
+		wantErr    error
+		wantDevice *fleet.Device // nil: no device item
+		wantRecord *fleet.Revocation
+	}{
+		{"Revoke without a device item", func() error { return inv.Revoke(ctx, rec) }, nil, nil, &rec},
+		{"Update finds no device item", func() error { return inv.Update(ctx, v2, 1) }, fleet.ErrNotFound, nil, &rec},
+		{"DeleteVersion finds no device item (a success)", func() error { return inv.DeleteVersion(ctx, name, 1) }, nil, nil, &rec},
+		{"Create: the record is no item", func() error { return inv.Create(ctx, v1) }, nil, &v1, &rec},
+		{"Create with another certificate meets the device item", func() error { return inv.Create(ctx, other) },
+			fleet.ErrConditionFailed, &v1, &rec},
+		{"Update", func() error { return inv.Update(ctx, v2, 1) }, nil, &v2, &rec},
+		{"Revoke again leaves the device item", func() error { return inv.Revoke(ctx, decomm) }, nil, &v2, &decomm},
+		{"DeleteVersion with a stale version", func() error { return inv.DeleteVersion(ctx, name, 1) },
+			fleet.ErrConditionFailed, &v2, &decomm},
+		{"DeleteVersion", func() error { return inv.DeleteVersion(ctx, name, 2) }, nil, nil, &decomm},
+		{"Create again", func() error { return inv.Create(ctx, v1) }, nil, &v1, &decomm},
+		{"Delete leaves the record", func() error { return inv.Delete(ctx, name) }, nil, nil, &decomm},
+	}
+	for _, st := range steps {
+		wantErr(t, st.what, st.do(), st.wantErr)
+		wantDevice(t, inv, name, st.wantDevice)
+		wantRevocation(t, inv, name, st.wantRecord)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -7,6 +7,7 @@ package ddbitem
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -30,6 +31,13 @@ const (
 
 	// InventoryHashKey is the inventory's partition key.
 	InventoryHashKey = AttrThingName
+
+	// InventoryCertificateIndex is the inventory's global secondary index
+	// keyed by AttrCertificateID (hash key only, projection KEYS_ONLY): the
+	// device that holds a certificate, when a certificate is all an event
+	// names. As for any key attribute, DynamoDB refuses an item whose
+	// CertificateId is an empty string once the index exists.
+	InventoryCertificateIndex = "CertificateIndex"
 )
 
 // Data table: PK (the device) and SK (fleet.SortKey) plus the payload.
@@ -146,4 +154,69 @@ func MessageKey(device, sortKey string) map[string]types.AttributeValue {
 		AttrPK: &types.AttributeValueMemberS{Value: device},
 		AttrSK: &types.AttributeValueMemberS{Value: sortKey},
 	}
+}
+
+// Revocation records share the inventory: key ThingName = <thing>#revocation,
+// attributes Status, RevokedCertificateId (not CertificateId: the
+// certificate index holds device items only), CertificatePem,
+// CaCertificateId, UpdatedAt.
+const (
+	AttrRevokedCertificateID = "RevokedCertificateId"
+)
+
+// RevocationKey is the inventory key of a thing's revocation record.
+func RevocationKey(thingName string) map[string]types.AttributeValue {
+	return DeviceKey(thingName + fleet.RevocationSuffix)
+}
+
+// IsRevocationKey reports whether an inventory key value is a revocation
+// record's, and returns its thing name.
+func IsRevocationKey(key string) (string, bool) {
+	return strings.CutSuffix(key, fleet.RevocationSuffix)
+}
+
+type revocationItem struct {
+	ThingName            string    `dynamodbav:"ThingName"`
+	Status               string    `dynamodbav:"Status"`
+	RevokedCertificateID string    `dynamodbav:"RevokedCertificateId"`
+	CertificatePem       string    `dynamodbav:"CertificatePem"`
+	CaCertificateID      string    `dynamodbav:"CaCertificateId"`
+	UpdatedAt            time.Time `dynamodbav:"UpdatedAt"`
+}
+
+// MarshalRevocation returns the inventory item of a revocation record.
+func MarshalRevocation(r fleet.Revocation) (map[string]types.AttributeValue, error) {
+	if err := fleet.ValidateThingName(r.ThingName); err != nil {
+		return nil, fmt.Errorf("marshal revocation: %w", err)
+	}
+	if r.Status != fleet.StatusRevoked && r.Status != fleet.StatusDecommissioned {
+		return nil, fmt.Errorf("marshal revocation of %s: status %q: %w", r.ThingName, r.Status, fleet.ErrInvalid)
+	}
+	item, err := attributevalue.MarshalMap(revocationItem{
+		ThingName: r.ThingName + fleet.RevocationSuffix, Status: string(r.Status), RevokedCertificateID: r.CertificateID,
+		CertificatePem: r.CertificatePEM, CaCertificateID: r.CACertificateID, UpdatedAt: r.UpdatedAt,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("marshal revocation of %s: %w", r.ThingName, err)
+	}
+	return item, nil
+}
+
+// UnmarshalRevocation decodes a revocation record. A malformed item wraps
+// fleet.ErrInvalid.
+func UnmarshalRevocation(item map[string]types.AttributeValue) (fleet.Revocation, error) {
+	var it revocationItem
+	if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+		return fleet.Revocation{}, fmt.Errorf("unmarshal revocation item: %w: %w", fleet.ErrInvalid, err)
+	}
+	thing, ok := IsRevocationKey(it.ThingName)
+	if !ok || fleet.ValidateThingName(thing) != nil {
+		return fleet.Revocation{}, fmt.Errorf("unmarshal revocation item: key %q: %w", it.ThingName, fleet.ErrInvalid)
+	}
+	r := fleet.Revocation{ThingName: thing, Status: fleet.Status(it.Status), CertificateID: it.RevokedCertificateID,
+		CertificatePEM: it.CertificatePem, CACertificateID: it.CaCertificateID, UpdatedAt: it.UpdatedAt}
+	if r.Status != fleet.StatusRevoked && r.Status != fleet.StatusDecommissioned {
+		return fleet.Revocation{}, fmt.Errorf("unmarshal revocation item of %s: status %q: %w", thing, r.Status, fleet.ErrInvalid)
+	}
+	return r, nil
 }

@@ -139,3 +139,95 @@ func UnmarshalLease(item map[string]types.AttributeValue) (fleet.Lease, error) {
 	}
 	return l, nil
 }
+
+// The reconciler's cursor: one item of the lease table under the key
+// fleet.ReconcileCursorKey (LeaseKey does not validate names, so the key,
+// which no thing can have, works). It has no Obligations attribute, so a
+// scan for pending leases never returns it. Empty strings and a zero
+// PassStarted are left out of the item.
+const (
+	AttrPhase       = "Phase"       // S
+	AttrCursor      = "Cursor"      // S: opaque to the table
+	AttrPass        = "Pass"        // N
+	AttrPassStarted = "PassStarted" // N: epoch milliseconds
+	AttrRevision    = "Revision"    // N: +1 at every save; the save's condition
+)
+
+// ReconcileCursorKey is the lease-table key of the reconciler's cursor item.
+func ReconcileCursorKey() map[string]types.AttributeValue {
+	return LeaseKey(fleet.ReconcileCursorKey)
+}
+
+// MarshalReconcileCursor returns the cursor item of c, with c.Revision as it
+// is (the caller sets the revision it saves).
+func MarshalReconcileCursor(c fleet.ReconcileCursor) map[string]types.AttributeValue {
+	item := ReconcileCursorKey()
+	if c.Phase != "" {
+		item[AttrPhase] = &types.AttributeValueMemberS{Value: c.Phase}
+	}
+	if c.Cursor != "" {
+		item[AttrCursor] = &types.AttributeValueMemberS{Value: c.Cursor}
+	}
+	item[AttrPass] = &types.AttributeValueMemberN{Value: strconv.FormatInt(c.Pass, 10)}
+	if !c.PassStarted.IsZero() {
+		item[AttrPassStarted] = MillisValue(c.PassStarted)
+	}
+	item[AttrRevision] = &types.AttributeValueMemberN{Value: strconv.FormatInt(c.Revision, 10)}
+	return item
+}
+
+// UnmarshalReconcileCursor decodes the cursor item. A malformed item wraps
+// fleet.ErrInvalid.
+func UnmarshalReconcileCursor(item map[string]types.AttributeValue) (fleet.ReconcileCursor, error) {
+	var c fleet.ReconcileCursor
+	if name, ok := item[AttrThingName].(*types.AttributeValueMemberS); !ok || name.Value != fleet.ReconcileCursorKey {
+		return c, fmt.Errorf("unmarshal reconcile cursor: %s is not %q: %w", AttrThingName, fleet.ReconcileCursorKey, fleet.ErrInvalid)
+	}
+	num := func(attr string) (int64, error) {
+		av, ok := item[attr]
+		if !ok {
+			return 0, nil
+		}
+		n, ok := av.(*types.AttributeValueMemberN)
+		if !ok {
+			return 0, fmt.Errorf("unmarshal reconcile cursor: %s is not a number: %w", attr, fleet.ErrInvalid)
+		}
+		v, err := strconv.ParseInt(n.Value, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unmarshal reconcile cursor: %s: %w: %w", attr, fleet.ErrInvalid, err)
+		}
+		return v, nil
+	}
+	str := func(attr string) (string, error) {
+		av, ok := item[attr]
+		if !ok {
+			return "", nil
+		}
+		s, ok := av.(*types.AttributeValueMemberS)
+		if !ok {
+			return "", fmt.Errorf("unmarshal reconcile cursor: %s is not a string: %w", attr, fleet.ErrInvalid)
+		}
+		return s.Value, nil
+	}
+	var err error
+	if c.Phase, err = str(AttrPhase); err != nil {
+		return fleet.ReconcileCursor{}, err
+	}
+	if c.Cursor, err = str(AttrCursor); err != nil {
+		return fleet.ReconcileCursor{}, err
+	}
+	if c.Pass, err = num(AttrPass); err != nil {
+		return fleet.ReconcileCursor{}, err
+	}
+	started, err := num(AttrPassStarted)
+	if err != nil {
+		return fleet.ReconcileCursor{}, err
+	}
+	if _, ok := item[AttrPassStarted]; ok {
+		c.PassStarted = time.UnixMilli(started).UTC()
+	}
+	if c.Revision, err = num(AttrRevision); err != nil {
+		return fleet.ReconcileCursor{}, err
+	}
+	return c, nil
+}

@@ -22,10 +22,12 @@ var (
 	// (ConditionalCheckFailedException, a version race).
 	ErrConditionFailed = errors.New("condition failed")
 	// ErrInvalid: the request is invalid and will not become valid by retrying
-	// (InvalidRequestException, ValidationException, a malformed event).
+	// (InvalidRequestException, ValidationException, IoT's
+	// LimitExceededException: too many entities attached, a malformed event).
 	ErrInvalid = errors.New("invalid")
 	// ErrThrottled: the provider throttled the call and the SDK's own retryer
-	// gave up (ThrottlingException, LimitExceeded, ProvisionedThroughputExceeded).
+	// gave up (ThrottlingException, DynamoDB's LimitExceededException,
+	// ProvisionedThroughputExceeded).
 	ErrThrottled = errors.New("throttled")
 	// ErrUnavailable: a transient provider or network failure (5xx, timeout).
 	ErrUnavailable = errors.New("unavailable")

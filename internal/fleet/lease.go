@@ -107,3 +107,18 @@ type Obligation struct {
 	Since       time.Time `dynamodbav:"Since" json:"since"`
 	Error       string    `dynamodbav:"Error,omitempty" json:"error,omitempty"`
 }
+
+// ReconcileCursor is the reconciler's progress through one region, kept in the
+// region's lease table under the key ReconcileCursorKey (not a valid thing name).
+type ReconcileCursor struct {
+	Phase       string // "" = not started; the reconciler names its phases
+	Cursor      string // opaque position within the phase
+	Pass        int64  // number of the pass in progress (starts at 1)
+	PassStarted time.Time
+	Revision    int64 // incremented by every SaveCursor; 0 = never saved
+}
+
+// ReconcileCursorKey is the lease-table key of the reconciler's cursor item.
+// The '#' makes it an invalid thing name, so that no device's lease can ever
+// take its place.
+const ReconcileCursorKey = "#reconcile"

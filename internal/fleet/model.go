@@ -64,6 +64,11 @@ type Certificate struct {
 	PEM             string
 	CACertificateID string
 	Status          CertStatus
+	// CreatedAt is the certificate's creationDate: when this registration of
+	// it was made (a certificate deleted and registered again gets a new
+	// one). Zero when the answer carried none (AWS's RegisterCertificate
+	// returns only the id and the ARN).
+	CreatedAt time.Time
 }
 
 // Thing is a thing as one region's IoT registry describes it.
@@ -119,4 +124,59 @@ func (s ClaimState) String() string {
 		return "done"
 	}
 	return fmt.Sprintf("ClaimState(%d)", int(s))
+}
+
+// Revocation is the absorbing record of a device's revocation or
+// decommission. It lives in the inventory under its own key (the thing name
+// and RevocationSuffix), beside the device's item, and is only ever written,
+// never deleted: a REVOKED one may become DECOMMISSIONED, nothing else. A
+// global table resolves concurrent writes of one item by last writer wins,
+// so the device's item alone could lose a revocation to a write another
+// region made at the same moment (an onboarding, a rollback's delete);
+// nothing but a revocation ever writes this record, so no such write can
+// undo it. A device with a revocation record is as restricted as the record
+// says, whatever its item says.
+type Revocation struct {
+	ThingName       string
+	Status          Status // StatusRevoked or StatusDecommissioned
+	CertificateID   string // the certificate the device had when it was revoked
+	CertificatePEM  string
+	CACertificateID string
+	UpdatedAt       time.Time
+}
+
+// RevocationSuffix ends the inventory key of a revocation record. '#' is
+// not allowed in a thing name, so no device item can have such a key.
+const RevocationSuffix = "#revocation"
+
+// Restricts reports whether status a is at least as restrictive as b:
+// ACTIVE < REVOKED < DECOMMISSIONED.
+func Restricts(a, b Status) bool { return rank(a) >= rank(b) }
+
+func rank(s Status) int {
+	switch s {
+	case StatusRevoked:
+		return 1
+	case StatusDecommissioned:
+		return 2
+	}
+	return 0
+}
+
+// Effective is the device as its item and its revocation record together
+// say: the item with the more restrictive status of the two (found=false
+// when neither exists). Without an item, the record stands for it (version
+// 0).
+func Effective(d Device, found bool, r Revocation, revoked bool) (Device, bool) {
+	switch {
+	case !revoked:
+		return d, found
+	case !found:
+		return Device{ThingName: r.ThingName, CertificateID: r.CertificateID, CertificatePEM: r.CertificatePEM,
+			CACertificateID: r.CACertificateID, Status: r.Status, UpdatedAt: r.UpdatedAt}, true
+	}
+	if Restricts(r.Status, d.Status) {
+		d.Status = r.Status
+	}
+	return d, true
 }

@@ -11,7 +11,7 @@ var regions = []string{"us-west-2", "eu-west-1"}
 
 func TestInventoryContract(t *testing.T) {
 	contract.TestInventory(t, func(t *testing.T) contract.Inventory {
-		g := memddb.NewGlobalTable("DeviceInventory", memddb.InventoryKey, regions)
+		g := memddb.NewGlobalTable("DeviceInventory", memddb.InventoryKey, regions, memddb.InventoryIndexes)
 		t.Cleanup(g.Close)
 		return memddb.NewInventory(g.Replica("eu-west-1"))
 	})
@@ -30,5 +30,13 @@ func TestClaimsContract(t *testing.T) {
 		g := memddb.NewGlobalTable("JitrClaims", memddb.ClaimsKey, []string{"eu-west-1"})
 		t.Cleanup(g.Close)
 		return memddb.NewClaims(g.Replica("eu-west-1"))
+	})
+}
+
+func TestLeasesContract(t *testing.T) {
+	contract.TestLeases(t, func(t *testing.T) contract.Leases {
+		g := memddb.NewGlobalTable("DeviceLeases", memddb.LeasesKey, []string{"eu-west-1"})
+		t.Cleanup(g.Close)
+		return memddb.NewLeases(g.Replica("eu-west-1"))
 	})
 }

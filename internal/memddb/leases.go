@@ -10,12 +10,15 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/mriot/mriot/internal/contract"
 	"github.com/mriot/mriot/internal/ddbitem"
 	"github.com/mriot/mriot/internal/fleet"
 )
 
 // LeasesKey is the key schema of a region's device lease table.
 var LeasesKey = KeySchema{HashKey: ddbitem.LeasesHashKey}
+
+var _ contract.Leases = (*Leases)(nil)
 
 // Leases is the device lease port on a regional table (a GlobalTable with a
 // single region). Its conditions are those of the AWS adapter, evaluated
@@ -207,6 +210,43 @@ func (ls *Leases) Pending(ctx context.Context, limit int, cursor string) ([]flee
 		next = stringAttr(last, ddbitem.AttrThingName)
 	}
 	return out, next, nil
+}
+
+// LoadCursor reads the reconciler's cursor item (the zero cursor when there
+// is none).
+func (ls *Leases) LoadCursor(ctx context.Context) (fleet.ReconcileCursor, error) {
+	item, err := ls.t.GetItem(ctx, ddbitem.ReconcileCursorKey())
+	if err != nil {
+		return fleet.ReconcileCursor{}, fmt.Errorf("load reconcile cursor: %w", err)
+	}
+	if item == nil {
+		return fleet.ReconcileCursor{}, nil
+	}
+	c, err := ddbitem.UnmarshalReconcileCursor(item)
+	if err != nil {
+		return fleet.ReconcileCursor{}, fmt.Errorf("load reconcile cursor: %w", err)
+	}
+	return c, nil
+}
+
+// SaveCursor puts the cursor item with Revision c.Revision+1 under
+// attribute_not_exists(Revision) OR Revision = :rev (the first only for
+// revision 0: a missing cursor counts as revision 0).
+func (ls *Leases) SaveCursor(ctx context.Context, c fleet.ReconcileCursor) (fleet.ReconcileCursor, error) {
+	saved := c
+	saved.Revision = c.Revision + 1
+	want := strconv.FormatInt(c.Revision, 10)
+	err := ls.t.PutItem(ctx, ddbitem.MarshalReconcileCursor(saved), func(old map[string]types.AttributeValue) error {
+		got := numberAttr(old, ddbitem.AttrRevision)
+		if got == want || (got == "" && c.Revision == 0) {
+			return nil
+		}
+		return fmt.Errorf("ConditionalCheckFailedException: stored revision is %q, expected %s: %w", got, want, fleet.ErrConditionFailed)
+	})
+	if err != nil {
+		return fleet.ReconcileCursor{}, fmt.Errorf("save reconcile cursor at revision %d: %w", c.Revision, err)
+	}
+	return saved, nil
 }
 
 func checkLeaseArgs(thing, owner string) error {

@@ -402,7 +402,7 @@ func TestQueryAndScan(t *testing.T) {
 }
 
 func TestHooksAndOperationNames(t *testing.T) {
-	g := NewGlobalTable("Inv", InventoryKey, []string{usw2, euw1})
+	g := NewGlobalTable("Inv", InventoryKey, []string{usw2, euw1}, InventoryIndexes)
 	defer g.Close()
 	dg := NewGlobalTable("Data", DataKey, []string{usw2})
 	defer dg.Close()
@@ -427,6 +427,7 @@ func TestHooksAndOperationNames(t *testing.T) {
 			return tel.Put(ctx, fleet.Message{Device: "dev", Timestamp: 1, ID: "a", Payload: []byte("{}")})
 		}},
 		{"Query", func() error { _, err := tel.Query(ctx, "dev", 5); return err }},
+		{"Query", func() error { _, err := inv.ByCertificate(ctx, "c"); return err }},
 	}
 	for _, c := range calls {
 		t.Run(c.op, func(t *testing.T) {
@@ -599,7 +600,7 @@ func TestPortArgumentChecks(t *testing.T) {
 // with subscribers attached (run with -race); afterwards every replica holds
 // the same items.
 func TestConcurrentConvergence(t *testing.T) {
-	g := NewGlobalTable("Inv", InventoryKey, []string{usw2, euw1, "ap-southeast-2"}, WithReplicationLag(time.Millisecond))
+	g := NewGlobalTable("Inv", InventoryKey, []string{usw2, euw1, "ap-southeast-2"}, WithReplicationLag(time.Millisecond), InventoryIndexes)
 	defer g.Close()
 	ctx := context.Background()
 	var delivered sync.Map
@@ -637,6 +638,7 @@ func TestConcurrentConvergence(t *testing.T) {
 			t.Errorf("%s did not converge: %d items, want %d", r, len(got), len(want))
 		}
 	}
+	wantIndexConsistent(t, g)
 }
 
 // TestFlushHurriesChainedWrites: a subscriber that writes in response to a
@@ -715,4 +717,228 @@ func sortKeysOf(ms []fleet.Message) []string {
 		out = append(out, m.SortKey)
 	}
 	return out
+}
+
+// rebuiltIndex computes an index from scratch from the replica's items, to
+// check the incrementally maintained one against.
+func rebuiltIndex(tb *Table, attr string) map[string]map[[2]string]struct{} {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	out := map[string]map[[2]string]struct{}{}
+	for _, k := range tb.liveKeys() {
+		v, ok := indexValue(tb.items[k[0]][k[1]].item, attr)
+		if !ok {
+			continue
+		}
+		if out[v] == nil {
+			out[v] = map[[2]string]struct{}{}
+		}
+		out[v][k] = struct{}{}
+	}
+	return out
+}
+
+func wantIndexConsistent(t *testing.T, g *GlobalTable) {
+	t.Helper()
+	for _, r := range g.Regions() {
+		tb := g.Replica(r)
+		for _, ix := range g.indexes {
+			want := rebuiltIndex(tb, ix.hashAttr)
+			tb.mu.Lock()
+			got := tb.idx[ix.name]
+			ok := reflect.DeepEqual(got, want)
+			tb.mu.Unlock()
+			if !ok {
+				t.Errorf("%s: index %s is %v, rebuilt from the items %v", r, ix.name, got, want)
+			}
+		}
+	}
+}
+
+func TestSecondaryIndex(t *testing.T) {
+	g := NewGlobalTable("T", KeySchema{HashKey: "ThingName"}, []string{usw2, euw1},
+		WithReplicationLag(time.Hour), WithIndex("ByVal", "Val"))
+	defer g.Close()
+	ctx := context.Background()
+	us, eu := g.Replica(usw2), g.Replica(euw1)
+	query := func(tb *Table, v types.AttributeValue) []string {
+		t.Helper()
+		items, err := tb.QueryIndex(ctx, "ByVal", v)
+		if err != nil {
+			t.Fatalf("QueryIndex: %v", err)
+		}
+		var out []string
+		for _, it := range items {
+			if len(it) != 2 || it["Val"] == nil {
+				t.Errorf("projection %v, want the key and the index key only (KEYS_ONLY)", it)
+			}
+			out = append(out, it["ThingName"].(*types.AttributeValueMemberS).Value)
+		}
+		return out
+	}
+	steps := []struct {
+		name  string
+		write func() error
+		want  map[string][]string // index value -> thing names, on us-west-2
+	}{
+		{"inserts, queried in key order", func() error {
+			for _, it := range []map[string]types.AttributeValue{item("c", "v1"), item("a", "v1"), item("b", "v2")} {
+				if err := us.PutItem(ctx, it, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, map[string][]string{"v1": {"a", "c"}, "v2": {"b"}}},
+		{"a replaced item moves to its new value", func() error { return us.PutItem(ctx, item("a", "v2"), nil) },
+			map[string][]string{"v1": {"c"}, "v2": {"a", "b"}}},
+		{"an update that keeps the value keeps the entry", func() error {
+			return us.UpdateItem(ctx, key("a"), func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+				old["Other"] = s("x")
+				return old, nil
+			})
+		}, map[string][]string{"v1": {"c"}, "v2": {"a", "b"}}},
+		{"an item without the attribute is not in the index (sparse)", func() error {
+			return us.PutItem(ctx, map[string]types.AttributeValue{"ThingName": s("c"), "Other": s("v1")}, nil)
+		}, map[string][]string{"v1": nil, "v2": {"a", "b"}}},
+		{"a deleted item leaves the index", func() error { return us.DeleteItem(ctx, key("b"), nil) },
+			map[string][]string{"v2": {"a"}}},
+		{"a refused write changes nothing", func() error {
+			err := us.PutItem(ctx, item("a", "v3"), func(map[string]types.AttributeValue) error {
+				return fmt.Errorf("refused: %w", fleet.ErrConditionFailed)
+			})
+			if !errors.Is(err, fleet.ErrConditionFailed) {
+				return fmt.Errorf("conditional put: %v, want ErrConditionFailed", err)
+			}
+			return nil
+		}, map[string][]string{"v2": {"a"}, "v3": nil}},
+	}
+	for _, st := range steps {
+		if err := st.write(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		for v, want := range st.want {
+			if got := query(us, s(v)); !slices.Equal(got, want) {
+				t.Errorf("%s: %s = %v, want %v", st.name, v, got, want)
+			}
+		}
+		wantIndexConsistent(t, g)
+	}
+	if got := query(eu, s("v2")); len(got) != 0 {
+		t.Errorf("eu-west-1 finds %v before the replication, want nothing", got)
+	}
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(eu, s("v2")); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("eu-west-1 finds %v after the replication, want [a]", got)
+	}
+	wantIndexConsistent(t, g)
+
+	// A number is a key value like a string, and matches by value.
+	if err := us.PutItem(ctx, map[string]types.AttributeValue{"ThingName": s("n"), "Val": n("10")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(us, n("10")); !slices.Equal(got, []string{"n"}) {
+		t.Errorf("number 10 finds %v, want [n]", got)
+	}
+
+	before := us.Snapshot()
+	for _, bad := range []types.AttributeValue{s(""), &types.AttributeValueMemberB{}, &types.AttributeValueMemberBOOL{Value: true}} {
+		err := us.PutItem(ctx, map[string]types.AttributeValue{"ThingName": s("bad"), "Val": bad}, nil)
+		if !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("PutItem with index key %#v: %v, want ErrInvalid (ValidationException)", bad, err)
+		}
+	}
+	if !reflect.DeepEqual(before, us.Snapshot()) {
+		t.Error("a refused index key was stored")
+	}
+
+	for name, call := range map[string]func() error{
+		"unknown index": func() error { _, err := us.QueryIndex(ctx, "NoSuchIndex", s("v1")); return err },
+		"empty value":   func() error { _, err := us.QueryIndex(ctx, "ByVal", s("")); return err },
+	} {
+		if err := call(); !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("QueryIndex with %s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func TestSecondaryIndexLastWriterWins(t *testing.T) {
+	// Conflicting writes from two regions, applied in both orders: every
+	// replica's index ends as the one of its winning items.
+	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	g := NewGlobalTable("Inv", InventoryKey, []string{usw2, euw1}, WithReplicationLag(time.Hour), WithClock(clock.Now), InventoryIndexes)
+	defer g.Close()
+	ctx := context.Background()
+	us, eu := NewInventory(g.Replica(usw2)), NewInventory(g.Replica(euw1))
+	dev := func(name, cert string) fleet.Device {
+		return fleet.Device{ThingName: name, CertificateID: cert, Status: fleet.StatusActive, Version: 1}
+	}
+	for _, w := range []struct {
+		inv  *Inventory
+		d    fleet.Device
+		step time.Duration
+	}{
+		{us, dev("a", "cert-us"), 0},
+		{eu, dev("a", "cert-eu"), time.Second}, // later: wins a
+		{eu, dev("b", "cert-eu"), 0},
+		{us, dev("b", "cert-us"), time.Second}, // later: wins b
+	} {
+		clock.Set(clock.Now().Add(w.step))
+		if err := w.inv.Table().PutItem(ctx, mustMarshal(t, w.d), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// c is written in us, replicated, then deleted in eu: the tombstone
+	// reaches us and takes c out of its index.
+	if err := us.Create(ctx, dev("c", "cert-c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(clock.Now().Add(time.Second))
+	if err := eu.Delete(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantIndexConsistent(t, g)
+	for _, inv := range []*Inventory{us, eu} {
+		if _, err := inv.ByCertificate(ctx, "cert-c"); !errors.Is(err, fleet.ErrNotFound) {
+			t.Errorf("%s: ByCertificate(cert-c) after the delete: %v, want ErrNotFound", inv.Table().Region(), err)
+		}
+		for cert, want := range map[string]string{"cert-eu": "a", "cert-us": "b"} {
+			if got, err := inv.ByCertificate(ctx, cert); err != nil || got != want {
+				t.Errorf("%s: ByCertificate(%s) = %q, %v, want %q", inv.Table().Region(), cert, got, err, want)
+			}
+		}
+	}
+}
+
+func mustMarshal(t *testing.T, d fleet.Device) map[string]types.AttributeValue {
+	t.Helper()
+	item, err := ddbitem.MarshalDevice(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return item
+}
+
+func TestIndexOptionPanics(t *testing.T) {
+	for name, opts := range map[string][]Option{
+		"twice":        {WithIndex("I", "A"), WithIndex("I", "B")},
+		"no name":      {WithIndex("", "A")},
+		"no attribute": {WithIndex("I", "")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("no panic")
+				}
+			}()
+			NewGlobalTable("T", InventoryKey, []string{usw2}, opts...).Close()
+		})
+	}
 }

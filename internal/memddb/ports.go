@@ -19,6 +19,11 @@ var (
 // InventoryKey is the key schema of the device inventory.
 var InventoryKey = KeySchema{HashKey: ddbitem.InventoryHashKey}
 
+// InventoryIndexes is the option that gives an inventory table its global
+// secondary index (ddbitem.InventoryCertificateIndex on CertificateId), as
+// the deployment does; Inventory.ByCertificate needs it.
+var InventoryIndexes = WithIndex(ddbitem.InventoryCertificateIndex, ddbitem.AttrCertificateID)
+
 // DataKey is the key schema of the data table.
 var DataKey = KeySchema{HashKey: ddbitem.DataHashKey, RangeKey: ddbitem.DataRangeKey}
 
@@ -159,7 +164,9 @@ func (inv *Inventory) List(ctx context.Context, limit int, cursor string) ([]fle
 	}
 	var start map[string]types.AttributeValue
 	if cursor != "" {
-		if err := fleet.ValidateThingName(cursor); err != nil {
+		// The cursor is a key: a thing name, or a revocation record's.
+		thing, _ := ddbitem.IsRevocationKey(cursor)
+		if err := fleet.ValidateThingName(thing); err != nil {
 			return nil, "", fmt.Errorf("list devices: cursor: %w", err)
 		}
 		start = ddbitem.DeviceKey(cursor)
@@ -170,11 +177,116 @@ func (inv *Inventory) List(ctx context.Context, limit int, cursor string) ([]fle
 	}
 	out := make([]fleet.Device, 0, len(items))
 	for _, item := range items {
+		if _, rev := ddbitem.IsRevocationKey(stringAttr(item, ddbitem.AttrThingName)); rev {
+			continue // a revocation record: Revocations lists them
+		}
 		d, err := ddbitem.UnmarshalDevice(item)
 		if err != nil {
 			return nil, "", fmt.Errorf("list devices: %w", err)
 		}
 		out = append(out, d)
+	}
+	next := ""
+	if last != nil {
+		next = stringAttr(last, ddbitem.AttrThingName)
+	}
+	return out, next, nil
+}
+
+// ByCertificate implements contract.Inventory with a Query on the replica's
+// CertificateIndex (the table must be made with InventoryIndexes). Unlike
+// DynamoDB's, the in-memory index is never behind its table.
+func (inv *Inventory) ByCertificate(ctx context.Context, certID string) (string, error) {
+	if certID == "" {
+		return "", fmt.Errorf("find device by certificate: no certificate id: %w", fleet.ErrInvalid)
+	}
+	keys, err := inv.t.QueryIndex(ctx, ddbitem.InventoryCertificateIndex, &types.AttributeValueMemberS{Value: certID})
+	if err != nil {
+		return "", fmt.Errorf("find device by certificate %s: %w", certID, err)
+	}
+	// Keys come in key order: the first is the smallest thing name.
+	for _, k := range keys {
+		if name := stringAttr(k, ddbitem.AttrThingName); name != "" {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("find device by certificate %s: %w", certID, fleet.ErrNotFound)
+}
+
+// Revocation implements contract.Inventory: the thing's revocation record
+// (fleet.ErrNotFound when it has none).
+func (inv *Inventory) Revocation(ctx context.Context, thingName string) (fleet.Revocation, error) {
+	if err := fleet.ValidateThingName(thingName); err != nil {
+		return fleet.Revocation{}, fmt.Errorf("get revocation: %w", err)
+	}
+	item, err := inv.t.GetItem(ctx, ddbitem.RevocationKey(thingName))
+	if err != nil {
+		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, err)
+	}
+	if item == nil {
+		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, fleet.ErrNotFound)
+	}
+	r, err := ddbitem.UnmarshalRevocation(item)
+	if err != nil {
+		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, err)
+	}
+	return r, nil
+}
+
+// Revoke implements contract.Inventory: the record is put only where there
+// is none, or a REVOKED one that becomes DECOMMISSIONED
+// (attribute_not_exists(ThingName) OR Status = REVOKED, the latter only for
+// a DECOMMISSIONED record); a record at least as restrictive is kept, and
+// that is a success.
+func (inv *Inventory) Revoke(ctx context.Context, r fleet.Revocation) error {
+	item, err := ddbitem.MarshalRevocation(r)
+	if err != nil {
+		return fmt.Errorf("record revocation: %w", err)
+	}
+	kept := false
+	err = inv.t.PutItem(ctx, item, func(old map[string]types.AttributeValue) error {
+		if old == nil || r.Status == fleet.StatusDecommissioned && stringAttr(old, ddbitem.AttrStatus) == string(fleet.StatusRevoked) {
+			return nil
+		}
+		kept = true
+		return fmt.Errorf("ConditionalCheckFailedException: revocation of %s recorded already: %w", r.ThingName, fleet.ErrConditionFailed)
+	})
+	if err != nil && !kept {
+		return fmt.Errorf("record revocation of %s: %w", r.ThingName, err)
+	}
+	return nil
+}
+
+// Revocations implements contract.Inventory: a Scan page of limit items
+// after cursor, keeping the revocation records (a page may be empty with a
+// next cursor).
+func (inv *Inventory) Revocations(ctx context.Context, limit int, cursor string) ([]fleet.Revocation, string, error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("list revocations: limit %d: %w", limit, fleet.ErrInvalid)
+	}
+	var start map[string]types.AttributeValue
+	if cursor != "" {
+		// The cursor is a key: a revocation record's, or a thing name.
+		thing, _ := ddbitem.IsRevocationKey(cursor)
+		if err := fleet.ValidateThingName(thing); err != nil {
+			return nil, "", fmt.Errorf("list revocations: cursor: %w", err)
+		}
+		start = ddbitem.DeviceKey(cursor)
+	}
+	items, last, err := inv.t.Scan(ctx, start, limit)
+	if err != nil {
+		return nil, "", fmt.Errorf("list revocations: %w", err)
+	}
+	var out []fleet.Revocation
+	for _, item := range items {
+		if _, rev := ddbitem.IsRevocationKey(stringAttr(item, ddbitem.AttrThingName)); !rev {
+			continue
+		}
+		r, err := ddbitem.UnmarshalRevocation(item)
+		if err != nil {
+			return nil, "", fmt.Errorf("list revocations: %w", err)
+		}
+		out = append(out, r)
 	}
 	next := ""
 	if last != nil {

@@ -21,6 +21,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math/big"
 	"reflect"
 	"slices"
@@ -80,6 +81,27 @@ func WithHook(hook func(ctx context.Context, op string) error) Option {
 	return func(g *GlobalTable) { g.hook = hook }
 }
 
+// WithIndex adds a global secondary index named name whose hash key is the
+// item attribute hashAttr (projection KEYS_ONLY), read with Table.QueryIndex.
+// Every replica maintains it in the same step as the item it stores, for its
+// own writes and for replicated ones alike, so unlike DynamoDB's an index
+// read here is never behind its table. The index is sparse: an item without
+// hashAttr is not in it. As DynamoDB does, a write whose hashAttr is an empty
+// string or binary, or neither S, N nor B, is refused with ErrInvalid (a
+// ValidationException); the attribute's type is not checked further.
+func WithIndex(name, hashAttr string) Option {
+	return func(g *GlobalTable) { g.indexes = append(g.indexes, secondaryIndex{name: name, hashAttr: hashAttr}) }
+}
+
+// WithManualReplication starts no replication goroutine: a write queues its
+// copy for every other replica, and the copy lands only when the caller calls
+// Table.ApplyNext on that replica (the deterministic simulation decides when,
+// on its virtual clock). Stream records are read with Table.StreamSince.
+func WithManualReplication() Option { return func(g *GlobalTable) { g.manual = true } }
+
+// secondaryIndex is a global secondary index of a GlobalTable.
+type secondaryIndex struct{ name, hashAttr string }
+
 // GlobalTable is one global table with a replica per region.
 type GlobalTable struct {
 	name    string
@@ -90,6 +112,8 @@ type GlobalTable struct {
 	account string
 	hook    func(ctx context.Context, op string) error
 	label   string
+	indexes []secondaryIndex
+	manual  bool
 
 	replicas map[string]*Table
 	regions  []string
@@ -103,7 +127,8 @@ type GlobalTable struct {
 
 // NewGlobalTable returns a global table with a replica in each region. It
 // panics only on a programming error: no hash key, no regions, a region
-// twice, or an unknown stream view.
+// twice, an unknown stream view, or an index without a name or attribute or
+// twice.
 func NewGlobalTable(name string, key KeySchema, regions []string, opts ...Option) *GlobalTable {
 	g := &GlobalTable{
 		name: name, key: key, view: ViewNewAndOldImages, now: time.Now, account: DefaultAccountID,
@@ -124,15 +149,29 @@ func NewGlobalTable(name string, key KeySchema, regions []string, opts ...Option
 	default:
 		panic("memddb: unknown stream view type " + g.view)
 	}
+	for i, ix := range g.indexes {
+		switch {
+		case ix.name == "" || ix.hashAttr == "":
+			panic("memddb: table " + name + " has an index without a name or hash key")
+		case slices.ContainsFunc(g.indexes[:i], func(o secondaryIndex) bool { return o.name == ix.name }):
+			panic("memddb: table " + name + " has index " + ix.name + " twice")
+		}
+	}
 	g.label = g.now().UTC().Format("2006-01-02T15:04:05.000")
 	for _, r := range regions {
 		if g.replicas[r] != nil {
 			panic("memddb: region " + r + " twice")
 		}
-		t := &Table{g: g, region: r, items: map[string]map[string]*entry{}, hook: g.hook, wake: make(chan struct{}, 1)}
+		t := &Table{g: g, region: r, items: map[string]map[string]*entry{}, idx: map[string]map[string]map[[2]string]struct{}{},
+			hook: g.hook, wake: make(chan struct{}, 1)}
+		for _, ix := range g.indexes {
+			t.idx[ix.name] = map[string]map[[2]string]struct{}{}
+		}
 		g.replicas[r] = t
 		g.regions = append(g.regions, r)
-		go t.replicator()
+		if !g.manual {
+			go t.replicator()
+		}
 	}
 	return g
 }
@@ -283,8 +322,11 @@ type Table struct {
 	g      *GlobalTable
 	region string
 
-	mu     sync.Mutex
-	items  map[string]map[string]*entry // hash key -> range key -> entry
+	mu    sync.Mutex
+	items map[string]map[string]*entry // hash key -> range key -> entry
+	// idx holds the keys of the items in each index: index name -> encoded
+	// index hash key value -> (hash, range) keys. Tombstones are never in it.
+	idx    map[string]map[string]map[[2]string]struct{}
 	seq    int64
 	subs   []*subscriber
 	log    []events.DynamoDBEventRecord
@@ -516,6 +558,9 @@ func (t *Table) writeLocked(h, r string, fn func(old map[string]types.AttributeV
 	if err != nil {
 		return err
 	}
+	if err := t.checkIndexKeys(item); err != nil {
+		return err
+	}
 	if reflect.DeepEqual(old, item) {
 		return nil // no change: DynamoDB writes no stream record
 	}
@@ -536,11 +581,19 @@ func (t *Table) writeLocked(h, r string, fn func(old map[string]types.AttributeV
 	return nil
 }
 
-// apply stores the new version and emits its stream record. The caller holds t.mu.
+// apply stores the new version, updates the indexes and emits its stream
+// record. It is the only place where a replica's items change (local and
+// replicated writes alike), so the indexes follow every change. The caller
+// holds t.mu.
 func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts time.Time, origin string, who *events.DynamoDBUserIdentity) {
 	if t.items[h] == nil {
 		t.items[h] = map[string]*entry{}
 	}
+	var prev map[string]types.AttributeValue
+	if e := t.items[h][r]; e != nil {
+		prev = e.item
+	}
+	t.reindex([2]string{h, r}, prev, item)
 	t.items[h][r] = &entry{item: item, ts: ts, origin: origin}
 	if reflect.DeepEqual(old, item) {
 		return
@@ -600,6 +653,30 @@ func (t *Table) replicator() {
 		t.applyReplicated(head)
 		t.g.done(1)
 	}
+}
+
+// Queued is the number of replications waiting to land in this replica.
+func (t *Table) Queued() int {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	return len(t.rq)
+}
+
+// ApplyNext lands the oldest replication waiting for this replica, whatever
+// its due time, and reports whether there was one (WithManualReplication).
+func (t *Table) ApplyNext() bool {
+	t.rmu.Lock()
+	if len(t.rq) == 0 {
+		t.rmu.Unlock()
+		return false
+	}
+	head := t.rq[0]
+	t.rq[0] = replication{}
+	t.rq = t.rq[1:]
+	t.rmu.Unlock()
+	t.applyReplicated(head)
+	t.g.done(1)
+	return true
 }
 
 // applyReplicated applies a write from another replica, last writer wins.
@@ -690,6 +767,93 @@ func (t *Table) Scan(ctx context.Context, exclusiveStart map[string]types.Attrib
 	}
 	t.afterCall(ctx, op)
 	return out, last, nil
+}
+
+// checkIndexKeys refuses an item whose index hash key attribute is present
+// but cannot be a key value (an empty string or binary, or another type than
+// S, N and B), as DynamoDB refuses it.
+func (t *Table) checkIndexKeys(item map[string]types.AttributeValue) error {
+	if item == nil {
+		return nil
+	}
+	for _, ix := range t.g.indexes {
+		av, ok := item[ix.hashAttr]
+		if !ok {
+			continue // sparse: the item is not in the index
+		}
+		if _, err := encodeKeyValue(ix.hashAttr, av); err != nil {
+			return fmt.Errorf("a value specified for a key of secondary index %s is not supported: %w", ix.name, err)
+		}
+	}
+	return nil
+}
+
+// indexValue is the encoded value of item's attribute attr, false when the
+// item is nil or not in the index.
+func indexValue(item map[string]types.AttributeValue, attr string) (string, bool) {
+	av, ok := item[attr]
+	if !ok {
+		return "", false
+	}
+	v, err := encodeKeyValue(attr, av)
+	return v, err == nil
+}
+
+// reindex moves key k from the index entries of prev to those of next (each
+// nil for no item: an insert, a delete, a tombstone). The caller holds t.mu.
+func (t *Table) reindex(k [2]string, prev, next map[string]types.AttributeValue) {
+	for _, ix := range t.g.indexes {
+		entries := t.idx[ix.name]
+		pv, inPrev := indexValue(prev, ix.hashAttr)
+		nv, inNext := indexValue(next, ix.hashAttr)
+		if inPrev && inNext && pv == nv {
+			continue
+		}
+		if inPrev {
+			delete(entries[pv], k)
+			if len(entries[pv]) == 0 {
+				delete(entries, pv)
+			}
+		}
+		if inNext {
+			if entries[nv] == nil {
+				entries[nv] = map[[2]string]struct{}{}
+			}
+			entries[nv][k] = struct{}{}
+		}
+	}
+}
+
+// QueryIndex returns the items of the global secondary index named index
+// whose hash key is value, projected as KEYS_ONLY (the table's key
+// attributes and the index's), in the table's key order. An unknown index or
+// an invalid value is ErrInvalid (a ValidationException). The hook sees it
+// as the operation "Query".
+func (t *Table) QueryIndex(ctx context.Context, index string, value types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+	const op = "Query"
+	if err := t.before(ctx, op); err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(t.g.indexes, func(ix secondaryIndex) bool { return ix.name == index })
+	if i < 0 {
+		return nil, fmt.Errorf("%s %s: ValidationException: the table does not have the specified index: %s: %w", op, t.g.name, index, fleet.ErrInvalid)
+	}
+	attr := t.g.indexes[i].hashAttr
+	v, err := encodeKeyValue(attr, value)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s index %s: %w", op, t.g.name, index, err)
+	}
+	t.mu.Lock()
+	keys := slices.SortedFunc(maps.Keys(t.idx[index][v]), compareKeyPair)
+	out := make([]map[string]types.AttributeValue, len(keys))
+	for j, k := range keys {
+		stored := t.items[k[0]][k[1]].item
+		out[j] = t.keyOf(stored)
+		out[j][attr] = cloneValue(stored[attr])
+	}
+	t.mu.Unlock()
+	t.afterCall(ctx, op)
+	return out, nil
 }
 
 func compareKeyPair(a, b [2]string) int {
@@ -952,6 +1116,22 @@ func (t *Table) Records() []events.DynamoDBEventRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.log)
+}
+
+// StreamSince returns the replica's stream records after sequence number
+// seq (0: every record kept), oldest first, and the sequence number of the
+// newest record: a reader without a goroutine (WithManualReplication).
+func (t *Table) StreamSince(seq int64) ([]events.DynamoDBEventRecord, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seq <= seq {
+		return nil, t.seq
+	}
+	first := len(t.log) - int(t.seq-seq)
+	if first < 0 {
+		first = 0 // trimmed: what is left
+	}
+	return slices.Clone(t.log[first:]), t.seq
 }
 
 // subscriber delivers a replica's records to fn in order, on its own goroutine.

@@ -15,7 +15,8 @@ import (
 )
 
 // CreateTables creates the device inventory (hash key ThingName, stream
-// NEW_IMAGE) and the data table (PK/SK, stream NEW_AND_OLD_IMAGES, TTL on
+// NEW_IMAGE, global secondary index CertificateIndex on CertificateId,
+// KEYS_ONLY) and the data table (PK/SK, stream NEW_AND_OLD_IMAGES, TTL on
 // ExpiresAt) in cfg's region, as the deployment does.
 func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) {
 	t.Helper()
@@ -24,10 +25,18 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 	db := dynamodb.NewFromConfig(cfg)
 	s := ddbtypes.ScalarAttributeTypeS
 	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName:            aws.String(inventoryName),
-		BillingMode:          ddbtypes.BillingModePayPerRequest,
-		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String(ddbitem.InventoryHashKey), AttributeType: s}},
-		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.InventoryHashKey), KeyType: ddbtypes.KeyTypeHash}},
+		TableName:   aws.String(inventoryName),
+		BillingMode: ddbtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{
+			{AttributeName: aws.String(ddbitem.InventoryHashKey), AttributeType: s},
+			{AttributeName: aws.String(ddbitem.AttrCertificateID), AttributeType: s},
+		},
+		KeySchema: []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.InventoryHashKey), KeyType: ddbtypes.KeyTypeHash}},
+		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{{
+			IndexName:  aws.String(ddbitem.InventoryCertificateIndex),
+			KeySchema:  []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.AttrCertificateID), KeyType: ddbtypes.KeyTypeHash}},
+			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly},
+		}},
 		StreamSpecification: &ddbtypes.StreamSpecification{
 			StreamEnabled: aws.Bool(true), StreamViewType: ddbtypes.StreamViewTypeNewImage,
 		},
@@ -96,6 +105,31 @@ func CreateClaimsTable(t testing.TB, cfg aws.Config, name string) {
 	})
 	if err != nil {
 		t.Fatalf("enable TTL on %s: %v", name, err)
+	}
+	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 20*time.Second); err != nil {
+		t.Fatalf("table %s not active: %v", name, err)
+	}
+}
+
+// CreateLeasesTable creates a region's device lease table (hash key
+// ThingName, on demand, no TTL and no stream) in cfg's region, as the
+// deployment does.
+func CreateLeasesTable(t testing.TB, cfg aws.Config, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := dynamodb.NewFromConfig(cfg)
+	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(name),
+		BillingMode:          ddbtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String(ddbitem.LeasesHashKey), AttributeType: ddbtypes.ScalarAttributeTypeS}},
+		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.LeasesHashKey), KeyType: ddbtypes.KeyTypeHash}},
+	})
+	if err != nil {
+		t.Fatalf("create leases table %s: %v", name, err)
 	}
 	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
 		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
