@@ -6,7 +6,10 @@
 // IoT registry of every region, so that a device's view shows whether it is
 // really live everywhere. Revoke and decommission are writes to the
 // inventory only: the replicate function of every region converges its
-// registry from the inventory's stream.
+// registry from the inventory's stream. A revoke or decommission first
+// writes the device's revocation record, which nothing else writes and
+// nothing deletes, so that no concurrent write of the device's item in
+// another region (last writer wins) can undo it.
 package api
 
 import (
@@ -31,6 +34,10 @@ type Inventory interface {
 	// Update replaces the item only if its stored Version is expectVersion
 	// (fleet.ErrConditionFailed otherwise, fleet.ErrNotFound when absent).
 	Update(ctx context.Context, d fleet.Device, expectVersion int64) error
+	// Revocation returns the device's revocation record (fleet.ErrNotFound
+	// when none); Revoke records one (see fleet.Revocation).
+	Revocation(ctx context.Context, thingName string) (fleet.Revocation, error)
+	Revoke(ctx context.Context, r fleet.Revocation) error
 }
 
 // Telemetry is the part of the data table the API uses.

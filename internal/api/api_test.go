@@ -574,6 +574,10 @@ func (f failingInventory) List(context.Context, int, string) ([]fleet.Device, st
 	return nil, "", f.err
 }
 func (f failingInventory) Update(context.Context, fleet.Device, int64) error { return f.err }
+func (f failingInventory) Revocation(context.Context, string) (fleet.Revocation, error) {
+	return fleet.Revocation{}, f.err
+}
+func (f failingInventory) Revoke(context.Context, fleet.Revocation) error { return f.err }
 
 // fakeAdmin records admin calls against the memiot registries.
 type fakeAdmin struct {

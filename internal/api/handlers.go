@@ -188,7 +188,7 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	d, err := h.cfg.Inventory.Get(r.Context(), name)
+	d, err := h.device(r.Context(), name)
 	if err != nil {
 		h.backendError(w, r, "get device "+name, err)
 		return
@@ -201,6 +201,26 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, view)
+}
+
+// device reads a device as its item and its revocation record say
+// (fleet.Effective): a revocation record restricts it whatever the item
+// says. A device with a record but no item is shown from the record.
+func (h *Handler) device(ctx context.Context, name string) (fleet.Device, error) {
+	d, err := h.cfg.Inventory.Get(ctx, name)
+	found := err == nil
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		return fleet.Device{}, err
+	}
+	rev, rerr := h.cfg.Inventory.Revocation(ctx, name)
+	if rerr != nil && !errors.Is(rerr, fleet.ErrNotFound) {
+		return fleet.Device{}, rerr
+	}
+	d, found = fleet.Effective(d, found, rev, rerr == nil)
+	if !found {
+		return fleet.Device{}, err
+	}
+	return d, nil
 }
 
 // regionViews reads every region's registry, at most RegionConcurrency at once.
@@ -340,13 +360,27 @@ func (h *Handler) changeStatus(to fleet.Status) http.HandlerFunc {
 				h.backendError(w, r, "get device "+name, err)
 				return
 			}
-			if d.Status == to {
+			rev, rerr := h.cfg.Inventory.Revocation(ctx, name)
+			if rerr != nil && !errors.Is(rerr, fleet.ErrNotFound) {
+				h.backendError(w, r, "get the revocation of "+name, rerr)
+				return
+			}
+			eff, _ := fleet.Effective(d, true, rev, rerr == nil)
+			if d.Status == to && eff.Status == to {
 				writeJSON(w, http.StatusOK, record(d))
 				return
 			}
-			if !allowed(d.Status, to) {
-				h.log.Warn("api: status change refused", "thingName", name, "from", d.Status, "to", to)
-				writeError(w, http.StatusConflict, fmt.Sprintf("device %s is %s and cannot become %s", name, d.Status, to))
+			if !allowed(eff.Status, to) {
+				h.log.Warn("api: status change refused", "thingName", name, "from", eff.Status, "to", to)
+				writeError(w, http.StatusConflict, fmt.Sprintf("device %s is %s and cannot become %s", name, eff.Status, to))
+				return
+			}
+			// The revocation record first: once it is written, the device
+			// is restricted whatever happens to its item.
+			rec := fleet.Revocation{ThingName: name, Status: to, CertificateID: d.CertificateID, CertificatePEM: d.CertificatePEM,
+				CACertificateID: d.CACertificateID, UpdatedAt: h.cfg.Now().UTC()}
+			if err := h.cfg.Inventory.Revoke(ctx, rec); err != nil {
+				h.backendError(w, r, "record the revocation of "+name, err)
 				return
 			}
 			prev := d.Version

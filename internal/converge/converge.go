@@ -24,6 +24,10 @@
 //
 // # Revocation and decommission are absorbing
 //
+// The run converges to the device as its item and its revocation record
+// together say (fleet.Effective): a revocation record, which only
+// revocations write and nothing deletes, restricts the device whatever a
+// concurrent write of its item (last writer wins across regions) says.
 // A REVOKED item's certificate is revoked here, and registered here as
 // REVOKED from the item's PEM when this region does not know it yet, so that
 // nothing can activate it later (AWS refuses any status change of a REVOKED
@@ -100,6 +104,10 @@ type Inventory interface {
 	// DeleteVersion deletes the item only at version (absent: success;
 	// another version: fleet.ErrConditionFailed).
 	DeleteVersion(ctx context.Context, thingName string, version int64) error
+	// Revocation returns the thing's revocation record (fleet.ErrNotFound
+	// when none); Revoke records one (see fleet.Revocation).
+	Revocation(ctx context.Context, thingName string) (fleet.Revocation, error)
+	Revoke(ctx context.Context, r fleet.Revocation) error
 }
 
 // Leases is the region's device lease table (see contract.Leases).
@@ -169,9 +177,12 @@ type Config struct {
 	// when zero; a negative LeaseWait never waits.
 	LeaseDuration time.Duration
 	LeaseWait     time.Duration
-	Log           *slog.Logger // discarded when nil
-	Metrics       obs.Metrics  // dropped when nil
-	Tracer        obs.Tracer   // none when nil
+	// Deadline returns the run's deadline (ctx.Deadline when nil): a lease
+	// lasts no longer than LeaseMargin past it.
+	Deadline func(ctx context.Context) (time.Time, bool)
+	Log      *slog.Logger // discarded when nil
+	Metrics  obs.Metrics  // dropped when nil
+	Tracer   obs.Tracer   // none when nil
 	// Runner carries the saga settings; its Log, Metrics, Tracer and Now are
 	// filled from the fields above when unset.
 	Runner saga.Runner
@@ -189,6 +200,7 @@ type Engine struct {
 	newID     func() string
 	duration  time.Duration
 	wait      time.Duration
+	deadline  func(ctx context.Context) (time.Time, bool)
 	log       *slog.Logger
 	metrics   obs.Metrics
 	runner    saga.Runner
@@ -213,7 +225,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		reg: cfg.Registry, inv: cfg.Inventory, leases: cfg.Leases, region: cfg.Region, policy: cfg.PolicyName,
-		now: cfg.Now, sleep: cfg.Sleep, newID: cfg.NewID, duration: cfg.LeaseDuration, wait: cfg.LeaseWait,
+		now: cfg.Now, sleep: cfg.Sleep, newID: cfg.NewID, duration: cfg.LeaseDuration, wait: cfg.LeaseWait, deadline: cfg.Deadline,
 		log: cfg.Log, metrics: cfg.Metrics,
 	}
 	if e.now == nil {
@@ -230,6 +242,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if e.wait == 0 {
 		e.wait = DefaultLeaseWait
+	}
+	if e.deadline == nil {
+		e.deadline = func(ctx context.Context) (time.Time, bool) { return ctx.Deadline() }
 	}
 	if e.log == nil {
 		e.log = obs.Discard()
@@ -373,15 +388,9 @@ func (e *Engine) converged(ctx context.Context, thing string) (Result, bool, err
 	if len(l.Ledger.Obligations) > 0 || l.Ledger.Converged.Version == 0 {
 		return Result{}, false, nil
 	}
-	item, err := e.inv.Get(ctx, thing)
-	if errors.Is(err, fleet.ErrNotFound) {
-		return Result{}, false, nil
-	}
-	if err != nil {
-		return Result{}, false, fmt.Errorf("get inventory of %s: %w", thing, err)
-	}
-	if !l.Ledger.Converged.Matches(item) {
-		return Result{}, false, nil
+	item, found, _, err := e.read(ctx, thing)
+	if err != nil || !found || !l.Ledger.Converged.Matches(item) {
+		return Result{}, false, err
 	}
 	return Result{Action: Unchanged, Item: item, Found: true}, true, nil
 }
@@ -422,7 +431,7 @@ func (e *Engine) acquire(ctx context.Context, log *slog.Logger, thing, owner str
 // duration, or LeaseMargin after the run's deadline if that comes first.
 func (e *Engine) until(ctx context.Context, now time.Time) time.Time {
 	until := now.Add(e.duration)
-	if dl, ok := ctx.Deadline(); ok && dl.Add(e.margin()).Before(until) {
+	if dl, ok := e.deadline(ctx); ok && dl.Add(e.margin()).Before(until) {
 		until = dl.Add(e.margin())
 	}
 	return until
@@ -445,6 +454,8 @@ type run struct {
 	// certs are the certificates this run described, registered or changed,
 	// by id: what a later round knows without asking again.
 	certs map[string]fleet.Certificate
+	// revokedCert is the certificate of the device's revocation record.
+	revokedCert string
 }
 
 // guard is called before every mutating call: it renews the lease once half
@@ -527,16 +538,39 @@ func (r *run) release(ctx context.Context) error {
 	return fmt.Errorf("release the lease on %s: %w", r.thing, err)
 }
 
-// read returns the current item of the device (found=false when gone).
-func (r *run) read(ctx context.Context) (fleet.Device, bool, error) {
-	d, err := r.e.inv.Get(ctx, r.thing)
-	switch {
-	case errors.Is(err, fleet.ErrNotFound):
-		return fleet.Device{}, false, nil
-	case err != nil:
-		return fleet.Device{}, false, fmt.Errorf("get inventory of %s: %w", r.thing, err)
+// read returns the device as its item and its revocation record say
+// (fleet.Effective; found=false when neither exists), and the record
+// (zero when none).
+func (e *Engine) read(ctx context.Context, thing string) (fleet.Device, bool, fleet.Revocation, error) {
+	d, err := e.inv.Get(ctx, thing)
+	found := err == nil
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		return fleet.Device{}, false, fleet.Revocation{}, fmt.Errorf("get inventory of %s: %w", thing, err)
 	}
-	return d, true, nil
+	rev, err := e.inv.Revocation(ctx, thing)
+	revoked := err == nil
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		return fleet.Device{}, false, fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thing, err)
+	}
+	d, found = fleet.Effective(d, found, rev, revoked)
+	return d, found, rev, nil
+}
+
+// Read returns the device as its item and its revocation record say
+// (fleet.Effective; found=false when neither exists).
+func (e *Engine) Read(ctx context.Context, thing string) (fleet.Device, bool, error) {
+	d, found, _, err := e.read(ctx, thing)
+	return d, found, err
+}
+
+// read is Engine.read for the run, which remembers the revocation record's
+// certificate.
+func (r *run) read(ctx context.Context) (fleet.Device, bool, error) {
+	d, found, rev, err := r.e.read(ctx, r.thing)
+	if err == nil && rev.CertificateID != "" {
+		r.revokedCert = rev.CertificateID
+	}
+	return d, found, err
 }
 
 // errRevokedHere: the item's certificate is REVOKED in this region while the
@@ -623,8 +657,13 @@ func (r *run) promote(ctx context.Context, item fleet.Device) error {
 	if err := r.guard(ctx); err != nil {
 		return err
 	}
+	now := r.e.now().UTC()
+	if err := r.e.inv.Revoke(ctx, fleet.Revocation{ThingName: item.ThingName, Status: fleet.StatusRevoked, CertificateID: item.CertificateID,
+		CertificatePEM: item.CertificatePEM, CACertificateID: item.CACertificateID, UpdatedAt: now}); err != nil {
+		return fmt.Errorf("record the revocation of %s: %w", r.thing, err)
+	}
 	prev := item.Version
-	item.Status, item.Version, item.UpdatedAt = fleet.StatusRevoked, prev+1, r.e.now().UTC()
+	item.Status, item.Version, item.UpdatedAt = fleet.StatusRevoked, prev+1, now
 	err := r.e.inv.Update(ctx, item, prev)
 	switch {
 	case err == nil:

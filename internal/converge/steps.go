@@ -56,8 +56,15 @@ func (r *run) apply(ctx context.Context, item fleet.Device, found bool) (Action,
 		if p != nil && p.ID != item.CertificateID {
 			return Refused, t, nil
 		}
+		cleared := Unchanged
+		if others := r.others(item); len(others) > 0 {
+			var err error
+			if cleared, err = r.clearOthers(ctx, item, others); err != nil {
+				return "", t, err
+			}
+		}
 		act, err := r.active(ctx, item, false)
-		return act, t, err
+		return stronger(act, cleared), t, err
 	case fleet.StatusRevoked:
 		act, err := r.revoked(ctx, item)
 		return act, t, err
@@ -446,7 +453,9 @@ func (r *run) activateStep(item fleet.Device, st *certState) saga.Step {
 				return false, err
 			}
 			if err := r.e.reg.UpdateCertificate(ctx, id, fleet.CertActive); err != nil {
-				if errors.Is(err, fleet.ErrInvalid) {
+				// AWS refuses any status change of a REVOKED certificate
+				// (CertificateStateException): look before calling it terminal.
+				if !fleet.IsTransient(err) {
 					if c, derr := r.e.reg.DescribeCertificate(ctx, id); derr == nil && c.Status == fleet.CertRevoked {
 						return false, errRevokedHere
 					}
@@ -479,7 +488,7 @@ func (r *run) revoked(ctx context.Context, item fleet.Device) (Action, error) {
 // revokeSteps revoke the item's certificate and others: first the item's,
 // then the presented one and the others, sorted.
 func (r *run) revokeSteps(item fleet.Device, others []string) []saga.Step {
-	ids := r.revokedIDs(item, others)
+	ids := r.revokedIDs(item, append(slices.Clone(others), r.revokedCert))
 	steps := make([]saga.Step, 0, len(ids))
 	for _, id := range ids {
 		steps = append(steps, r.revokeStep(item, id))
@@ -543,7 +552,7 @@ func (r *run) revokeStep(item fleet.Device, id string) saga.Step {
 					return false, fmt.Errorf("revoke certificate %s: %w", id, err)
 				}
 				return true, nil
-			case errors.Is(err, fleet.ErrInvalid) && !r.caActive(ctx, item.CACertificateID):
+			case errors.Is(err, fleet.ErrInvalid) && !r.e.caRegistered(ctx, item.CACertificateID):
 				// The device's CA is not registered here (or not ACTIVE): the
 				// certificate cannot be registered, and a device cannot
 				// connect here with it either.
@@ -556,17 +565,6 @@ func (r *run) revokeStep(item fleet.Device, id string) saga.Step {
 			return false, fmt.Errorf("register certificate %s as REVOKED: %w", id, err)
 		},
 	}
-}
-
-// caActive reports whether the CA certificate id is registered and ACTIVE
-// here; an error reading it counts as registered (the caller reports its own
-// failure).
-func (r *run) caActive(ctx context.Context, id string) bool {
-	ca, err := r.e.reg.DescribeCACertificate(ctx, id)
-	if errors.Is(err, fleet.ErrNotFound) {
-		return false
-	}
-	return err != nil || ca.Status == fleet.CertActive
 }
 
 // decommissioned converges to a DECOMMISSIONED item: every certificate of
@@ -586,7 +584,7 @@ func (r *run) decommissioned(ctx context.Context, item fleet.Device) (Action, er
 		}
 	}
 	steps := r.revokeSteps(item, ids)
-	for _, id := range r.revokedIDs(item, ids) {
+	for _, id := range r.revokedIDs(item, append(slices.Clone(ids), r.revokedCert)) {
 		steps = append(steps, r.detachStep(item, id, thing != nil))
 	}
 	if thing != nil {
@@ -613,7 +611,7 @@ func (r *run) revokedIDs(item fleet.Device, others []string) []string {
 	rest := slices.Clone(others)
 	slices.Sort(rest)
 	for _, id := range slices.Compact(rest) {
-		if !slices.Contains(ids, id) {
+		if id != "" && !slices.Contains(ids, id) {
 			ids = append(ids, id)
 		}
 	}
@@ -774,6 +772,42 @@ func (r *run) absent(ctx context.Context) (Action, error) {
 	res, err := r.runSaga(ctx, r.o.Function+"/"+r.e.region+"/"+r.thing+"/removed", steps)
 	if err != nil {
 		return "", fmt.Errorf("remove %s: %w", r.thing, err)
+	}
+	if changed(res) {
+		return Converged, nil
+	}
+	return Unchanged, nil
+}
+
+// others are the certificates of the device, other than the ACTIVE item's,
+// that this region knows (the ledger) or the trigger names (hints): left
+// over from an earlier item, or from a lost race.
+func (r *run) others(item fleet.Device) []string {
+	var out []string
+	for _, id := range append(slices.Clone(r.ledger.Certificates), r.o.Hints...) {
+		if id != "" && id != item.CertificateID && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// clearOthers removes the other certificates of an ACTIVE device (see
+// clearStep): only the item's certificate may give the device access.
+// Roll-forward only.
+func (r *run) clearOthers(ctx context.Context, item fleet.Device, ids []string) (Action, error) {
+	thing, _, err := r.thingAndPrincipals(ctx)
+	if err != nil {
+		return "", err
+	}
+	steps := make([]saga.Step, 0, len(ids))
+	for _, id := range ids {
+		steps = append(steps, r.clearStep(id, thing != nil))
+	}
+	res, err := r.runSaga(ctx, r.o.Function+"/"+r.e.region+"/"+r.thing+"/others", steps)
+	if err != nil {
+		return "", fmt.Errorf("clear other certificates of %s: %w", r.thing, err)
 	}
 	if changed(res) {
 		return Converged, nil

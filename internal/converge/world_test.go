@@ -419,8 +419,8 @@ type view struct {
 func (w *world) view(region string, d device) view {
 	reg := w.regions[region].reg
 	var v view
-	v.thingCount = len(reg.ListThings())
-	for _, th := range reg.ListThings() {
+	v.thingCount = len(reg.ThingList())
+	for _, th := range reg.ThingList() {
 		if th.Name == d.name {
 			v.thing = true
 		}

@@ -76,11 +76,11 @@ type Config struct {
 	PolicyName string
 	// Lease tunes the device leases (duration, wait, sleep, run ids); its
 	// other fields are taken from this Config.
-	Lease converge.Config
-	Now        func() time.Time // time.Now when nil
-	Log        *slog.Logger     // discarded when nil
-	Metrics    obs.Metrics      // dropped when nil
-	Tracer     obs.Tracer       // none when nil
+	Lease   converge.Config
+	Now     func() time.Time // time.Now when nil
+	Log     *slog.Logger     // discarded when nil
+	Metrics obs.Metrics      // dropped when nil
+	Tracer  obs.Tracer       // none when nil
 	// Runner carries the saga settings (reserve, undo budget); its Log,
 	// Metrics, Tracer and Now are filled from the fields above when unset.
 	Runner saga.Runner

@@ -163,8 +163,8 @@ func TestRefusals(t *testing.T) {
 			if got := w.metrics.Get("Rejected", obs.D("Function", Function), obs.D("Reason", tt.wantReason)); got != 1 {
 				t.Errorf("Rejected{%s} = %v, want 1; metrics %v", tt.wantReason, got, w.metrics.Snapshot())
 			}
-			if len(w.reg.ListThings()) != 0 {
-				t.Errorf("things created: %v", w.reg.ListThings())
+			if len(w.reg.ThingList()) != 0 {
+				t.Errorf("things created: %v", w.reg.ThingList())
 			}
 			if !equalItems(invBefore, w.tbl.Snapshot()) {
 				t.Error("the inventory changed")

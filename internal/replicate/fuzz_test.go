@@ -25,6 +25,8 @@ func FuzzParseEvent(f *testing.F) {
 	f.Add(envelope("INSERT", &d, thing))
 	f.Add(envelope("REMOVE", nil, thing))
 	f.Add([]byte(`{"detail":{"eventName":"MODIFY","dynamodb":{"Keys":{"ThingName":{"S":"x"}},"OldImage":{"CertificateId":{"S":"zz"}}}}}`))
+	f.Add([]byte(`{"detail":{"eventName":"INSERT","dynamodb":{"Keys":{"ThingName":{"S":"dev-1#revocation"}}}}}`))
+	f.Add([]byte(`{"detail":{"eventName":"INSERT","dynamodb":{"Keys":{"ThingName":{"S":"#revocation"}}}}}`))
 	f.Add([]byte(`{"detail":null}`))
 	f.Add([]byte(`[]`))
 	w, err := newWorld()

@@ -23,8 +23,8 @@ type region struct {
 	reg    *memiot.Registry
 	inv    *memddb.Inventory
 	leases *memddb.Leases
-	jitr *jitr.Handler
-	rep  *Handler
+	jitr   *jitr.Handler
+	rep    *Handler
 
 	mu   sync.Mutex
 	errs []error
@@ -119,7 +119,7 @@ func TestTwoRegionsOnboardTheSameDeviceAtOnce(t *testing.T) {
 				if got, _ := r.reg.ListAttachedPolicies(ctx, c.ARN); len(got) != 1 || got[0] != policy {
 					t.Errorf("%s: policies %v", r.name, got)
 				}
-				if n := len(r.reg.ListThings()); n != 1 {
+				if n := len(r.reg.ThingList()); n != 1 {
 					t.Errorf("%s: %d things", r.name, n)
 				}
 				d, err := r.inv.Get(ctx, name)
@@ -199,7 +199,7 @@ func TestRevocationReachesEveryRegion(t *testing.T) {
 		if pols, _ := r.reg.ListAttachedPolicies(ctx, got.ARN); len(pols) != 0 {
 			t.Errorf("%s: policies %v still attached after decommissioning", r.name, pols)
 		}
-		if n := len(r.reg.ListThings()); n != 0 {
+		if n := len(r.reg.ThingList()); n != 0 {
 			t.Errorf("%s: %d things after decommissioning", r.name, n)
 		}
 		r.mu.Lock()

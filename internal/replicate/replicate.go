@@ -18,9 +18,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/mriot/mriot/internal/converge"
 	"github.com/mriot/mriot/internal/ddbitem"
 	"github.com/mriot/mriot/internal/fleet"
-	"github.com/mriot/mriot/internal/converge"
 	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/saga"
 )
@@ -49,11 +49,11 @@ type Config struct {
 	PolicyName string
 	// Lease tunes the device leases (duration, wait, sleep, run ids); its
 	// other fields are taken from this Config.
-	Lease converge.Config
-	Now        func() time.Time // time.Now when nil
-	Log        *slog.Logger     // discarded when nil
-	Metrics    obs.Metrics      // dropped when nil
-	Tracer     obs.Tracer       // none when nil
+	Lease   converge.Config
+	Now     func() time.Time // time.Now when nil
+	Log     *slog.Logger     // discarded when nil
+	Metrics obs.Metrics      // dropped when nil
+	Tracer  obs.Tracer       // none when nil
 	// Runner carries the saga settings; Log, Metrics, Tracer and Now are
 	// filled from the fields above when unset.
 	Runner saga.Runner
@@ -120,7 +120,10 @@ func TriggerFromRecord(rec events.DynamoDBEventRecord) (Trigger, error) {
 	if !ok || key.DataType() != events.DataTypeString {
 		return Trigger{}, fmt.Errorf("stream record %q: no string key %s: %w", rec.EventID, ddbitem.AttrThingName, fleet.ErrInvalid)
 	}
-	t := Trigger{ThingName: key.String(), EventName: rec.EventName}
+	// A revocation record (<thing>#revocation) triggers its device's
+	// convergence like the device's own item.
+	thing, _ := ddbitem.IsRevocationKey(key.String())
+	t := Trigger{ThingName: thing, EventName: rec.EventName}
 	if err := fleet.ValidateThingName(t.ThingName); err != nil {
 		return Trigger{}, fmt.Errorf("stream record %q: key: %w", rec.EventID, err)
 	}
@@ -129,7 +132,7 @@ func TriggerFromRecord(rec events.DynamoDBEventRecord) (Trigger, error) {
 	default:
 		return Trigger{}, fmt.Errorf("stream record %q: event name %q: %w", rec.EventID, rec.EventName, fleet.ErrInvalid)
 	}
-	if old, ok := rec.Change.OldImage[ddbitem.AttrCertificateID]; ok && old.DataType() == events.DataTypeString {
+	if old, ok := rec.Change.OldImage[ddbitem.AttrCertificateID]; ok && old.DataType() == events.DataTypeString && thing == key.String() {
 		t.OldCertificateID = old.String()
 		if !isCertID(t.OldCertificateID) {
 			return Trigger{}, fmt.Errorf("stream record %q: old certificate id %q: %w", rec.EventID, t.OldCertificateID, fleet.ErrInvalid)

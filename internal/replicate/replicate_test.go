@@ -57,7 +57,8 @@ func TestFaultMatrix(t *testing.T) {
 
 // TestNoChangeCostsOnlyTheReads: a record of a version this region was
 // converged to already (a duplicate, a stale record) makes no registry call
-// and no write: the lease item's ledger and the inventory item are read.
+// and no write: the lease item's ledger, the inventory item and the
+// device's revocation record are read.
 func TestNoChangeCostsOnlyTheReads(t *testing.T) {
 	fixtures(t)
 	tests := []struct {
@@ -100,7 +101,7 @@ func TestNoChangeCostsOnlyTheReads(t *testing.T) {
 			for _, c := range in.Calls() {
 				got = append(got, c.String())
 			}
-			if want := []string{"leases:GetItem", "ddb:GetItem"}; !reflect.DeepEqual(got, want) {
+			if want := []string{"leases:GetItem", "ddb:GetItem", "ddb:GetItem"}; !reflect.DeepEqual(got, want) {
 				t.Errorf("calls %v, want %v", got, want)
 			}
 		})
@@ -127,6 +128,38 @@ func TestOutOfOrderAndStaleRecords(t *testing.T) {
 	c, err := w.reg.DescribeCertificate(ctx, stale.CertificateID)
 	if err != nil || c.Status != fleet.CertRevoked {
 		t.Fatalf("certificate %s %v, want REVOKED", c.Status, err)
+	}
+}
+
+// TestRevocationRecordTriggersItsDevice: a revocation record's stream
+// record (key <thing>#revocation) converges the device, which the record
+// restricts whatever its item says: here the item still says ACTIVE, as
+// when a concurrent write elsewhere won over the REVOKED item.
+func TestRevocationRecordTriggersItsDevice(t *testing.T) {
+	fixtures(t)
+	w, err := newWorld()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	ctx := context.Background()
+	d := device(fleet.StatusActive, origin, 1)
+	if err := w.converge(d); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: thing, Status: fleet.StatusRevoked, CertificateID: d.CertificateID,
+		CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID, UpdatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := ParseEvent(envelope("INSERT", nil, thing+fleet.RevocationSuffix))
+	if err != nil || tr.ThingName != thing {
+		t.Fatalf("ParseEvent: %+v %v, want the trigger of %s", tr, err, thing)
+	}
+	if _, err := w.h.Invoke(ctx, envelope("INSERT", nil, thing+fleet.RevocationSuffix)); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := w.reg.CertificateByID(d.CertificateID); c.Status != fleet.CertRevoked {
+		t.Errorf("certificate %s, want REVOKED: the record restricts the device", c.Status)
 	}
 }
 
