@@ -1,0 +1,914 @@
+// Package reconcile repairs drift between one region's IoT registry and the
+// device inventory: the scheduled Lambda of every region (and `mriot local`'s
+// periodic pass). It finds what the event-driven functions missed (an event
+// that exhausted its retries, a resource changed behind the system's back, a
+// compensation that failed) and repairs it through the very same convergence
+// code (internal/converge) under the same per-device lease.
+//
+// A pass walks four phases, each in pages, saving its position in the
+// region's lease table after every page so that the next invocation resumes
+// where this one stopped (a pass may span many invocations):
+//
+//  1. obligations: devices whose ledger holds compensations a run could not
+//     finish are converged (which finishes them first);
+//  2. revocations: every revoked or decommissioned device (each has a
+//     revocation record) is inspected read-only and, on drift, converged:
+//     first, because a revoked device left active is the drift that matters
+//     most;
+//  3. inventory: so is every other device (its item with its record);
+//  4. things: every thing mriot created (managedBy=mriot) without an item is
+//     removed (converged to no item);
+//  5. certificates: every certificate of an auto-registration CA is checked:
+//     one left PENDING_ACTIVATION longer than a threshold is re-driven
+//     through jitr; one in another state that no item names is removed.
+//
+// Orphans are removed rather than adopted: the inventory is the truth, and a
+// device whose resources exist without an item was rolled back or lost an
+// onboarding race; removing them lets it onboard again, validated, on its
+// next connection, where adopting them would bypass validation (and could
+// bring back a device whose revocation a race erased). REVOKED certificates
+// are never removed: they are the registry's record of a revocation.
+//
+// The reconciler spends at most a configured share of each registry API's
+// quota (it waits for tokens), stops before its invocation's deadline, and
+// takes no lease it would have to wait for (a device in convergence elsewhere
+// is left for the next pass).
+package reconcile
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mriot/mriot/internal/converge"
+	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/obs"
+)
+
+// Registry is what the reconciler needs of its region's IoT registry: what
+// convergence needs, and the listings it walks.
+type Registry interface {
+	converge.Registry
+	ListThings(ctx context.Context, attrName, attrValue string, limit int, cursor string) ([]fleet.Thing, string, error)
+	ListCACertificates(ctx context.Context) ([]fleet.CACertificate, error)
+	ListCertificatesByCA(ctx context.Context, caID string, limit int, cursor string) ([]fleet.Certificate, string, error)
+}
+
+// Inventory is what the reconciler needs of the region's inventory replica.
+type Inventory interface {
+	converge.Inventory
+	List(ctx context.Context, limit int, cursor string) ([]fleet.Device, string, error)
+	Revocations(ctx context.Context, limit int, cursor string) ([]fleet.Revocation, string, error)
+	// ByCertificate returns the thing whose item holds the certificate
+	// (fleet.ErrNotFound when none; eventually consistent).
+	ByCertificate(ctx context.Context, certID string) (string, error)
+}
+
+// Leases is what the reconciler needs of the region's lease table.
+type Leases interface {
+	converge.Leases
+	Pending(ctx context.Context, limit int, cursor string) ([]fleet.Lease, string, error)
+	LoadCursor(ctx context.Context) (fleet.ReconcileCursor, error)
+	SaveCursor(ctx context.Context, c fleet.ReconcileCursor) (fleet.ReconcileCursor, error)
+}
+
+// Redriver handles a registered-certificate event as jitr does
+// (jitr.Handler.Handle): the reconciler re-drives a certificate left
+// PENDING_ACTIVATION through it.
+type Redriver interface {
+	Handle(ctx context.Context, ev fleet.CertificateRegisteredEvent) error
+}
+
+// Function is the function name in logs and metric dimensions.
+const Function = "reconcile"
+
+// Phases of a pass, in order.
+const (
+	PhaseObligations  = "obligations"
+	PhaseInventory    = "inventory"
+	PhaseRevocations  = "revocations"
+	PhaseThings       = "things"
+	PhaseCertificates = "certificates"
+)
+
+var phases = []string{PhaseObligations, PhaseRevocations, PhaseInventory, PhaseThings, PhaseCertificates}
+
+// Drift kinds beyond those of converge.Inspect.
+const (
+	DriftObligation         = "obligation"
+	DriftOrphanThing        = "orphan_thing"
+	DriftOrphanCertificate  = "orphan_certificate"
+	DriftPendingCertificate = "pending_certificate"
+)
+
+// Defaults of Config.
+const (
+	DefaultPageSize         = 50
+	DefaultQuotaShare       = 0.2
+	DefaultPendingThreshold = 10 * time.Minute
+	// DefaultStopMargin is kept from the invocation's deadline to save the
+	// position and log the report.
+	DefaultStopMargin = 10 * time.Second
+)
+
+// Config configures a Reconciler.
+type Config struct {
+	Registry  Registry
+	Inventory Inventory
+	Leases    Leases
+	// Redriver re-drives certificates left PENDING_ACTIVATION (nil: they are
+	// reported, not re-driven).
+	Redriver   Redriver
+	Region     string
+	PolicyName string
+	// Quotas are the registry operations' rates (calls per second) and
+	// QuotaShare the share of them the reconciler may spend (default
+	// DefaultQuotaShare); operations without a quota are not limited.
+	Quotas     map[string]float64
+	QuotaShare float64
+	// PendingThreshold: a certificate PENDING_ACTIVATION for longer is
+	// re-driven (default DefaultPendingThreshold).
+	PendingThreshold time.Duration
+	PageSize         int
+	StopMargin       time.Duration
+	// Lease tunes the convergence engine (sleep, run ids, lease duration);
+	// its other fields come from this Config.
+	Lease   converge.Config
+	Now     func() time.Time
+	Log     *slog.Logger
+	Metrics obs.Metrics
+	Tracer  obs.Tracer
+}
+
+// Reconciler reconciles one region.
+type Reconciler struct {
+	reg       Registry
+	inv       Inventory
+	leases    Leases
+	redriver  Redriver
+	engine    *converge.Engine
+	region    string
+	threshold time.Duration
+	page      int
+	margin    time.Duration
+	now       func() time.Time
+	sleep     func(ctx context.Context, d time.Duration) error
+	log       *slog.Logger
+	metrics   obs.Metrics
+}
+
+// New checks cfg and returns a Reconciler.
+func New(cfg Config) (*Reconciler, error) {
+	switch {
+	case cfg.Registry == nil:
+		return nil, errors.New("reconcile: no registry")
+	case cfg.Inventory == nil:
+		return nil, errors.New("reconcile: no inventory")
+	case cfg.Leases == nil:
+		return nil, errors.New("reconcile: no lease table")
+	case cfg.QuotaShare < 0 || cfg.QuotaShare > 1:
+		return nil, fmt.Errorf("reconcile: quota share %v is not in [0,1]", cfg.QuotaShare)
+	}
+	r := &Reconciler{
+		inv: cfg.Inventory, leases: cfg.Leases, redriver: cfg.Redriver, region: cfg.Region,
+		threshold: cfg.PendingThreshold, page: cfg.PageSize, margin: cfg.StopMargin,
+		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics,
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.log == nil {
+		r.log = obs.Discard()
+	}
+	if r.metrics == nil {
+		r.metrics = obs.Nop{}
+	}
+	if r.threshold <= 0 {
+		r.threshold = DefaultPendingThreshold
+	}
+	if r.page <= 0 {
+		r.page = DefaultPageSize
+	}
+	if r.margin <= 0 {
+		r.margin = DefaultStopMargin
+	}
+	share := cfg.QuotaShare
+	if share == 0 {
+		share = DefaultQuotaShare
+	}
+	sleep := cfg.Lease.Sleep
+	if sleep == nil {
+		sleep = converge.Sleep
+	}
+	r.sleep = sleep
+	r.reg = newLimited(cfg.Registry, cfg.Quotas, share, r.now, sleep)
+	ec := cfg.Lease
+	ec.Registry, ec.Inventory, ec.Leases, ec.Region, ec.PolicyName = r.reg, cfg.Inventory, cfg.Leases, cfg.Region, cfg.PolicyName
+	ec.Now, ec.Log, ec.Metrics, ec.Tracer = r.now, r.log, r.metrics, cfg.Tracer
+	var err error
+	if r.engine, err = converge.New(ec); err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	return r, nil
+}
+
+// Registry is the reconciler's registry: the one it was given, behind its
+// share of the quotas (give the same to the Redriver).
+func (r *Reconciler) Registry() Registry { return r.reg }
+
+// Finding is one drift found.
+type Finding struct {
+	Kind        string `json:"kind"`
+	ThingName   string `json:"thingName,omitempty"`
+	Certificate string `json:"certificateId,omitempty"`
+	// Repaired: converged (or re-driven) and no longer found.
+	Repaired bool   `json:"repaired"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Report is what one invocation found and did.
+type Report struct {
+	Region string `json:"region"`
+	DryRun bool   `json:"dryRun"`
+	Pass   int64  `json:"pass"`
+	// Checked is how many items, things and certificates were looked at;
+	// Skipped how many could not be (a failure; the next pass looks again).
+	Checked  int       `json:"checked"`
+	Skipped  int       `json:"skipped"`
+	Findings []Finding `json:"findings"`
+	// Complete: the pass reached its end in this invocation.
+	Complete bool `json:"complete"`
+	// Next resumes a dry run where this one stopped ("" when complete).
+	Next string `json:"next,omitempty"`
+}
+
+// Unrepaired counts the findings left unrepaired.
+func (rep Report) Unrepaired() int {
+	n := 0
+	for _, f := range rep.Findings {
+		if !f.Repaired {
+			n++
+		}
+	}
+	return n
+}
+
+// Options of one invocation.
+type Options struct {
+	// DryRun reports the drift and changes nothing (no convergence, no
+	// re-drive, no saved position): GET /regions/{region}/drift.
+	DryRun bool
+	// Cursor resumes a dry run (Report.Next); a real run resumes from the
+	// position saved in the lease table.
+	Cursor string
+	// MaxChecks bounds a dry run's checks (0: no bound but the deadline).
+	MaxChecks int
+}
+
+// ErrConcurrentRun: another invocation advanced the saved position first.
+var ErrConcurrentRun = errors.New("another reconciler invocation is running in this region")
+
+// Run reconciles until the pass ends or the invocation's deadline (less the
+// stop margin) is near, and returns what it found. A real run resumes from,
+// and saves, its position in the lease table.
+func (r *Reconciler) Run(ctx context.Context, o Options) (Report, error) {
+	rep := Report{Region: r.region, DryRun: o.DryRun, Findings: []Finding{}}
+	var cur fleet.ReconcileCursor
+	if o.DryRun {
+		var err error
+		if cur, err = decodeCursor(o.Cursor); err != nil {
+			return rep, err
+		}
+	} else {
+		var err error
+		if cur, err = r.loadCursor(ctx); err != nil {
+			return rep, fmt.Errorf("load the reconciler's position: %w", err)
+		}
+		if cur.Phase == "" {
+			cur.Pass, cur.PassStarted = cur.Pass+1, r.now().UTC()
+			cur.Phase = phases[0]
+		}
+	}
+	if cur.Phase == "" {
+		cur.Phase = phases[0]
+	}
+	rep.Pass = cur.Pass
+	p := &pass{r: r, o: o, rep: &rep, cur: cur, stopAt: r.stopAt(ctx)}
+	err := p.run(ctx)
+	if !o.DryRun {
+		r.metrics.Count("DriftUnrepaired", float64(rep.Unrepaired()), obs.D("Function", Function))
+		r.metrics.Count("ReconcileChecked", float64(rep.Checked), obs.D("Function", Function))
+		if rep.Complete {
+			r.metrics.Count("ReconcilePassCompleted", 1, obs.D("Function", Function))
+		}
+	}
+	level := slog.LevelInfo
+	if rep.Unrepaired() > 0 || err != nil {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{slog.String("region", r.region), slog.Bool("dryRun", o.DryRun), slog.Int64("pass", rep.Pass),
+		slog.Int("checked", rep.Checked), slog.Int("findings", len(rep.Findings)), slog.Int("unrepaired", rep.Unrepaired()),
+		slog.Bool("complete", rep.Complete)}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	r.log.LogAttrs(ctx, level, "reconcile finished", attrs...)
+	return rep, err
+}
+
+// loadCursor reads the saved position, retrying a transient failure.
+func (r *Reconciler) loadCursor(ctx context.Context) (fleet.ReconcileCursor, error) {
+	p := &pass{r: r}
+	var c fleet.ReconcileCursor
+	err := p.retry(ctx, func() (err error) { c, err = r.leases.LoadCursor(ctx); return })
+	return c, err
+}
+
+func (r *Reconciler) stopAt(ctx context.Context) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl.Add(-r.margin)
+	}
+	return time.Time{}
+}
+
+// pass is one invocation's walk.
+type pass struct {
+	r      *Reconciler
+	o      Options
+	rep    *Report
+	cur    fleet.ReconcileCursor
+	stopAt time.Time
+}
+
+// attempts bounds the tries of the reconciler's own listing and bookkeeping
+// calls within one invocation (the SDK's retryer has retried each already);
+// a device's own failure never stops the pass.
+const attempts = 3
+
+// retry runs call up to attempts times while it fails (any failure: these
+// are reads and bookkeeping writes, harmless to repeat), but for a lost
+// condition (another invocation) or the end of the invocation.
+func (p *pass) retry(ctx context.Context, call func() error) error {
+	var err error
+	for i := 1; i <= attempts; i++ {
+		if err = call(); err == nil || errors.Is(err, fleet.ErrConditionFailed) || ctx.Err() != nil || i == attempts {
+			return err
+		}
+		if serr := p.r.sleep(ctx, time.Duration(i)*200*time.Millisecond); serr != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// errStop: the invocation's time (or a dry run's check budget) is spent.
+var errStop = errors.New("stop")
+
+func (p *pass) enough(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return errStop
+	}
+	if !p.stopAt.IsZero() && !p.r.now().Before(p.stopAt) {
+		return errStop
+	}
+	if p.o.MaxChecks > 0 && p.rep.Checked >= p.o.MaxChecks {
+		return errStop
+	}
+	return nil
+}
+
+func (p *pass) run(ctx context.Context) error {
+	for {
+		i := slices.Index(phases, p.cur.Phase)
+		if i < 0 {
+			p.r.log.WarnContext(ctx, "unknown reconciler phase; starting a new pass", slog.String("phase", p.cur.Phase))
+			p.cur.Phase, p.cur.Cursor = phases[0], ""
+			continue
+		}
+		err := p.phase(ctx, p.cur.Phase)
+		switch {
+		case errors.Is(err, errStop):
+			p.rep.Next = encodeCursor(p.cur)
+			return nil
+		case err != nil:
+			return err
+		}
+		if i == len(phases)-1 {
+			p.rep.Complete = true
+			next := fleet.ReconcileCursor{Pass: p.cur.Pass, Revision: p.cur.Revision}
+			return p.save(ctx, next)
+		}
+		if err := p.save(ctx, fleet.ReconcileCursor{Phase: phases[i+1], Pass: p.cur.Pass, PassStarted: p.cur.PassStarted, Revision: p.cur.Revision}); err != nil {
+			return err
+		}
+	}
+}
+
+// save records the position (not in a dry run, which only moves in memory).
+// A failed save does not stop the pass: it goes on from memory, and the
+// next save records further (what a later invocation redoes from the last
+// saved position is idempotent). Only another invocation's save stops it.
+func (p *pass) save(ctx context.Context, c fleet.ReconcileCursor) error {
+	if p.o.DryRun {
+		p.cur = c
+		return nil
+	}
+	var saved fleet.ReconcileCursor
+	err := p.retry(ctx, func() (err error) { saved, err = p.r.leases.SaveCursor(ctx, c); return })
+	switch {
+	case errors.Is(err, fleet.ErrConditionFailed):
+		return fmt.Errorf("save the reconciler's position: %w", ErrConcurrentRun)
+	case err != nil:
+		p.r.log.WarnContext(ctx, "saving the reconciler's position failed; going on", slog.String("error", err.Error()))
+		p.cur = c
+		return nil
+	}
+	p.cur = saved
+	return nil
+}
+
+// page saves the position after a page of phase: the cursor of the next.
+func (p *pass) page(ctx context.Context, next string) error {
+	c := p.cur
+	c.Cursor = next
+	return p.save(ctx, c)
+}
+
+func (p *pass) phase(ctx context.Context, phase string) error {
+	switch phase {
+	case PhaseObligations:
+		return p.obligations(ctx)
+	case PhaseInventory:
+		return p.inventory(ctx)
+	case PhaseRevocations:
+		return p.revocations(ctx)
+	case PhaseThings:
+		return p.things(ctx)
+	}
+	return p.certificates(ctx)
+}
+
+// find records a finding and counts it.
+func (p *pass) find(kind, thing, cert string) *Finding {
+	p.rep.Findings = append(p.rep.Findings, Finding{Kind: kind, ThingName: thing, Certificate: cert})
+	if !p.o.DryRun {
+		p.r.metrics.Count("DriftFound", 1, obs.D("Function", Function), obs.D("Kind", kind))
+	}
+	return &p.rep.Findings[len(p.rep.Findings)-1]
+}
+
+func (p *pass) repaired(f *Finding) {
+	f.Repaired = true
+	p.r.metrics.Count("DriftRepaired", 1, obs.D("Function", Function), obs.D("Kind", f.Kind))
+}
+
+// converge converges thing without waiting for its lease. A held lease is
+// no failure: the device is being converged; the next pass looks again.
+func (p *pass) converge(ctx context.Context, thing string, hints ...string) error {
+	_, err := p.r.engine.Converge(ctx, thing, converge.Options{Function: Function, Hints: hints, NoWait: true})
+	return err
+}
+
+func (p *pass) failed(ctx context.Context, f *Finding, err error) {
+	f.Error = err.Error()
+	p.r.log.WarnContext(ctx, "drift not repaired", slog.String("kind", f.Kind), slog.String("thingName", f.ThingName),
+		slog.String("certificateId", f.Certificate), slog.String("error", f.Error), slog.String("class", errClass(err)))
+}
+
+func errClass(err error) string {
+	if fleet.IsTransient(err) {
+		return "retryable"
+	}
+	return "terminal"
+}
+
+// obligations converges every device whose ledger holds obligations.
+func (p *pass) obligations(ctx context.Context) error {
+	for {
+		if err := p.enough(ctx); err != nil {
+			return err
+		}
+		var leases []fleet.Lease
+		var next string
+		err := p.retry(ctx, func() (err error) { leases, next, err = p.r.leases.Pending(ctx, p.r.page, p.cur.Cursor); return })
+		if err != nil {
+			return fmt.Errorf("list pending obligations: %w", err)
+		}
+		for _, l := range leases {
+			if err := p.enough(ctx); err != nil {
+				return err
+			}
+			p.rep.Checked++
+			f := p.find(DriftObligation, l.ThingName, "")
+			if p.o.DryRun {
+				continue
+			}
+			if err := p.converge(ctx, l.ThingName); err != nil {
+				p.failed(ctx, f, err)
+				continue
+			}
+			if after, err := p.r.leases.Get(ctx, l.ThingName); err == nil && len(after.Ledger.Obligations) == 0 {
+				p.repaired(f)
+			}
+		}
+		if err := p.page(ctx, next); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+	}
+}
+
+// inventory inspects every item and converges the drifted ones.
+func (p *pass) inventory(ctx context.Context) error {
+	for {
+		if err := p.enough(ctx); err != nil {
+			return err
+		}
+		var items []fleet.Device
+		var next string
+		err := p.retry(ctx, func() (err error) { items, next, err = p.r.inv.List(ctx, p.r.page, p.cur.Cursor); return })
+		if err != nil {
+			return fmt.Errorf("list the inventory: %w", err)
+		}
+		for _, d := range items {
+			if err := p.enough(ctx); err != nil {
+				return err // this page again next time: every check is idempotent
+			}
+			if d.Status != fleet.StatusActive {
+				// Revoked: its revocation record had it checked in the
+				// revocations phase, unless it has none (an item written
+				// before records existed).
+				if _, err := p.r.inv.Revocation(ctx, d.ThingName); err == nil {
+					continue
+				}
+			}
+			p.rep.Checked++
+			if err := p.item(ctx, d); err != nil {
+				return err
+			}
+		}
+		if err := p.page(ctx, next); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+	}
+}
+
+// revocations inspects every device with a revocation record: its item
+// with the record, or the record alone.
+func (p *pass) revocations(ctx context.Context) error {
+	for {
+		if err := p.enough(ctx); err != nil {
+			return err
+		}
+		var recs []fleet.Revocation
+		var next string
+		err := p.retry(ctx, func() (err error) { recs, next, err = p.r.inv.Revocations(ctx, p.r.page, p.cur.Cursor); return })
+		if err != nil {
+			return fmt.Errorf("list revocations: %w", err)
+		}
+		for _, rec := range recs {
+			if err := p.enough(ctx); err != nil {
+				return err
+			}
+			d, err := p.r.inv.Get(ctx, rec.ThingName)
+			found := err == nil
+			if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+				p.skipped(ctx, rec.ThingName, err)
+				continue
+			}
+			p.rep.Checked++
+			d, _ = fleet.Effective(d, found, rec, true)
+			if err := p.item(ctx, d); err != nil {
+				return err
+			}
+		}
+		if err := p.page(ctx, next); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+	}
+}
+
+// effective is the device as its item and its revocation record say.
+func (p *pass) effective(ctx context.Context, d fleet.Device) (fleet.Device, error) {
+	rev, err := p.r.inv.Revocation(ctx, d.ThingName)
+	if errors.Is(err, fleet.ErrNotFound) {
+		return d, nil
+	}
+	if err != nil {
+		return d, fmt.Errorf("get revocation of %s: %w", d.ThingName, err)
+	}
+	d, _ = fleet.Effective(d, true, rev, true)
+	return d, nil
+}
+
+// skipped logs a device the pass could not look at (the next pass will).
+func (p *pass) skipped(ctx context.Context, thing string, err error) {
+	p.rep.Skipped++
+	p.r.log.WarnContext(ctx, "device skipped in this pass", slog.String("thingName", thing), slog.String("error", err.Error()),
+		slog.String("class", errClass(err)))
+}
+
+// item inspects one device and repairs its drift, trying up to attempts
+// times when a read or the convergence fails (a moment later the registry
+// or the table usually answers). What still fails is logged and skipped:
+// the pass goes on, and the next pass looks again.
+func (p *pass) item(ctx context.Context, d fleet.Device) error {
+	var err error
+	for i := 1; i <= attempts; i++ {
+		var retry bool
+		if retry, err = p.checkItem(ctx, d, i == attempts); !retry {
+			return nil
+		}
+		if serr := p.r.sleep(ctx, time.Duration(i)*time.Second); serr != nil {
+			break
+		}
+	}
+	p.skipped(ctx, d.ThingName, err)
+	return nil
+}
+
+// checkItem is one try of item: retry reports a failure worth another try
+// (with last, the failures are recorded in the findings instead).
+func (p *pass) checkItem(ctx context.Context, d fleet.Device, last bool) (retry bool, err error) {
+	d, err = p.effective(ctx, d)
+	if err != nil {
+		return true, err
+	}
+	kinds, err := p.r.engine.Inspect(ctx, d)
+	if err != nil {
+		return true, err
+	}
+	if len(kinds) == 0 {
+		return false, nil
+	}
+	if p.o.DryRun {
+		for _, k := range kinds {
+			p.find(k, d.ThingName, d.CertificateID)
+		}
+		return false, nil
+	}
+	if err := p.converge(ctx, d.ThingName); err != nil && !last {
+		return true, err
+	} else if err != nil {
+		for _, k := range kinds {
+			p.failed(ctx, p.find(k, d.ThingName, d.CertificateID), err)
+		}
+		return false, nil
+	}
+	var found []*Finding
+	for _, k := range kinds {
+		found = append(found, p.find(k, d.ThingName, d.CertificateID))
+	}
+	cur, ok, err := p.r.engine.Read(ctx, d.ThingName)
+	if err != nil || !ok {
+		return false, nil // gone or unreadable: the next pass looks again
+	}
+	left, err := p.r.engine.Inspect(ctx, cur)
+	if err != nil {
+		return false, nil
+	}
+	for _, f := range found {
+		if !slices.Contains(left, f.Kind) {
+			p.repaired(f)
+		}
+	}
+	return false, nil
+}
+
+// things removes the things mriot created that no item accounts for.
+func (p *pass) things(ctx context.Context) error {
+	for {
+		if err := p.enough(ctx); err != nil {
+			return err
+		}
+		var things []fleet.Thing
+		var next string
+		err := p.retry(ctx, func() (err error) {
+			things, next, err = p.r.reg.ListThings(ctx, converge.ManagedByAttribute, converge.ManagedBy, p.r.page, p.cur.Cursor)
+			return
+		})
+		if err != nil {
+			return fmt.Errorf("list mriot's things: %w", err)
+		}
+		for _, th := range things {
+			if err := p.enough(ctx); err != nil {
+				return err
+			}
+			p.rep.Checked++
+			_, found, err := p.r.engine.Read(ctx, th.Name)
+			switch {
+			case err != nil:
+				p.skipped(ctx, th.Name, err)
+				continue
+			case found:
+				continue
+			}
+			f := p.find(DriftOrphanThing, th.Name, "")
+			if p.o.DryRun {
+				continue
+			}
+			if err := p.converge(ctx, th.Name); err != nil {
+				p.failed(ctx, f, err)
+				continue
+			}
+			if _, err := p.r.reg.DescribeThing(ctx, th.Name); errors.Is(err, fleet.ErrNotFound) {
+				p.repaired(f)
+			}
+		}
+		if err := p.page(ctx, next); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+	}
+}
+
+// certificates walks the certificates of every auto-registration CA, in CA
+// id order. The cursor is "<caId>/<position within the CA>".
+func (p *pass) certificates(ctx context.Context) error {
+	var cas []fleet.CACertificate
+	err := p.retry(ctx, func() (err error) { cas, err = p.r.reg.ListCACertificates(ctx); return })
+	if err != nil {
+		return fmt.Errorf("list CA certificates: %w", err)
+	}
+	ids := make([]string, 0, len(cas))
+	for _, ca := range cas {
+		ids = append(ids, ca.ID)
+	}
+	slices.Sort(ids)
+	startCA, within, _ := strings.Cut(p.cur.Cursor, "/")
+	for i, caID := range ids {
+		if caID < startCA {
+			continue
+		}
+		if caID != startCA {
+			within = ""
+		}
+		var ca fleet.CACertificate
+		err := p.retry(ctx, func() (err error) { ca, err = p.r.reg.DescribeCACertificate(ctx, caID); return })
+		if err != nil {
+			return fmt.Errorf("describe CA certificate %s: %w", caID, err)
+		}
+		for ca.AutoRegistration {
+			if err := p.enough(ctx); err != nil {
+				return err
+			}
+			var certs []fleet.Certificate
+			var next string
+			err := p.retry(ctx, func() (err error) {
+				certs, next, err = p.r.reg.ListCertificatesByCA(ctx, caID, p.r.page, within)
+				return
+			})
+			if err != nil {
+				return fmt.Errorf("list certificates of CA %s: %w", caID, err)
+			}
+			for _, c := range certs {
+				if err := p.enough(ctx); err != nil {
+					return err // this page again next time
+				}
+				p.rep.Checked++
+				if err := p.certificate(ctx, caID, c); err != nil {
+					return err
+				}
+			}
+			if next == "" {
+				break
+			}
+			within = next
+			if err := p.page(ctx, caID+"/"+next); err != nil {
+				return err
+			}
+		}
+		if i+1 < len(ids) {
+			if err := p.page(ctx, ids[i+1]+"/"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// certificate checks one certificate of an auto-registration CA.
+func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate) error {
+	switch c.Status {
+	case fleet.CertRevoked:
+		return nil // the registry's record of a revocation: never removed
+	case fleet.CertPendingActivation:
+		if c.CreatedAt.IsZero() || p.r.now().Sub(c.CreatedAt) < p.r.threshold {
+			return nil // JITR is onboarding it
+		}
+		f := p.find(DriftPendingCertificate, "", c.ID)
+		if p.o.DryRun || p.r.redriver == nil {
+			return nil
+		}
+		ev := fleet.CertificateRegisteredEvent{
+			CertificateID: c.ID, CACertificateID: caID, Timestamp: p.r.now().UnixMilli(),
+			CertificateStatus:     fleet.CertPendingActivation,
+			RegistrationTimestamp: fleet.FlexString(fmt.Sprint(c.CreatedAt.UnixMilli())),
+		}
+		if err := p.r.redriver.Handle(ctx, ev); err != nil {
+			p.failed(ctx, f, err)
+			return nil
+		}
+		if after, err := p.r.reg.DescribeCertificate(ctx, c.ID); err == nil && after.Status != fleet.CertPendingActivation {
+			p.repaired(f)
+		} else if err == nil {
+			// Refused and left pending on purpose (a rotation jitr does not
+			// accept yet): reported, not repaired.
+			f.Error = "left PENDING_ACTIVATION by jitr"
+		}
+		return nil
+	}
+	if _, err := p.r.inv.ByCertificate(ctx, c.ID); err == nil {
+		return nil // an item holds it: the inventory phase checks its state
+	} else if !errors.Is(err, fleet.ErrNotFound) {
+		p.skipped(ctx, c.ID, err)
+		return nil
+	}
+	// No item names it: the thing is its common name.
+	full, err := p.r.reg.DescribeCertificate(ctx, c.ID)
+	if errors.Is(err, fleet.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		p.skipped(ctx, c.ID, err)
+		return nil
+	}
+	thing, err := commonName(full.PEM)
+	if err != nil {
+		p.r.log.WarnContext(ctx, "certificate of an auto-registration CA without a thing name; left alone",
+			slog.String("certificateId", c.ID), slog.String("error", err.Error()))
+		return nil
+	}
+	// The index is eventually consistent: the convergence reads the item
+	// itself, under the lease, and removes the certificate only if the item
+	// does not hold it.
+	f := p.find(DriftOrphanCertificate, thing, c.ID)
+	if p.o.DryRun {
+		return nil
+	}
+	if err := p.converge(ctx, thing, c.ID); err != nil {
+		p.failed(ctx, f, err)
+		return nil
+	}
+	after, err := p.r.reg.DescribeCertificate(ctx, c.ID)
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
+		p.repaired(f)
+	case err == nil && after.Status == fleet.CertRevoked:
+		p.repaired(f)
+	case err == nil:
+		if d, gerr := p.r.inv.Get(ctx, thing); gerr == nil && d.CertificateID == c.ID {
+			p.repaired(f) // not an orphan after all: the item holds it
+		}
+	}
+	return nil
+}
+
+// commonName returns a certificate's subject common name, checked as a thing
+// name.
+func commonName(pemText string) (string, error) {
+	x, err := fleet.ParseCertificatePEM(pemText)
+	if err != nil {
+		return "", err
+	}
+	if err := fleet.ValidateThingName(x.Subject.CommonName); err != nil {
+		return "", err
+	}
+	return x.Subject.CommonName, nil
+}
+
+// encodeCursor and decodeCursor carry a dry run's position in an opaque,
+// URL-safe token.
+func encodeCursor(c fleet.ReconcileCursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.Phase + "\n" + c.Cursor))
+}
+
+func decodeCursor(s string) (fleet.ReconcileCursor, error) {
+	if s == "" {
+		return fleet.ReconcileCursor{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return fleet.ReconcileCursor{}, fmt.Errorf("cursor: %w: %w", fleet.ErrInvalid, err)
+	}
+	phase, cursor, ok := strings.Cut(string(b), "\n")
+	if !ok || !slices.Contains(phases, phase) {
+		return fleet.ReconcileCursor{}, fmt.Errorf("cursor: unknown phase: %w", fleet.ErrInvalid)
+	}
+	return fleet.ReconcileCursor{Phase: phase, Cursor: cursor}, nil
+}
