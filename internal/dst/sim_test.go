@@ -1,0 +1,145 @@
+package dst
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// seeds is how many seeds TestSimulation runs: DST_SEEDS, else 500 (100
+// with -short, as under the race detector). DST_SEED runs that one seed
+// (replay a failure); DST_FIRST moves the first seed.
+func seeds(t *testing.T) (first, n uint64) {
+	if s := os.Getenv("DST_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("DST_SEED=%q: %v", s, err)
+		}
+		return v, 1
+	}
+	n = 500
+	if testing.Short() {
+		n = 100
+	}
+	if s := os.Getenv("DST_SEEDS"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("DST_SEEDS=%q: %v", s, err)
+		}
+		n = v
+	}
+	if s := os.Getenv("DST_FIRST"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("DST_FIRST=%q: %v", s, err)
+		}
+		first = v
+	}
+	return first, n
+}
+
+// TestSimulation runs the deterministic simulation over many seeds and
+// checks the invariants at quiescence of each. A failing seed writes its
+// whole trace to a file and prints how to replay it.
+func TestSimulation(t *testing.T) {
+	first, n := seeds(t)
+	var mu sync.Mutex
+	var worst time.Duration
+	var worstSeed uint64
+	t.Cleanup(func() {
+		t.Logf("%d seeds; the longest a revoked certificate stayed ACTIVE after its revocation reached a region: %s (seed %d)", n, worst, worstSeed)
+	})
+	for seed := first; seed < first+n; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			cfg := Defaults(seed)
+			s, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			violations, err := s.Run()
+			mu.Lock()
+			if s.Overhang > worst {
+				worst, worstSeed = s.Overhang, seed
+			}
+			mu.Unlock()
+			if err == nil && len(violations) == 0 {
+				if os.Getenv("DST_TRACE") != "" {
+					t.Log("\n" + strings.Join(s.trace, "\n"))
+				}
+				return
+			}
+			path := filepath.Join(os.TempDir(), fmt.Sprintf("mriot-dst-seed-%d.trace", seed))
+			_ = os.WriteFile(path, []byte(strings.Join(s.trace, "\n")+"\n"), 0o644)
+			tail := s.trace[max(0, len(s.trace)-60):]
+			t.Errorf("seed %d (%d regions, %d devices, faults %+v, %d outages): %v\nviolations:\n  %s\nlast trace lines:\n%s\nwhole trace: %s\nreplay: DST_SEED=%d go test ./internal/dst -run TestSimulation -v",
+				seed, cfg.Regions, cfg.Devices, cfg.Faults, cfg.Outages, err, strings.Join(violations, "\n  "), strings.Join(tail, "\n"), path, seed)
+		})
+	}
+}
+
+// TestSimulationIsDeterministic: one seed run twice gives the same trace,
+// step for step.
+func TestSimulationIsDeterministic(t *testing.T) {
+	var traces [2][]string
+	for i := range traces {
+		s, err := New(Defaults(7))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Run(); err != nil {
+			t.Fatal(err)
+		}
+		traces[i] = s.trace
+	}
+	if len(traces[0]) < 100 {
+		t.Fatalf("a trace of %d lines: the simulation did little", len(traces[0]))
+	}
+	for i := range min(len(traces[0]), len(traces[1])) {
+		if traces[0][i] != traces[1][i] {
+			t.Fatalf("the traces differ at line %d:\n%s\n%s", i, traces[0][i], traces[1][i])
+		}
+	}
+	if len(traces[0]) != len(traces[1]) {
+		t.Fatalf("traces of %d and %d lines", len(traces[0]), len(traces[1]))
+	}
+}
+
+// TestSimulationCatchesBrokenDesigns proves that the simulation notices when
+// a mechanism the convergence relies on is taken away: for each mutation,
+// some seed among the first few hundred breaks an invariant.
+func TestSimulationCatchesBrokenDesigns(t *testing.T) {
+	tests := []struct {
+		name string
+		m    Mutations
+	}{
+		{"no leases", Mutations{NoLeases: true}},
+		{"no revocation records", Mutations{NoRevocationRecords: true}},
+		{"no reconciler", Mutations{NoReconciler: true}},
+	}
+	const budget = 400
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for seed := uint64(0); seed < budget; seed++ {
+				cfg := Defaults(seed)
+				cfg.Mutations = tt.m
+				s, err := New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				violations, err := s.Run()
+				if err != nil || len(violations) > 0 {
+					t.Logf("caught at seed %d: %v %s", seed, err, strings.Join(violations[:min(len(violations), 3)], "; "))
+					return
+				}
+			}
+			t.Fatalf("the simulation passed %d seeds of a system with %s", budget, tt.name)
+		})
+	}
+}
