@@ -33,6 +33,7 @@ func newLocalCmd() *cobra.Command {
 		demo           bool
 		logLevel       string
 		logFile        string
+		reconcileEvery time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -50,7 +51,10 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 				Regions: regions, StateDir: stateDir(cmd), MQTTPort: mqttPort, APIAddr: apiAddr,
 				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
 				ReplicationLag: replicationLag, APILatency: apiLatency,
-				Metrics: obs.NewRecorder(),
+				Metrics: obs.NewRecorder(), ReconcileInterval: reconcileEvery,
+			}
+			if reconcileEvery == 0 {
+				cfg.ReconcileInterval = -1 // 0 turns the schedule off
 			}
 			var err error
 			if latency != "" {
@@ -91,6 +95,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f.StringVar(&quotas, "quotas", "none", "registry rate limits: aws (AWS IoT's default control-plane TPS per region) or none")
 	f.BoolVar(&demo, "demo", true, "onboard a few demo devices and show what happens in each region")
 	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs")
+	f.DurationVar(&reconcileEvery, "reconcile-interval", 30*time.Second, "how often every region's reconciler repairs drift (0: only on demand, mriot reconcile)")
 	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
 	return cmd
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/reconcile"
 )
 
 // Inventory is the part of the device inventory the API uses (see
@@ -64,6 +65,16 @@ type Admin interface {
 	// RegisterCA registers a CA certificate in region with auto-registration,
 	// SNI_ONLY, ACTIVE, and returns its certificate id.
 	RegisterCA(ctx context.Context, region, pem string) (string, error)
+	// Reconcile runs region's reconciler through a whole pass now and
+	// returns what it found and repaired.
+	Reconcile(ctx context.Context, region string) (reconcile.Report, error)
+}
+
+// Drift reports a region's drift from the inventory without changing
+// anything: a dry run of the region's reconciler, from cursor (""), looking
+// at no more than maxChecks devices, things and certificates.
+type Drift interface {
+	Drift(ctx context.Context, region, cursor string, maxChecks int) (reconcile.Report, error)
 }
 
 // Limits of the API.
@@ -76,6 +87,10 @@ const (
 	MaxCABody = 64 << 10
 	// DefaultRegionConcurrency bounds the regions read at once for one device.
 	DefaultRegionConcurrency = 8
+	// DefaultDriftChecks and MaxDriftChecks bound a drift report's checks
+	// (?limit=); the report's next cursor goes on.
+	DefaultDriftChecks = 200
+	MaxDriftChecks     = 5000
 	// updateAttempts bounds the read-check-write rounds of a status change
 	// that meets concurrent writers.
 	updateAttempts = 5
@@ -98,6 +113,8 @@ type Config struct {
 	Health func() error
 	// Admin enables the /regions admin routes (nil: they do not exist).
 	Admin Admin
+	// Drift enables GET /regions/{region}/drift (nil: it does not exist).
+	Drift Drift
 	// Logger logs one line per request (nil: discard).
 	Logger *slog.Logger
 	// Now is the clock of UpdatedAt (nil: time.Now).
@@ -170,7 +187,11 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET /devices/{thingName}/telemetry", h.telemetry)
 	h.mux.HandleFunc("POST /devices/{thingName}/revoke", h.changeStatus(fleet.StatusRevoked))
 	h.mux.HandleFunc("POST /devices/{thingName}/decommission", h.changeStatus(fleet.StatusDecommissioned))
+	if h.cfg.Drift != nil {
+		h.mux.HandleFunc("GET /regions/{region}/drift", h.drift)
+	}
 	if h.cfg.Admin != nil {
+		h.mux.HandleFunc("POST /regions/{region}/reconcile", h.reconcile)
 		h.mux.HandleFunc("POST /regions/{region}/down", h.regionDown(true))
 		h.mux.HandleFunc("POST /regions/{region}/up", h.regionDown(false))
 		h.mux.HandleFunc("POST /regions/{region}/ca", h.registerCA)

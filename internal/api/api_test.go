@@ -18,6 +18,7 @@ import (
 	"github.com/mriot/mriot/internal/api/apitest"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/memiot"
+	"github.com/mriot/mriot/internal/reconcile"
 	"github.com/mriot/mriot/internal/pki"
 )
 
@@ -117,8 +118,8 @@ func TestHealth(t *testing.T) {
 		status int
 		body   string
 	}{
-		{"no check", nil, 200, `{"status":"ok"}`},
-		{"healthy", func() error { return nil }, 200, `{"status":"ok"}`},
+		{"no check", nil, 200, `{"status":"ok","regions":["eu-west-1","us-west-2","ap-south-1"]}`},
+		{"healthy", func() error { return nil }, 200, `{"status":"ok","regions":["eu-west-1","us-west-2","ap-south-1"]}`},
 		{"unhealthy", func() error { return errors.New("region us-west-2 endpoint not listening") }, 503,
 			`{"error":"unhealthy: region us-west-2 endpoint not listening"}`},
 	}
@@ -467,6 +468,9 @@ func TestStatusChanges(t *testing.T) {
 		wantStatus fleet.Status // stored afterwards
 		wantVer    int64        // stored afterwards
 		wantErr    string
+		// wantRecord is the revocation record afterwards ("": the
+		// effective status, wantStatus unless the record restricts more).
+		wantRecord fleet.Status
 	}{
 		{name: "revoke active", initial: fleet.StatusActive, action: "revoke", status: 202, wantStatus: fleet.StatusRevoked, wantVer: 2},
 		{name: "revoke revoked is idempotent", initial: fleet.StatusRevoked, action: "revoke", status: 200, wantStatus: fleet.StatusRevoked, wantVer: 1},
@@ -476,8 +480,11 @@ func TestStatusChanges(t *testing.T) {
 		{name: "decommission decommissioned is idempotent", initial: fleet.StatusDecommissioned, action: "decommission", status: 200, wantStatus: fleet.StatusDecommissioned, wantVer: 1},
 		{name: "revoke after two conflicting writes", initial: fleet.StatusActive, action: "revoke", races: 2, race: touch,
 			status: 202, wantStatus: fleet.StatusRevoked, wantVer: 4},
-		{name: "revoke gives up after repeated conflicts", initial: fleet.StatusActive, action: "revoke", races: 100, race: touch,
-			status: 409, wantStatus: fleet.StatusActive, wantVer: 6, wantErr: "condition failed"},
+		// The revocation record holds though the item keeps losing: the
+		// device is revoked (the record says so), the item catches up
+		// later (converge).
+		{name: "revoke holds through repeated conflicts", initial: fleet.StatusActive, action: "revoke", races: 100, race: touch,
+			status: 202, wantStatus: fleet.StatusActive, wantVer: 6, wantRecord: fleet.StatusRevoked},
 		{name: "revoke meets a concurrent decommission", initial: fleet.StatusActive, action: "revoke", races: 1,
 			race:   func(d *fleet.Device) { d.Status = fleet.StatusDecommissioned },
 			status: 409, wantStatus: fleet.StatusDecommissioned, wantVer: 2, wantErr: "is DECOMMISSIONED and cannot become REVOKED"},
@@ -513,19 +520,46 @@ func TestStatusChanges(t *testing.T) {
 			if stored.CertificatePEM != d.CertificatePEM || stored.CertificateID != d.CertificateID {
 				t.Fatal("status change lost the certificate")
 			}
+			// A revoke or decommission that was accepted left a revocation
+			// record at least as restrictive as what was asked; GET shows the
+			// device as restricted as the record says.
+			wantRecord := tc.wantRecord
+			if wantRecord == "" && tc.status/100 == 2 && tc.initial == fleet.StatusActive {
+				wantRecord = tc.wantStatus
+			}
+			rec, rerr := f.Inventory.Revocation(ctx, "dev-1")
+			switch {
+			case wantRecord == "" && rerr == nil && tc.status/100 == 2 && tc.initial != fleet.StatusActive:
+				// Set up without a record: an idempotent answer writes none.
+			case wantRecord != "" && (rerr != nil || !fleet.Restricts(rec.Status, wantRecord)):
+				t.Fatalf("revocation record %+v %v, want at least %s", rec, rerr, wantRecord)
+			}
+			if wantRecord != "" {
+				var view api.DeviceView
+				do(t, newHandler(t, f.Config()), "GET", "/devices/dev-1", "").decode(t, &view)
+				if !fleet.Restricts(view.Status, wantRecord) {
+					t.Fatalf("GET shows %s, want at least %s", view.Status, wantRecord)
+				}
+			}
 			if tc.wantErr != "" {
 				if msg := r.errorText(t); !strings.Contains(msg, tc.wantErr) {
 					t.Fatalf("error %q does not mention %q", msg, tc.wantErr)
 				}
 				return
 			}
-			var rec api.DeviceRecord
-			r.decode(t, &rec)
-			if rec.Status != tc.wantStatus || rec.Version != tc.wantVer || rec.ThingName != "dev-1" {
-				t.Fatalf("response %+v", rec)
+			var resp api.DeviceRecord
+			r.decode(t, &resp)
+			if tc.wantRecord != "" {
+				if resp.Status != tc.wantRecord || resp.ThingName != "dev-1" {
+					t.Fatalf("response %+v, want %s", resp, tc.wantRecord)
+				}
+				return
 			}
-			if tc.status == 202 && (!rec.UpdatedAt.Equal(f.Now) || !stored.UpdatedAt.Equal(f.Now)) {
-				t.Fatalf("UpdatedAt %v / stored %v, want %v", rec.UpdatedAt, stored.UpdatedAt, f.Now)
+			if resp.Status != tc.wantStatus || resp.Version != tc.wantVer || resp.ThingName != "dev-1" {
+				t.Fatalf("response %+v", resp)
+			}
+			if tc.status == 202 && (!resp.UpdatedAt.Equal(f.Now) || !stored.UpdatedAt.Equal(f.Now)) {
+				t.Fatalf("UpdatedAt %v / stored %v, want %v", resp.UpdatedAt, stored.UpdatedAt, f.Now)
 			}
 		})
 	}
@@ -599,6 +633,10 @@ func (a *fakeAdmin) RegisterCA(ctx context.Context, region, pemText string) (str
 		return "", err
 	}
 	return ca.ID, nil
+}
+
+func (a *fakeAdmin) Reconcile(_ context.Context, region string) (reconcile.Report, error) {
+	return reconcile.Report{Region: region, Complete: true, Findings: []reconcile.Finding{{Kind: "thing_missing", ThingName: "dev-1", Repaired: true}}}, nil
 }
 
 func TestAdmin(t *testing.T) {
@@ -732,4 +770,83 @@ func FuzzPaths(f *testing.F) {
 			t.Fatalf("%s %q: body is not JSON: %s", method, target, rec.Body)
 		}
 	})
+}
+
+// TestRevocationRecordRestrictsTheDevice: a device whose revocation record
+// says REVOKED is shown REVOKED though its item (which lost a race) says
+// ACTIVE, and cannot be revoked into less.
+func TestRevocationRecordRestrictsTheDevice(t *testing.T) {
+	f := apitest.New(t, regions)
+	d := f.Onboard(t, "dev-1", nil)
+	ctx := context.Background()
+	if err := f.Inventory.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusDecommissioned, CertificateID: d.CertificateID,
+		CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(t, f.Config())
+	var view api.DeviceView
+	do(t, h, "GET", "/devices/dev-1", "").decode(t, &view)
+	if view.Status != fleet.StatusDecommissioned {
+		t.Errorf("GET shows %s, want DECOMMISSIONED (the record)", view.Status)
+	}
+	if r := do(t, h, "POST", "/devices/dev-1/revoke", ""); r.status != http.StatusConflict {
+		t.Errorf("revoke of a decommissioned device: %d, want 409", r.status)
+	}
+	// Decommission again: the item catches up with the record.
+	if r := do(t, h, "POST", "/devices/dev-1/decommission", ""); r.status != http.StatusAccepted {
+		t.Errorf("decommission: %d %s, want 202", r.status, r.body)
+	}
+	if got, _ := f.Inventory.Get(ctx, "dev-1"); got.Status != fleet.StatusDecommissioned {
+		t.Errorf("item %s, want DECOMMISSIONED", got.Status)
+	}
+}
+
+// fakeDrift answers drift reports a page at a time.
+type fakeDrift struct{ calls []string }
+
+func (d *fakeDrift) Drift(_ context.Context, region, cursor string, maxChecks int) (reconcile.Report, error) {
+	d.calls = append(d.calls, fmt.Sprintf("%s %q %d", region, cursor, maxChecks))
+	if cursor == "" {
+		return reconcile.Report{Region: region, DryRun: true, Checked: maxChecks, Next: "page-2",
+			Findings: []reconcile.Finding{{Kind: "policy_detached", ThingName: "dev-1"}}}, nil
+	}
+	return reconcile.Report{Region: region, DryRun: true, Complete: true, Findings: []reconcile.Finding{}}, nil
+}
+
+func TestDriftRoute(t *testing.T) {
+	f := apitest.New(t, regions)
+	cfg := f.Config()
+	drift := &fakeDrift{}
+	cfg.Drift = drift
+	h := newHandler(t, cfg)
+	var rep reconcile.Report
+	r := do(t, h, "GET", "/regions/"+regions[1]+"/drift?limit=10", "")
+	if r.status != http.StatusOK {
+		t.Fatalf("drift: %d %s", r.status, r.body)
+	}
+	r.decode(t, &rep)
+	if rep.Next != "page-2" || len(rep.Findings) != 1 || rep.Complete {
+		t.Errorf("first page %+v", rep)
+	}
+	do(t, h, "GET", "/regions/"+regions[1]+"/drift?cursor=page-2", "").decode(t, &rep)
+	if !rep.Complete {
+		t.Errorf("second page %+v", rep)
+	}
+	want := []string{regions[1] + ` "" 10`, regions[1] + ` "page-2" 200`}
+	if fmt.Sprint(drift.calls) != fmt.Sprint(want) {
+		t.Errorf("calls %v, want %v", drift.calls, want)
+	}
+	for target, status := range map[string]int{
+		"/regions/mars-1/drift":                      http.StatusNotFound,
+		"/regions/" + regions[0] + "/drift?limit=0":  http.StatusBadRequest,
+		"/regions/" + regions[0] + "/drift?limit=x1": http.StatusBadRequest,
+	} {
+		if r := do(t, h, "GET", target, ""); r.status != status {
+			t.Errorf("%s: %d, want %d", target, r.status, status)
+		}
+	}
+	// Without a Drift, the route does not exist.
+	if r := do(t, newHandler(t, f.Config()), "GET", "/regions/"+regions[0]+"/drift", ""); r.status != http.StatusNotFound {
+		t.Errorf("drift without a reporter: %d, want 404", r.status)
+	}
 }

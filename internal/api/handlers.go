@@ -162,7 +162,14 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, Health{Status: "ok", Regions: h.regions})
+}
+
+// Health is the body of GET /healthz: the status, and the regions the API
+// serves.
+type Health struct {
+	Status  string   `json:"status"`
+	Regions []string `json:"regions"`
 }
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
@@ -391,7 +398,16 @@ func (h *Handler) changeStatus(to fleet.Status) http.HandlerFunc {
 				writeJSON(w, http.StatusAccepted, record(d))
 				return
 			}
-			if !errors.Is(err, fleet.ErrConditionFailed) || attempt == updateAttempts {
+			if errors.Is(err, fleet.ErrConditionFailed) && attempt == updateAttempts {
+				// The revocation record holds: the device is restricted, and
+				// the convergence catches its item up with the record.
+				h.log.Warn("api: device item not updated after concurrent writes; its revocation record holds",
+					"thingName", name, "status", to, "attempts", attempt)
+				d.Status, d.Version = to, prev
+				writeJSON(w, http.StatusAccepted, record(d))
+				return
+			}
+			if !errors.Is(err, fleet.ErrConditionFailed) {
 				h.backendError(w, r, fmt.Sprintf("set %s to %s (attempt %d)", name, to, attempt), err)
 				return
 			}
@@ -455,4 +471,40 @@ func (h *Handler) registerCA(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("api: CA certificate registered", "region", region, "caCertificateId", id)
 	writeJSON(w, http.StatusCreated, map[string]string{"caCertificateId": id})
+}
+
+// drift answers GET /regions/{region}/drift[?cursor=&limit=]: what the
+// region's reconciler would change (a dry run), a page at a time.
+func (h *Handler) drift(w http.ResponseWriter, r *http.Request) {
+	region, ok := h.knownRegion(w, r)
+	if !ok {
+		return
+	}
+	limit, err := parseLimit(r, DefaultDriftChecks, MaxDriftChecks)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rep, err := h.cfg.Drift.Drift(r.Context(), region, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		h.backendError(w, r, "drift report of "+region, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// reconcile answers POST /regions/{region}/reconcile (the local stack): a
+// whole pass of the region's reconciler, now.
+func (h *Handler) reconcile(w http.ResponseWriter, r *http.Request) {
+	region, ok := h.knownRegion(w, r)
+	if !ok {
+		return
+	}
+	rep, err := h.cfg.Admin.Reconcile(r.Context(), region)
+	if err != nil {
+		h.backendError(w, r, "reconcile "+region, err)
+		return
+	}
+	h.log.Info("api: region reconciled", "region", region, "findings", len(rep.Findings), "unrepaired", rep.Unrepaired())
+	writeJSON(w, http.StatusOK, rep)
 }

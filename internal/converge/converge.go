@@ -630,6 +630,7 @@ func (r *run) converge(ctx context.Context) (Result, error) {
 		}
 		if !superseded && foundAgain == target.found && (!foundAgain || same(again, target.item)) {
 			res.Item, res.Found = again, foundAgain
+			r.catchUp(ctx, again)
 			return res, nil
 		}
 		item, found = again, foundAgain
@@ -648,6 +649,33 @@ func stronger(a, b Action) Action {
 // same reports whether two reads of an item are the same version of it.
 func same(a, b fleet.Device) bool {
 	return a.Version == b.Version && a.Status == b.Status && a.CertificateID == b.CertificateID && a.OriginRegion == b.OriginRegion
+}
+
+// catchUp writes the device's item with its revocation record's status when
+// the record is the more restrictive (the record's own write won, the
+// item's lost a race): the item then says what the region was converged to.
+// A failure is only logged: the record holds either way, and the next run
+// tries again.
+func (r *run) catchUp(ctx context.Context, eff fleet.Device) {
+	if r.revokedCert == "" || eff.Version == 0 {
+		return
+	}
+	item, err := r.e.inv.Get(ctx, r.thing)
+	if err != nil || item.Status == eff.Status || !fleet.Restricts(eff.Status, item.Status) {
+		return
+	}
+	if r.guard(ctx) != nil {
+		return
+	}
+	prev := item.Version
+	item.Status, item.Version, item.UpdatedAt = eff.Status, prev+1, r.e.now().UTC()
+	if err := r.e.inv.Update(ctx, item, prev); err != nil {
+		r.log.InfoContext(ctx, "catching the item up with its revocation record failed", slog.String("error", err.Error()))
+		return
+	}
+	r.log.InfoContext(ctx, "item caught up with its revocation record", slog.String("status", string(item.Status)),
+		slog.Int64("version", item.Version))
+	r.e.metrics.Count("ItemCaughtUp", 1, obs.D("Function", r.o.Function))
 }
 
 // promote makes the ACTIVE item REVOKED at the next version: its

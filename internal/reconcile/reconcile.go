@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -369,6 +370,9 @@ func (p *pass) retry(ctx context.Context, call func() error) error {
 // errStop: the invocation's time (or a dry run's check budget) is spent.
 var errStop = errors.New("stop")
 
+// enough stops the invocation when its time is spent; a stop within a page
+// has that page done again by the next invocation (every check is
+// idempotent).
 func (p *pass) enough(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return errStop
@@ -376,10 +380,16 @@ func (p *pass) enough(ctx context.Context) error {
 	if !p.stopAt.IsZero() && !p.r.now().Before(p.stopAt) {
 		return errStop
 	}
+	return nil
+}
+
+// another is enough before a page: a dry run's check budget stops it there
+// too, so that its next cursor always moves on.
+func (p *pass) another(ctx context.Context) error {
 	if p.o.MaxChecks > 0 && p.rep.Checked >= p.o.MaxChecks {
 		return errStop
 	}
-	return nil
+	return p.enough(ctx)
 }
 
 func (p *pass) run(ctx context.Context) error {
@@ -432,10 +442,70 @@ func (p *pass) save(ctx context.Context, c fleet.ReconcileCursor) error {
 	return nil
 }
 
-// page saves the position after a page of phase: the cursor of the next.
-func (p *pass) page(ctx context.Context, next string) error {
+// A phase's position is the cursor of the page it is in and how many of
+// that page's items are done ("<page cursor>\n<done>"), so that an
+// invocation that stops within a page resumes after what it did: a page that
+// never fits in one invocation still gets through.
+func splitPosition(pos string) (string, int) {
+	page, done, ok := strings.Cut(pos, "\n")
+	if !ok {
+		return pos, 0
+	}
+	n, err := strconv.Atoi(done)
+	if err != nil || n < 0 {
+		return page, 0
+	}
+	return page, n
+}
+
+func joinPosition(page string, done int) string {
+	if done == 0 {
+		return page
+	}
+	return page + "\n" + strconv.Itoa(done)
+}
+
+// walk goes through a paged listing from position start: fetch returns a
+// page's size and the next page's cursor ("" at the end), each checks the
+// page's i-th item. It saves the position (after prefix) after every page,
+// and where it stops within a page.
+func (p *pass) walk(ctx context.Context, what, prefix, start string, fetch func(cursor string) (int, string, error), each func(i int) error) error {
+	page, done := splitPosition(start)
+	for {
+		if err := p.another(ctx); err != nil {
+			return err
+		}
+		var n int
+		var next string
+		if err := p.retry(ctx, func() (err error) { n, next, err = fetch(page); return }); err != nil {
+			return fmt.Errorf("list %s: %w", what, err)
+		}
+		for i := done; i < n; i++ {
+			if err := p.enough(ctx); err != nil {
+				if serr := p.position(ctx, prefix+joinPosition(page, i)); serr != nil {
+					return serr
+				}
+				return err
+			}
+			if err := each(i); err != nil {
+				return err
+			}
+		}
+		done = 0
+		if next == "" {
+			return nil
+		}
+		page = next
+		if err := p.position(ctx, prefix+next); err != nil {
+			return err
+		}
+	}
+}
+
+// position saves pos as the position within the current phase.
+func (p *pass) position(ctx context.Context, pos string) error {
 	c := p.cur
-	c.Cursor = next
+	c.Cursor = pos
 	return p.save(ctx, c)
 }
 
@@ -489,116 +559,69 @@ func errClass(err error) string {
 
 // obligations converges every device whose ledger holds obligations.
 func (p *pass) obligations(ctx context.Context) error {
-	for {
-		if err := p.enough(ctx); err != nil {
-			return err
-		}
-		var leases []fleet.Lease
-		var next string
-		err := p.retry(ctx, func() (err error) { leases, next, err = p.r.leases.Pending(ctx, p.r.page, p.cur.Cursor); return })
-		if err != nil {
-			return fmt.Errorf("list pending obligations: %w", err)
-		}
-		for _, l := range leases {
-			if err := p.enough(ctx); err != nil {
-				return err
-			}
-			p.rep.Checked++
-			f := p.find(DriftObligation, l.ThingName, "")
-			if p.o.DryRun {
-				continue
-			}
-			if err := p.converge(ctx, l.ThingName); err != nil {
-				p.failed(ctx, f, err)
-				continue
-			}
-			if after, err := p.r.leases.Get(ctx, l.ThingName); err == nil && len(after.Ledger.Obligations) == 0 {
-				p.repaired(f)
-			}
-		}
-		if err := p.page(ctx, next); err != nil {
-			return err
-		}
-		if next == "" {
+	var leases []fleet.Lease
+	return p.walk(ctx, "pending obligations", "", p.cur.Cursor, func(cursor string) (n int, next string, err error) {
+		leases, next, err = p.r.leases.Pending(ctx, p.r.page, cursor)
+		return len(leases), next, err
+	}, func(i int) error {
+		l := leases[i]
+		p.rep.Checked++
+		f := p.find(DriftObligation, l.ThingName, "")
+		if p.o.DryRun {
 			return nil
 		}
-	}
+		if err := p.converge(ctx, l.ThingName); err != nil {
+			p.failed(ctx, f, err)
+			return nil
+		}
+		if after, err := p.r.leases.Get(ctx, l.ThingName); err == nil && len(after.Ledger.Obligations) == 0 {
+			p.repaired(f)
+		}
+		return nil
+	})
 }
 
-// inventory inspects every item and converges the drifted ones.
+// inventory inspects every ACTIVE device (the revoked ones were, with
+// their revocation record) and converges the drifted ones.
 func (p *pass) inventory(ctx context.Context) error {
-	for {
-		if err := p.enough(ctx); err != nil {
-			return err
-		}
-		var items []fleet.Device
-		var next string
-		err := p.retry(ctx, func() (err error) { items, next, err = p.r.inv.List(ctx, p.r.page, p.cur.Cursor); return })
-		if err != nil {
-			return fmt.Errorf("list the inventory: %w", err)
-		}
-		for _, d := range items {
-			if err := p.enough(ctx); err != nil {
-				return err // this page again next time: every check is idempotent
-			}
-			if d.Status != fleet.StatusActive {
-				// Revoked: its revocation record had it checked in the
-				// revocations phase, unless it has none (an item written
-				// before records existed).
-				if _, err := p.r.inv.Revocation(ctx, d.ThingName); err == nil {
-					continue
-				}
-			}
-			p.rep.Checked++
-			if err := p.item(ctx, d); err != nil {
-				return err
+	var items []fleet.Device
+	return p.walk(ctx, "the inventory", "", p.cur.Cursor, func(cursor string) (n int, next string, err error) {
+		items, next, err = p.r.inv.List(ctx, p.r.page, cursor)
+		return len(items), next, err
+	}, func(i int) error {
+		d := items[i]
+		if d.Status != fleet.StatusActive {
+			// Revoked: its revocation record had it checked in the
+			// revocations phase, unless it has none (an item written
+			// before records existed).
+			if _, err := p.r.inv.Revocation(ctx, d.ThingName); err == nil {
+				return nil
 			}
 		}
-		if err := p.page(ctx, next); err != nil {
-			return err
-		}
-		if next == "" {
-			return nil
-		}
-	}
+		p.rep.Checked++
+		return p.item(ctx, d)
+	})
 }
 
 // revocations inspects every device with a revocation record: its item
 // with the record, or the record alone.
 func (p *pass) revocations(ctx context.Context) error {
-	for {
-		if err := p.enough(ctx); err != nil {
-			return err
-		}
-		var recs []fleet.Revocation
-		var next string
-		err := p.retry(ctx, func() (err error) { recs, next, err = p.r.inv.Revocations(ctx, p.r.page, p.cur.Cursor); return })
-		if err != nil {
-			return fmt.Errorf("list revocations: %w", err)
-		}
-		for _, rec := range recs {
-			if err := p.enough(ctx); err != nil {
-				return err
-			}
-			d, err := p.r.inv.Get(ctx, rec.ThingName)
-			found := err == nil
-			if err != nil && !errors.Is(err, fleet.ErrNotFound) {
-				p.skipped(ctx, rec.ThingName, err)
-				continue
-			}
-			p.rep.Checked++
-			d, _ = fleet.Effective(d, found, rec, true)
-			if err := p.item(ctx, d); err != nil {
-				return err
-			}
-		}
-		if err := p.page(ctx, next); err != nil {
-			return err
-		}
-		if next == "" {
+	var recs []fleet.Revocation
+	return p.walk(ctx, "revocations", "", p.cur.Cursor, func(cursor string) (n int, next string, err error) {
+		recs, next, err = p.r.inv.Revocations(ctx, p.r.page, cursor)
+		return len(recs), next, err
+	}, func(i int) error {
+		rec := recs[i]
+		d, err := p.r.inv.Get(ctx, rec.ThingName)
+		found := err == nil
+		if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+			p.skipped(ctx, rec.ThingName, err)
 			return nil
 		}
-	}
+		p.rep.Checked++
+		d, _ = fleet.Effective(d, found, rec, true)
+		return p.item(ctx, d)
+	})
 }
 
 // effective is the device as its item and its revocation record say.
@@ -690,59 +713,41 @@ func (p *pass) checkItem(ctx context.Context, d fleet.Device, last bool) (retry 
 
 // things removes the things mriot created that no item accounts for.
 func (p *pass) things(ctx context.Context) error {
-	for {
-		if err := p.enough(ctx); err != nil {
-			return err
-		}
-		var things []fleet.Thing
-		var next string
-		err := p.retry(ctx, func() (err error) {
-			things, next, err = p.r.reg.ListThings(ctx, converge.ManagedByAttribute, converge.ManagedBy, p.r.page, p.cur.Cursor)
-			return
-		})
-		if err != nil {
-			return fmt.Errorf("list mriot's things: %w", err)
-		}
-		for _, th := range things {
-			if err := p.enough(ctx); err != nil {
-				return err
-			}
-			p.rep.Checked++
-			_, found, err := p.r.engine.Read(ctx, th.Name)
-			switch {
-			case err != nil:
-				p.skipped(ctx, th.Name, err)
-				continue
-			case found:
-				continue
-			}
-			f := p.find(DriftOrphanThing, th.Name, "")
-			if p.o.DryRun {
-				continue
-			}
-			if err := p.converge(ctx, th.Name); err != nil {
-				p.failed(ctx, f, err)
-				continue
-			}
-			if _, err := p.r.reg.DescribeThing(ctx, th.Name); errors.Is(err, fleet.ErrNotFound) {
-				p.repaired(f)
-			}
-		}
-		if err := p.page(ctx, next); err != nil {
-			return err
-		}
-		if next == "" {
+	var things []fleet.Thing
+	return p.walk(ctx, "mriot's things", "", p.cur.Cursor, func(cursor string) (n int, next string, err error) {
+		things, next, err = p.r.reg.ListThings(ctx, converge.ManagedByAttribute, converge.ManagedBy, p.r.page, cursor)
+		return len(things), next, err
+	}, func(i int) error {
+		th := things[i]
+		p.rep.Checked++
+		_, found, err := p.r.engine.Read(ctx, th.Name)
+		switch {
+		case err != nil:
+			p.skipped(ctx, th.Name, err)
+			return nil
+		case found:
 			return nil
 		}
-	}
+		f := p.find(DriftOrphanThing, th.Name, "")
+		if p.o.DryRun {
+			return nil
+		}
+		if err := p.converge(ctx, th.Name); err != nil {
+			p.failed(ctx, f, err)
+			return nil
+		}
+		if _, err := p.r.reg.DescribeThing(ctx, th.Name); errors.Is(err, fleet.ErrNotFound) {
+			p.repaired(f)
+		}
+		return nil
+	})
 }
 
 // certificates walks the certificates of every auto-registration CA, in CA
-// id order. The cursor is "<caId>/<position within the CA>".
+// id order. The position is "<caId>/<position within the CA>".
 func (p *pass) certificates(ctx context.Context) error {
 	var cas []fleet.CACertificate
-	err := p.retry(ctx, func() (err error) { cas, err = p.r.reg.ListCACertificates(ctx); return })
-	if err != nil {
+	if err := p.retry(ctx, func() (err error) { cas, err = p.r.reg.ListCACertificates(ctx); return }); err != nil {
 		return fmt.Errorf("list CA certificates: %w", err)
 	}
 	ids := make([]string, 0, len(cas))
@@ -759,42 +764,24 @@ func (p *pass) certificates(ctx context.Context) error {
 			within = ""
 		}
 		var ca fleet.CACertificate
-		err := p.retry(ctx, func() (err error) { ca, err = p.r.reg.DescribeCACertificate(ctx, caID); return })
-		if err != nil {
+		if err := p.retry(ctx, func() (err error) { ca, err = p.r.reg.DescribeCACertificate(ctx, caID); return }); err != nil {
 			return fmt.Errorf("describe CA certificate %s: %w", caID, err)
 		}
-		for ca.AutoRegistration {
-			if err := p.enough(ctx); err != nil {
-				return err
-			}
+		if ca.AutoRegistration {
 			var certs []fleet.Certificate
-			var next string
-			err := p.retry(ctx, func() (err error) {
-				certs, next, err = p.r.reg.ListCertificatesByCA(ctx, caID, p.r.page, within)
-				return
+			err := p.walk(ctx, "certificates of CA "+caID, caID+"/", within, func(cursor string) (n int, next string, err error) {
+				certs, next, err = p.r.reg.ListCertificatesByCA(ctx, caID, p.r.page, cursor)
+				return len(certs), next, err
+			}, func(j int) error {
+				p.rep.Checked++
+				return p.certificate(ctx, caID, certs[j])
 			})
 			if err != nil {
-				return fmt.Errorf("list certificates of CA %s: %w", caID, err)
-			}
-			for _, c := range certs {
-				if err := p.enough(ctx); err != nil {
-					return err // this page again next time
-				}
-				p.rep.Checked++
-				if err := p.certificate(ctx, caID, c); err != nil {
-					return err
-				}
-			}
-			if next == "" {
-				break
-			}
-			within = next
-			if err := p.page(ctx, caID+"/"+next); err != nil {
 				return err
 			}
 		}
 		if i+1 < len(ids) {
-			if err := p.page(ctx, ids[i+1]+"/"); err != nil {
+			if err := p.position(ctx, ids[i+1]+"/"); err != nil {
 				return err
 			}
 		}

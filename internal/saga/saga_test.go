@@ -313,3 +313,133 @@ func TestFillKeepsWhatIsSet(t *testing.T) {
 		t.Errorf("Fill = %+v", r)
 	}
 }
+
+// TestSupersededStopsWithoutCompensating: a step that finds the run's
+// premise changed stops the saga; nothing is undone, and the error says
+// superseded (neither retryable nor terminal).
+func TestSupersededStopsWithoutCompensating(t *testing.T) {
+	w := newWorld()
+	changed := fmt.Errorf("the item is version 2 now: %w", saga.ErrSuperseded)
+	var r saga.Runner
+	res, err := r.Run(context.Background(), saga.Saga{Name: "t", ID: "t/1", Steps: []saga.Step{
+		w.ensure("a", nil), w.ensure("b", changed), w.ensure("c", nil),
+	}})
+	if res.Outcome != saga.Superseded || !errors.Is(err, saga.ErrSuperseded) {
+		t.Fatalf("outcome %s, err %v; want superseded", res.Outcome, err)
+	}
+	if saga.IsRetryable(err) || saga.Class(err) != "superseded" {
+		t.Errorf("IsRetryable %v, Class %q", saga.IsRetryable(err), saga.Class(err))
+	}
+	if strings.Contains(strings.Join(w.calls, ","), "undo") || !w.have["a"] {
+		t.Errorf("calls %v, have %v: a superseded run undid something", w.calls, w.have)
+	}
+}
+
+// TestPartialChangeIsCompensated: an action that changed something and then
+// failed terminally (it reports changed=true with its error) is undone with
+// the steps before it.
+func TestPartialChangeIsCompensated(t *testing.T) {
+	w := newWorld()
+	partial := saga.Step{
+		Name: "register-then-fail",
+		Do: func(context.Context) (bool, error) {
+			w.have["cert"] = true
+			return true, fmt.Errorf("describe after register: %w", fleet.ErrInvalid)
+		},
+		Undo: func(context.Context) error { delete(w.have, "cert"); w.calls = append(w.calls, "undo cert"); return nil },
+	}
+	var r saga.Runner
+	res, err := r.Run(context.Background(), saga.Saga{Name: "t", ID: "t/2", Steps: []saga.Step{w.ensure("a", nil), partial}})
+	if err == nil || res.Outcome != saga.RolledBack {
+		t.Fatalf("outcome %s, err %v; want rolled back", res.Outcome, err)
+	}
+	if w.have["cert"] || w.have["a"] {
+		t.Errorf("left behind: %v", w.have)
+	}
+	if st := res.Step("register-then-fail"); st.State != saga.Undone || !st.Changed {
+		t.Errorf("step %+v, want undone (changed)", st)
+	}
+}
+
+// TestFailedCompensationIsReportedAsAnObligation: a compensation that fails
+// is listed in Unfinished with its step's obligation, in the order tried.
+func TestFailedCompensationIsReportedAsAnObligation(t *testing.T) {
+	w := newWorld()
+	throttled := fmt.Errorf("detach: %w", fleet.ErrThrottled)
+	failingUndo := func(name string) saga.Step {
+		st := w.ensure(name, nil)
+		st.Undo = func(context.Context) error { return throttled }
+		st.Obligation = func() any { return "detach " + name }
+		return st
+	}
+	var r saga.Runner
+	res, err := r.Run(context.Background(), saga.Saga{Name: "t", ID: "t/3", Steps: []saga.Step{
+		failingUndo("a"), w.ensure("b", nil), failingUndo("c"), w.ensure("d", fmt.Errorf("boom: %w", fleet.ErrInvalid)),
+	}})
+	if res.Outcome != saga.CompensationFailed || err == nil {
+		t.Fatalf("outcome %s, err %v", res.Outcome, err)
+	}
+	if len(res.Unfinished) != 2 || res.Unfinished[0].Obligation != "detach c" || res.Unfinished[1].Obligation != "detach a" ||
+		!errors.Is(res.Unfinished[0].Err, fleet.ErrThrottled) {
+		t.Errorf("unfinished %+v, want c then a with their obligations", res.Unfinished)
+	}
+	if w.have["b"] {
+		t.Error("b was not undone")
+	}
+}
+
+// TestUndoBudgetStopsAtTheCallersDeadline: compensations never run past the
+// deadline of the run that called them, whatever the undo budget.
+func TestUndoBudgetStopsAtTheCallersDeadline(t *testing.T) {
+	var undoDeadline time.Time
+	steps := []saga.Step{
+		{Name: "a", Do: func(context.Context) (bool, error) { return true, nil }, Undo: func(ctx context.Context) error {
+			undoDeadline, _ = ctx.Deadline()
+			return nil
+		}},
+		{Name: "b", Do: func(context.Context) (bool, error) { return false, fmt.Errorf("no: %w", fleet.ErrInvalid) }},
+	}
+	dl := time.Now().Add(2 * time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), dl)
+	defer cancel()
+	r := saga.Runner{UndoBudget: time.Hour, Reserve: time.Second}
+	if _, err := r.Run(ctx, saga.Saga{Name: "t", ID: "t/4", Steps: steps}); err == nil {
+		t.Fatal("want the terminal failure")
+	}
+	if undoDeadline.IsZero() || undoDeadline.After(dl.Add(10*time.Millisecond)) {
+		t.Errorf("the undo ran until %v, past the caller's deadline %v", undoDeadline, dl)
+	}
+}
+
+// TestLogsSayTheClassOfAnError: the step log names the failure's class
+// (retryable, terminal, superseded), not a retry flag that Lambda's own
+// redelivery contradicts.
+func TestLogsSayTheClassOfAnError(t *testing.T) {
+	for _, tt := range []struct {
+		err   error
+		class string
+	}{
+		{fmt.Errorf("x: %w", fleet.ErrThrottled), "retryable"},
+		{fmt.Errorf("x: %w", fleet.ErrInvalid), "terminal"},
+		{fmt.Errorf("x: %w", saga.ErrSuperseded), "superseded"},
+		{fmt.Errorf("x: %w", fleet.ErrBusy), "retryable"},
+		{fmt.Errorf("x: %w", fleet.ErrLeaseLost), "retryable"},
+	} {
+		var buf bytes.Buffer
+		r := saga.Runner{Log: obs.NewLogger(&buf, "debug")}
+		_, _ = r.Run(context.Background(), saga.Saga{Name: "t", ID: "t/5", Steps: []saga.Step{
+			{Name: "a", Do: func(context.Context) (bool, error) { return false, tt.err }},
+		}})
+		var line struct {
+			Class     string `json:"class"`
+			Retryable *bool  `json:"retryable"`
+		}
+		first, _, _ := strings.Cut(buf.String(), "\n")
+		if err := json.Unmarshal([]byte(first), &line); err != nil {
+			t.Fatalf("%q: %v", first, err)
+		}
+		if line.Class != tt.class || line.Retryable != nil {
+			t.Errorf("%v: class %q retryable %v, want class %q and no retryable field", tt.err, line.Class, line.Retryable, tt.class)
+		}
+	}
+}

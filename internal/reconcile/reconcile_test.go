@@ -1,0 +1,441 @@
+package reconcile_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mriot/mriot/internal/converge"
+	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/jitr"
+	"github.com/mriot/mriot/internal/memddb"
+	"github.com/mriot/mriot/internal/memiot"
+	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/pki"
+	"github.com/mriot/mriot/internal/reconcile"
+)
+
+const (
+	region  = "eu-west-1"
+	account = "123456789012"
+	policy  = "mriot-device"
+)
+
+var fx struct {
+	once sync.Once
+	err  error
+	ca   *pki.Authority
+}
+
+func fixtures(tb testing.TB) {
+	tb.Helper()
+	fx.once.Do(func() {
+		var root *pki.Authority
+		if root, fx.err = pki.NewRoot("mriot test root", 48*time.Hour); fx.err != nil {
+			return
+		}
+		fx.ca, fx.err = root.NewIntermediate("mriot test devices", 48*time.Hour)
+	})
+	if fx.err != nil {
+		tb.Fatalf("fixtures: %v", fx.err)
+	}
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// world is one region with its reconciler and a jitr handler that onboards
+// devices as IoT Core's registered events would.
+type world struct {
+	t       *testing.T
+	clock   *clock
+	reg     *memiot.Registry
+	inv     *memddb.Inventory
+	leases  *memddb.Leases
+	jitr    *jitr.Handler
+	rec     *reconcile.Reconciler
+	metrics *obs.Recorder
+	slept   time.Duration
+}
+
+func newWorld(t *testing.T, opts ...func(*reconcile.Config)) *world {
+	t.Helper()
+	fixtures(t)
+	ctx := context.Background()
+	w := &world{t: t, clock: &clock{now: time.Now().UTC().Truncate(time.Second)}, metrics: obs.NewRecorder()}
+	w.reg = memiot.New(region, account, memiot.WithClock(w.clock.Now))
+	if _, err := w.reg.RegisterCACertificate(ctx, fx.ca.CertPEM(), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.reg.CreatePolicy(ctx, policy, `{"Version":"2012-10-17","Statement":[]}`); err != nil {
+		t.Fatal(err)
+	}
+	g := memddb.NewGlobalTable("inventory", memddb.InventoryKey, []string{region}, memddb.InventoryIndexes, memddb.WithClock(w.clock.Now))
+	t.Cleanup(g.Close)
+	w.inv = memddb.NewInventory(g.Replica(region))
+	lt := memddb.NewGlobalTable("leases", memddb.LeasesKey, []string{region})
+	t.Cleanup(lt.Close)
+	w.leases = memddb.NewLeases(lt.Replica(region))
+	sleep := func(_ context.Context, d time.Duration) error { w.slept += d; w.clock.Advance(d); return nil }
+	var err error
+	w.jitr, err = jitr.New(jitr.Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: policy,
+		Now: w.clock.Now, Lease: converge.Config{Sleep: sleep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := reconcile.Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Redriver: w.jitr, Region: region,
+		PolicyName: policy, PageSize: 2, Now: w.clock.Now, Metrics: w.metrics, Lease: converge.Config{Sleep: sleep}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if w.rec, err = reconcile.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// device is a device certificate of the world's CA.
+func (w *world) device(name string) *pki.Leaf {
+	w.t.Helper()
+	leaf, err := fx.ca.IssueDevice(name, 24*time.Hour)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return leaf
+}
+
+// connect is a device connecting: auto-registered PENDING_ACTIVATION.
+func (w *world) connect(leaf *pki.Leaf) fleet.Certificate {
+	w.t.Helper()
+	c, _, err := w.reg.AutoRegister(context.Background(), leaf.CertPEM())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return c
+}
+
+// onboard connects the device and runs jitr on its registered event.
+func (w *world) onboard(name string) fleet.Certificate {
+	w.t.Helper()
+	c := w.connect(w.device(name))
+	if err := w.jitr.Handle(context.Background(), fleet.CertificateRegisteredEvent{CertificateID: c.ID, CACertificateID: c.CACertificateID}); err != nil {
+		w.t.Fatal(err)
+	}
+	c, _ = w.reg.CertificateByID(c.ID)
+	if c.Status != fleet.CertActive {
+		w.t.Fatalf("%s: certificate %s after jitr", name, c.Status)
+	}
+	return c
+}
+
+func (w *world) live(name string, c fleet.Certificate) bool {
+	cur, ok := w.reg.CertificateByID(c.ID)
+	return ok && cur.Status == fleet.CertActive && slices.Contains(w.reg.ThingsForPrincipal(c.ARN), name) &&
+		len(w.reg.PoliciesForPrincipal(c.ARN)) == 1
+}
+
+func (w *world) run(o reconcile.Options) reconcile.Report {
+	w.t.Helper()
+	rep, err := w.rec.Run(context.Background(), o)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return rep
+}
+
+func kinds(rep reconcile.Report) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range rep.Findings {
+		out[f.Kind+"/"+f.ThingName] = f.Repaired
+	}
+	return out
+}
+
+// TestRepairsDriftMadeBehindTheSystemsBack: a thing deleted, a policy
+// detached, a certificate deactivated, a certificate left
+// PENDING_ACTIVATION past the threshold (its event lost), a stray thing
+// mriot created, and a certificate activated with no item: one pass finds
+// each, repairs it through the convergence, reports it, and counts it.
+func TestRepairsDriftMadeBehindTheSystemsBack(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	a, b, c := w.onboard("dev-a"), w.onboard("dev-b"), w.onboard("dev-c")
+	// dev-a: its thing deleted.
+	if err := w.reg.DetachThingPrincipal(ctx, "dev-a", a.ARN); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.reg.DeleteThing(ctx, "dev-a"); err != nil {
+		t.Fatal(err)
+	}
+	// dev-b: its policy detached. dev-c: its certificate deactivated.
+	if err := w.reg.DetachPolicy(ctx, policy, b.ARN); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.reg.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
+		t.Fatal(err)
+	}
+	// dev-p connected 20 minutes ago; its registered event was lost.
+	p := w.connect(w.device("dev-p"))
+	// A thing mriot created, no item accounts for it (a lost race).
+	if _, err := w.reg.CreateThing(ctx, "stray", map[string]string{converge.ManagedByAttribute: converge.ManagedBy,
+		converge.CreatedByAttribute: "jitr/gone"}); err != nil {
+		t.Fatal(err)
+	}
+	// dev-o: someone activated a device's certificate in the console; no
+	// item names it.
+	o := w.connect(w.device("dev-o"))
+	if err := w.reg.UpdateCertificate(ctx, o.ID, fleet.CertActive); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(20 * time.Minute)
+
+	rep := w.run(reconcile.Options{})
+	if !rep.Complete {
+		t.Fatalf("pass not complete: %+v", rep)
+	}
+	want := map[string]bool{
+		converge.DriftThingMissing + "/dev-a":         true,
+		converge.DriftPolicyDetached + "/dev-b":       true,
+		converge.DriftCertificateNotActive + "/dev-c": true,
+		reconcile.DriftOrphanThing + "/stray":         true,
+		reconcile.DriftOrphanCertificate + "/dev-o":   true,
+		reconcile.DriftPendingCertificate + "/":       true,  // named by its certificate id
+		converge.DriftPrincipalDetached + "/dev-a":    false, // the missing thing says it: no thing, no attachment to report
+	}
+	got := kinds(rep)
+	for k, repaired := range want {
+		if !repaired {
+			if _, ok := got[k]; ok {
+				t.Errorf("finding %s reported; want none", k)
+			}
+			continue
+		}
+		if r, ok := got[k]; !ok || !r {
+			t.Errorf("finding %s: reported %v, repaired %v; want reported and repaired (all: %v)", k, ok, r, got)
+		}
+	}
+	for name, cert := range map[string]fleet.Certificate{"dev-a": a, "dev-b": b, "dev-c": c} {
+		if !w.live(name, cert) {
+			t.Errorf("%s not live after the pass", name)
+		}
+	}
+	if got, _ := w.reg.CertificateByID(p.ID); got.Status != fleet.CertActive {
+		t.Errorf("the pending certificate is %s: jitr should have onboarded it", got.Status)
+	}
+	if _, err := w.reg.DescribeThing(ctx, "stray"); !errors.Is(err, fleet.ErrNotFound) {
+		t.Errorf("stray thing: %v, want removed", err)
+	}
+	if _, ok := w.reg.CertificateByID(o.ID); ok {
+		t.Error("the orphan certificate is still registered")
+	}
+	if n := w.metrics.Get("DriftFound", obs.D("Function", reconcile.Function), obs.D("Kind", reconcile.DriftOrphanThing)); n != 1 {
+		t.Errorf("DriftFound{orphan_thing} = %v", n)
+	}
+	if n := w.metrics.Get("DriftRepaired", obs.D("Function", reconcile.Function), obs.D("Kind", converge.DriftPolicyDetached)); n != 1 {
+		t.Errorf("DriftRepaired{policy_detached} = %v", n)
+	}
+	if n := w.metrics.Get("DriftUnrepaired", obs.D("Function", reconcile.Function)); n != 0 {
+		t.Errorf("DriftUnrepaired = %v", n)
+	}
+	// The next pass finds nothing.
+	if rep := w.run(reconcile.Options{}); len(rep.Findings) != 0 || rep.Pass != 2 {
+		t.Errorf("second pass: %+v, want pass 2 with no finding", rep)
+	}
+}
+
+// TestDryRunChangesNothing: a dry run reports the drift, changes nothing,
+// saves no position, and pages with its cursor.
+func TestDryRunChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for _, n := range []string{"dev-1", "dev-2", "dev-3"} {
+		c := w.onboard(n)
+		if err := w.reg.DetachPolicy(ctx, policy, c.ARN); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := w.reg.Snapshot()
+	var found []reconcile.Finding
+	cursor := ""
+	for page := 1; ; page++ {
+		rep := w.run(reconcile.Options{DryRun: true, Cursor: cursor, MaxChecks: 1})
+		found = append(found, rep.Findings...)
+		if rep.Complete {
+			break
+		}
+		if rep.Next == "" || page > 20 {
+			t.Fatalf("page %d: incomplete without a cursor: %+v", page, rep)
+		}
+		cursor = rep.Next
+	}
+	if len(found) != 3 {
+		t.Errorf("found %+v, want the three detached policies", found)
+	}
+	if !w.reg.Snapshot().Equal(before) {
+		t.Error("a dry run changed the registry")
+	}
+	if c, err := w.leases.LoadCursor(ctx); err != nil || c.Revision != 0 {
+		t.Errorf("saved position %+v %v, want none", c, err)
+	}
+}
+
+// TestResumesWhereItStopped: an invocation that reaches its deadline saves
+// its position; the next goes on from there, and the pass completes.
+func TestResumesWhereItStopped(t *testing.T) {
+	// A device's repair takes ten calls, 3 s on this clock: the reconciler
+	// starts none with less than its stop margin left.
+	w := newWorld(t, func(c *reconcile.Config) { c.StopMargin = 4 * time.Second })
+	ctx := context.Background()
+	var certs []fleet.Certificate
+	for _, n := range []string{"dev-1", "dev-2", "dev-3", "dev-4", "dev-5"} {
+		c := w.onboard(n)
+		if err := w.reg.DetachPolicy(ctx, policy, c.ARN); err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, c)
+	}
+	// Every registry call costs 300 ms of the (test's) clock: an
+	// invocation with a 5 s budget repairs a device or two.
+	w.reg.SetHook(func(context.Context, string) error { w.clock.Advance(300 * time.Millisecond); return nil })
+	invocations := 0
+	for {
+		invocations++
+		if invocations > 30 {
+			t.Fatal("the pass never completed")
+		}
+		dctx, cancel := context.WithDeadline(ctx, time.Now().Add(time.Hour))
+		rep, err := w.rec.Run(deadlineAt(dctx, w.clock.Now().Add(5*time.Second)), reconcile.Options{})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Complete {
+			break
+		}
+	}
+	if invocations < 3 {
+		t.Errorf("the pass completed in %d invocations; want the budget to cut it", invocations)
+	}
+	for i, c := range certs {
+		if !w.live([]string{"dev-1", "dev-2", "dev-3", "dev-4", "dev-5"}[i], c) {
+			t.Errorf("device %d not repaired", i+1)
+		}
+	}
+}
+
+// deadlineAt is ctx whose Deadline answers at (the reconciler stops by the
+// clock it is given, against that deadline).
+func deadlineAt(ctx context.Context, at time.Time) context.Context { return deadlineCtx{ctx, at} }
+
+type deadlineCtx struct {
+	context.Context
+	at time.Time
+}
+
+func (d deadlineCtx) Deadline() (time.Time, bool) { return d.at, true }
+
+// TestSpendsItsShareOfTheQuota: with a 10 TPS quota and a share of 0.5, the
+// reconciler makes at most 5 DescribeCertificate calls per second.
+func TestSpendsItsShareOfTheQuota(t *testing.T) {
+	w := newWorld(t, func(c *reconcile.Config) {
+		c.Quotas = map[string]float64{"DescribeCertificate": 10}
+		c.QuotaShare = 0.5
+	})
+	for _, n := range []string{"dev-1", "dev-2", "dev-3", "dev-4"} {
+		w.onboard(n)
+	}
+	var calls []time.Time
+	w.reg.SetHook(func(_ context.Context, op string) error {
+		if op == "DescribeCertificate" {
+			calls = append(calls, w.clock.Now())
+		}
+		return nil
+	})
+	w.run(reconcile.Options{})
+	if len(calls) < 4 {
+		t.Fatalf("%d DescribeCertificate calls", len(calls))
+	}
+	for i := 1; i < len(calls); i++ {
+		if gap := calls[i].Sub(calls[i-1]); gap < 200*time.Millisecond {
+			t.Errorf("calls %d and %d %s apart; the share allows one per 200ms", i-1, i, gap)
+		}
+	}
+}
+
+// TestConcurrentInvocationStops: an invocation whose saved position another
+// invocation advanced stops with ErrConcurrentRun.
+func TestConcurrentInvocationStops(t *testing.T) {
+	w := newWorld(t)
+	w.onboard("dev-1")
+	ctx := context.Background()
+	w.reg.SetHook(func(_ context.Context, op string) error {
+		if op == "DescribeThing" {
+			// Another invocation saves first.
+			c, err := w.leases.LoadCursor(ctx)
+			if err == nil {
+				_, _ = w.leases.SaveCursor(ctx, c)
+			}
+		}
+		return nil
+	})
+	if _, err := w.rec.Run(ctx, reconcile.Options{}); !errors.Is(err, reconcile.ErrConcurrentRun) {
+		t.Fatalf("Run: %v, want ErrConcurrentRun", err)
+	}
+	h := reconcile.NewHandler(w.rec)
+	if _, err := h.Invoke(ctx, nil); err != nil {
+		t.Errorf("Invoke of a concurrent run: %v, want a quiet end", err)
+	}
+}
+
+// TestRevokedDeviceFirst: a revoked device whose certificate was re-activated
+// behind the system's back is revoked again in the revocations phase.
+func TestRevokedDeviceFirst(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	c := w.onboard("dev-r")
+	d, err := w.inv.Get(ctx, "dev-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-r", Status: fleet.StatusRevoked, CertificateID: c.ID,
+		CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
+		t.Fatal(err)
+	}
+	// The item still says ACTIVE (its write was lost); the record says
+	// REVOKED; the certificate is ACTIVE.
+	rep := w.run(reconcile.Options{})
+	if got := kinds(rep)[converge.DriftCertificateNotRevoked+"/dev-r"]; !got {
+		t.Errorf("findings %+v, want certificate_not_revoked repaired", rep.Findings)
+	}
+	if got, _ := w.reg.CertificateByID(c.ID); got.Status != fleet.CertRevoked {
+		t.Errorf("certificate %s, want REVOKED", got.Status)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	w := newWorld(t)
+	for name, cfg := range map[string]reconcile.Config{
+		"no registry":  {Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: policy},
+		"no inventory": {Registry: w.reg, Leases: w.leases, Region: region, PolicyName: policy},
+		"no leases":    {Registry: w.reg, Inventory: w.inv, Region: region, PolicyName: policy},
+		"share above 1": {Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: policy,
+			QuotaShare: 1.5},
+		"no region": {Registry: w.reg, Inventory: w.inv, Leases: w.leases, PolicyName: policy},
+	} {
+		if _, err := reconcile.New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
