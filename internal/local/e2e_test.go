@@ -108,6 +108,7 @@ type deviceView struct {
 		CertificateStatus string `json:"certificateStatus"`
 		PrincipalAttached bool   `json:"principalAttached"`
 		PolicyAttached    bool   `json:"policyAttached"`
+		Error             string `json:"error"`
 	} `json:"regions"`
 }
 

@@ -36,6 +36,7 @@ import (
 	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/pki"
 	"github.com/mriot/mriot/internal/policy"
+	"github.com/mriot/mriot/internal/reconcile"
 	"github.com/mriot/mriot/internal/replicate"
 	"github.com/mriot/mriot/internal/router"
 	"github.com/mriot/mriot/internal/rules"
@@ -100,6 +101,12 @@ type Config struct {
 	Log *slog.Logger
 	// Metrics receives every EMF count (default: an in-memory Recorder).
 	Metrics obs.Metrics
+	// ReconcileInterval is how often every region's reconciler runs
+	// (default 30s; negative: never, but on demand).
+	ReconcileInterval time.Duration
+	// PendingThreshold: the reconciler re-drives a certificate left
+	// PENDING_ACTIVATION longer (default 10m).
+	PendingThreshold time.Duration
 }
 
 // Region is one region of the local stack.
@@ -115,7 +122,11 @@ type Region struct {
 	// template.yaml): one writer per device in the region, and the region's
 	// ledger of each device.
 	Leases *memddb.Leases
-	Broker *broker.Broker
+	// Reconciler repairs the region's drift (every ReconcileInterval, and on
+	// demand); reconciling serializes its runs.
+	Reconciler  *reconcile.Reconciler
+	reconciling sync.Mutex
+	Broker      *broker.Broker
 
 	jitr, replicate, ingest *Invoker
 	rules                   []boundRule
@@ -148,6 +159,8 @@ type Stack struct {
 
 	mu          sync.Mutex
 	deadLetters []DeadLetter
+	stop        chan struct{}
+	stopped     sync.WaitGroup
 }
 
 func (c *Config) defaults() error {
@@ -182,6 +195,12 @@ func (c *Config) defaults() error {
 	if c.FunctionTimeout == 0 {
 		c.FunctionTimeout = 30 * time.Second
 	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 30 * time.Second
+	}
+	if c.PendingThreshold == 0 {
+		c.PendingThreshold = 10 * time.Minute
+	}
 	if c.Log == nil {
 		c.Log = obs.Discard()
 	}
@@ -206,7 +225,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, log: cfg.Log, metrics: cfg.Metrics, byName: map[string]*Region{}, pki: pki.Store{Dir: cfg.StateDir}}
+	s := &Stack{cfg: cfg, log: cfg.Log, metrics: cfg.Metrics, byName: map[string]*Region{}, pki: pki.Store{Dir: cfg.StateDir},
+		stop: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -218,7 +238,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	s.inventory = memddb.NewGlobalTable(InventoryTable, memddb.InventoryKey, cfg.Regions,
-		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewImage), memddb.WithAccount(AccountID))
+		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewImage), memddb.WithAccount(AccountID),
+		memddb.InventoryIndexes)
 	s.data = memddb.NewGlobalTable(DataTable, memddb.DataKey, cfg.Regions,
 		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewAndOldImages), memddb.WithAccount(AccountID))
 
@@ -251,8 +272,73 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.startAPI(); err != nil {
 		return nil, err
 	}
+	if cfg.ReconcileInterval > 0 {
+		s.stopped.Add(1)
+		go s.reconcileLoop(cfg.ReconcileInterval)
+	}
 	ok = true
 	return s, nil
+}
+
+// reconcileLoop runs every region's reconciler every interval, as the
+// scheduled reconcile Lambda does in each region (a region that is down is
+// skipped, as are runs of a region whose last one is still going).
+func (s *Stack) reconcileLoop(interval time.Duration) {
+	defer s.stopped.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		for _, r := range s.regions {
+			if r.Broker.Down() || !r.reconciling.TryLock() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			rep, err := r.Reconciler.Run(ctx, reconcile.Options{})
+			cancel()
+			r.reconciling.Unlock()
+			if err != nil {
+				r.log.Warn("reconcile failed", "function", reconcile.Function, "error", err.Error())
+			} else if len(rep.Findings) > 0 {
+				r.log.Info("drift repaired", "function", reconcile.Function, "findings", len(rep.Findings), "unrepaired", rep.Unrepaired())
+			}
+		}
+	}
+}
+
+// Reconcile runs region's reconciler through a whole pass now (api.Admin).
+func (s *Stack) Reconcile(ctx context.Context, region string) (reconcile.Report, error) {
+	r := s.byName[region]
+	if r == nil {
+		return reconcile.Report{}, fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
+	}
+	r.reconciling.Lock()
+	defer r.reconciling.Unlock()
+	var all reconcile.Report
+	for {
+		rep, err := r.Reconciler.Run(ctx, reconcile.Options{})
+		all.Region, all.Pass = rep.Region, rep.Pass
+		all.Checked += rep.Checked
+		all.Skipped += rep.Skipped
+		all.Findings = append(all.Findings, rep.Findings...)
+		if err != nil || rep.Complete {
+			all.Complete = rep.Complete
+			return all, err
+		}
+	}
+}
+
+// Drift reports what region's reconciler would change (api.Drift).
+func (s *Stack) Drift(ctx context.Context, region, cursor string, maxChecks int) (reconcile.Report, error) {
+	r := s.byName[region]
+	if r == nil {
+		return reconcile.Report{}, fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
+	}
+	return r.Reconciler.Run(ctx, reconcile.Options{DryRun: true, Cursor: cursor, MaxChecks: maxChecks})
 }
 
 // loadPKI creates or loads the PKI and returns the CA certificates to register.
@@ -361,6 +447,11 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 	r.jitr.Concurrency = JITRConcurrency
 	r.ingest = newInvoker(ingest.Function, ih, cfg.AsyncAttempts)
 	r.replicate = newInvoker(replicate.Function, rh, cfg.BusAttempts)
+	if r.Reconciler, err = reconcile.New(reconcile.Config{Registry: sdkRegistry, Inventory: r.Inventory, Leases: r.Leases,
+		Redriver: jh, Region: name, PolicyName: DevicePolicyName, Quotas: cfg.Quotas, PendingThreshold: cfg.PendingThreshold,
+		Log: log.With("function", reconcile.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}}); err != nil {
+		return nil, err
+	}
 	r.rules = []boundRule{
 		{name: "jitr", rule: rules.MustParse(JITRRuleSQL), target: r.jitr},
 		{name: "data", rule: rules.MustParse(DataRuleSQL), target: r.ingest},
@@ -443,12 +534,13 @@ func (s *Stack) startAPI() error {
 	}
 	regs := make(map[string]api.RegionRegistry, len(s.regions))
 	for _, r := range s.regions {
-		regs[r.Name] = r.Registry
+		// Behind the SDK's retryer, as the API Lambda's IoT clients are.
+		regs[r.Name] = newRetryingRegistry(r.Registry)
 	}
 	primary := s.regions[0]
 	h, err := api.New(api.Config{
 		Inventory: primary.Inventory, Telemetry: primary.Telemetry, Registries: regs, Regions: s.cfg.Regions,
-		DevicePolicyName: DevicePolicyName, Health: s.Health, Admin: s, Logger: s.log.With("component", "api"),
+		DevicePolicyName: DevicePolicyName, Health: s.Health, Admin: s, Drift: s, Logger: s.log.With("component", "api"),
 	})
 	if err != nil {
 		return err
@@ -593,6 +685,12 @@ func (s *Stack) anyPending() bool {
 // Close stops everything: endpoints first, then the functions (letting
 // queued invocations finish for a moment), then the tables.
 func (s *Stack) Close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.stopped.Wait()
 	if s.router != nil {
 		_ = s.router.Close()
 	}
