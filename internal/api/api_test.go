@@ -18,8 +18,8 @@ import (
 	"github.com/mriot/mriot/internal/api/apitest"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/memiot"
-	"github.com/mriot/mriot/internal/reconcile"
 	"github.com/mriot/mriot/internal/pki"
+	"github.com/mriot/mriot/internal/reconcile"
 )
 
 const (

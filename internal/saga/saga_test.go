@@ -346,7 +346,11 @@ func TestPartialChangeIsCompensated(t *testing.T) {
 			w.have["cert"] = true
 			return true, fmt.Errorf("describe after register: %w", fleet.ErrInvalid)
 		},
-		Undo: func(context.Context) error { delete(w.have, "cert"); w.calls = append(w.calls, "undo cert"); return nil },
+		Undo: func(context.Context) error {
+			delete(w.have, "cert")
+			w.calls = append(w.calls, "undo cert")
+			return nil
+		},
 	}
 	var r saga.Runner
 	res, err := r.Run(context.Background(), saga.Saga{Name: "t", ID: "t/2", Steps: []saga.Step{w.ensure("a", nil), partial}})
