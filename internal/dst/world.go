@@ -110,7 +110,6 @@ type region struct {
 	rep        *replicate.Handler
 	rec        *reconcile.Reconciler
 	ing        *ingest.Handler
-	api        http.Handler
 	down       bool
 	waiting    []func() // what waits for the region to come back
 	// streamSeq is the last inventory stream record handed to the Pipe.

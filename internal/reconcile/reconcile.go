@@ -523,16 +523,18 @@ func (p *pass) phase(ctx context.Context, phase string) error {
 	return p.certificates(ctx)
 }
 
-// find records a finding and counts it.
-func (p *pass) find(kind, thing, cert string) *Finding {
+// find records a finding, counts it, and returns its index in the report
+// (an index, not a pointer: later findings move the slice).
+func (p *pass) find(kind, thing, cert string) int {
 	p.rep.Findings = append(p.rep.Findings, Finding{Kind: kind, ThingName: thing, Certificate: cert})
 	if !p.o.DryRun {
 		p.r.metrics.Count("DriftFound", 1, obs.D("Function", Function), obs.D("Kind", kind))
 	}
-	return &p.rep.Findings[len(p.rep.Findings)-1]
+	return len(p.rep.Findings) - 1
 }
 
-func (p *pass) repaired(f *Finding) {
+func (p *pass) repaired(i int) {
+	f := &p.rep.Findings[i]
 	f.Repaired = true
 	p.r.metrics.Count("DriftRepaired", 1, obs.D("Function", Function), obs.D("Kind", f.Kind))
 }
@@ -544,7 +546,8 @@ func (p *pass) converge(ctx context.Context, thing string, hints ...string) erro
 	return err
 }
 
-func (p *pass) failed(ctx context.Context, f *Finding, err error) {
+func (p *pass) failed(ctx context.Context, i int, err error) {
+	f := &p.rep.Findings[i]
 	f.Error = err.Error()
 	p.r.log.WarnContext(ctx, "drift not repaired", slog.String("kind", f.Kind), slog.String("thingName", f.ThingName),
 		slog.String("certificateId", f.Certificate), slog.String("error", f.Error), slog.String("class", errClass(err)))
@@ -691,7 +694,7 @@ func (p *pass) checkItem(ctx context.Context, d fleet.Device, last bool) (retry 
 		}
 		return false, nil
 	}
-	var found []*Finding
+	var found []int
 	for _, k := range kinds {
 		found = append(found, p.find(k, d.ThingName, d.CertificateID))
 	}
@@ -703,9 +706,9 @@ func (p *pass) checkItem(ctx context.Context, d fleet.Device, last bool) (retry 
 	if err != nil {
 		return false, nil
 	}
-	for _, f := range found {
-		if !slices.Contains(left, f.Kind) {
-			p.repaired(f)
+	for _, i := range found {
+		if !slices.Contains(left, p.rep.Findings[i].Kind) {
+			p.repaired(i)
 		}
 	}
 	return false, nil
@@ -816,7 +819,7 @@ func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate
 		} else if err == nil {
 			// Refused and left pending on purpose (a rotation jitr does not
 			// accept yet): reported, not repaired.
-			f.Error = "left PENDING_ACTIVATION by jitr"
+			p.rep.Findings[f].Error = "left PENDING_ACTIVATION by jitr"
 		}
 		return nil
 	}

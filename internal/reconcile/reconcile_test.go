@@ -171,7 +171,7 @@ func kinds(rep reconcile.Report) map[string]bool {
 func TestRepairsDriftMadeBehindTheSystemsBack(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	a, b, c := w.onboard("dev-a"), w.onboard("dev-b"), w.onboard("dev-c")
+	a, b, c, dd := w.onboard("dev-a"), w.onboard("dev-b"), w.onboard("dev-c"), w.onboard("dev-d")
 	// dev-a: its thing deleted.
 	if err := w.reg.DetachThingPrincipal(ctx, "dev-a", a.ARN); err != nil {
 		t.Fatal(err)
@@ -184,6 +184,13 @@ func TestRepairsDriftMadeBehindTheSystemsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := w.reg.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
+		t.Fatal(err)
+	}
+	// dev-d: both, two drift kinds on one device.
+	if err := w.reg.DetachPolicy(ctx, policy, dd.ARN); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.reg.UpdateCertificate(ctx, dd.ID, fleet.CertInactive); err != nil {
 		t.Fatal(err)
 	}
 	// dev-p connected 20 minutes ago; its registered event was lost.
@@ -226,7 +233,7 @@ func TestRepairsDriftMadeBehindTheSystemsBack(t *testing.T) {
 			t.Errorf("finding %s: reported %v, repaired %v; want reported and repaired (all: %v)", k, ok, r, got)
 		}
 	}
-	for name, cert := range map[string]fleet.Certificate{"dev-a": a, "dev-b": b, "dev-c": c} {
+	for name, cert := range map[string]fleet.Certificate{"dev-a": a, "dev-b": b, "dev-c": c, "dev-d": dd} {
 		if !w.live(name, cert) {
 			t.Errorf("%s not live after the pass", name)
 		}
@@ -243,11 +250,11 @@ func TestRepairsDriftMadeBehindTheSystemsBack(t *testing.T) {
 	if n := w.metrics.Get("DriftFound", obs.D("Function", reconcile.Function), obs.D("Kind", reconcile.DriftOrphanThing)); n != 1 {
 		t.Errorf("DriftFound{orphan_thing} = %v", n)
 	}
-	if n := w.metrics.Get("DriftRepaired", obs.D("Function", reconcile.Function), obs.D("Kind", converge.DriftPolicyDetached)); n != 1 {
+	if n := w.metrics.Get("DriftRepaired", obs.D("Function", reconcile.Function), obs.D("Kind", converge.DriftPolicyDetached)); n != 2 {
 		t.Errorf("DriftRepaired{policy_detached} = %v", n)
 	}
-	if n := w.metrics.Get("DriftUnrepaired", obs.D("Function", reconcile.Function)); n != 0 {
-		t.Errorf("DriftUnrepaired = %v", n)
+	if n := w.metrics.Get("DriftUnrepaired", obs.D("Function", reconcile.Function)); n != 0 || rep.Unrepaired() != 0 {
+		t.Errorf("DriftUnrepaired = %v, report %d: every finding was repaired", n, rep.Unrepaired())
 	}
 	// The next pass finds nothing.
 	if rep := w.run(reconcile.Options{}); len(rep.Findings) != 0 || rep.Pass != 2 {
