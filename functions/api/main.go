@@ -1,10 +1,13 @@
 // Command api is the fleet HTTP API Lambda (API Gateway HTTP API, payload
 // v2): internal/api's handler over the home region's inventory and data
-// table replicas and every region's IoT registry.
+// table replicas and every region's IoT registry, with every region's drift
+// report (GET /regions/{region}/drift: a dry run of that region's
+// reconciler, which only reads).
 //
-// Environment: INVENTORY_TABLE, DATA_TABLE, REGIONS (comma list, every region
-// of the fleet), DEVICE_POLICY_NAME, TRACING (true: X-Ray on SDK clients),
-// AWS_REGION (set by Lambda: the home region).
+// Environment: INVENTORY_TABLE, DATA_TABLE, LEASES_TABLE (the name of the
+// device lease table, the same in every region), REGIONS (comma list, every
+// region of the fleet), DEVICE_POLICY_NAME, TRACING (true: X-Ray on SDK
+// clients), AWS_REGION (set by Lambda: the home region).
 package main
 
 import (
@@ -21,7 +24,9 @@ import (
 	"github.com/mriot/mriot/internal/awsconf"
 	"github.com/mriot/mriot/internal/awsddb"
 	"github.com/mriot/mriot/internal/awsiot"
+	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/reconcile"
 	"github.com/mriot/mriot/internal/wiring"
 )
 
@@ -29,6 +34,7 @@ import (
 type settings struct {
 	InventoryTable   string
 	DataTable        string
+	LeasesTable      string
 	Regions          []string
 	DevicePolicyName string
 }
@@ -42,6 +48,9 @@ func readSettings(env awsconf.Env) (settings, error) {
 	if s.DataTable, err = env.MustString("DATA_TABLE"); err != nil {
 		return s, err
 	}
+	if s.LeasesTable, err = env.MustString("LEASES_TABLE"); err != nil {
+		return s, err
+	}
 	if s.Regions, err = env.MustList("REGIONS"); err != nil {
 		return s, err
 	}
@@ -51,26 +60,62 @@ func readSettings(env awsconf.Env) (settings, error) {
 	return s, nil
 }
 
-// build makes the handler: SDK clients for the home region's tables and one
-// IoT client per region, all from cfg.
+// build makes the handler: SDK clients for the home region's tables, and
+// per region an IoT client, a DynamoDB client for the region's lease table
+// and the region's reconciler for drift reports, all from cfg.
 func build(cfg aws.Config, s settings, log *slog.Logger) (*api.Handler, error) {
 	ddb := dynamodb.NewFromConfig(cfg)
+	inv := awsddb.NewInventory(ddb, s.InventoryTable)
 	regs := make(map[string]api.RegionRegistry, len(s.Regions))
+	dr := make(drift, len(s.Regions))
 	for _, region := range s.Regions {
-		regs[region] = awsiot.New(iot.NewFromConfig(awsconf.ForRegion(cfg, region)))
+		rcfg := awsconf.ForRegion(cfg, region)
+		reg := awsiot.New(iot.NewFromConfig(rcfg))
+		regs[region] = reg
+		// A drift report is a dry run: it reads the region's registry and
+		// its lease table (regional: a client for that region) and compares
+		// them with the inventory read from the API's own replica (the same
+		// global table: the home region's replica answers for every region).
+		// No redriver: a dry run re-drives nothing. It spends no more of the
+		// region's IoT quotas than the region's own reconciler.
+		r, err := reconcile.New(reconcile.Config{
+			Registry:   reg,
+			Inventory:  inv,
+			Leases:     awsddb.NewLeases(dynamodb.NewFromConfig(rcfg), s.LeasesTable),
+			Region:     region,
+			PolicyName: s.DevicePolicyName,
+			Quotas:     fleet.IoTQuotas,
+			Log:        log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("drift report of %s: %w", region, err)
+		}
+		dr[region] = r
 	}
 	h, err := api.New(api.Config{
-		Inventory:        awsddb.NewInventory(ddb, s.InventoryTable),
+		Inventory:        inv,
 		Telemetry:        awsddb.NewTelemetry(ddb, s.DataTable),
 		Registries:       regs,
 		Regions:          s.Regions,
 		DevicePolicyName: s.DevicePolicyName,
+		Drift:            dr,
 		Logger:           log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api handler: %w", err)
 	}
 	return h, nil
+}
+
+// drift is the API's api.Drift: every region's reconciler, run dry.
+type drift map[string]*reconcile.Reconciler
+
+func (d drift) Drift(ctx context.Context, region, cursor string, maxChecks int) (reconcile.Report, error) {
+	r, ok := d[region]
+	if !ok {
+		return reconcile.Report{}, fmt.Errorf("drift report of region %s: %w", region, fleet.ErrNotFound)
+	}
+	return r.Run(ctx, reconcile.Options{DryRun: true, Cursor: cursor, MaxChecks: maxChecks})
 }
 
 func main() {

@@ -5,10 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -20,6 +23,8 @@ import (
 	"github.com/mriot/mriot/internal/api/apitest"
 	"github.com/mriot/mriot/internal/awsconf"
 	"github.com/mriot/mriot/internal/fleet"
+	"github.com/mriot/mriot/internal/reconcile"
+	"github.com/mriot/mriot/internal/wiring/wiringtest"
 )
 
 var regions = []string{"eu-west-1", "us-west-2"}
@@ -176,10 +181,13 @@ func (a *recordingAdmin) RegisterCA(_ context.Context, _ string, pem string) (st
 	a.pems = append(a.pems, pem)
 	return "ca-id", nil
 }
+func (a *recordingAdmin) Reconcile(_ context.Context, region string) (reconcile.Report, error) {
+	return reconcile.Report{Region: region, Findings: []reconcile.Finding{}}, nil
+}
 
 func TestReadSettings(t *testing.T) {
 	full := map[string]string{
-		"INVENTORY_TABLE": "inventory", "DATA_TABLE": "data",
+		"INVENTORY_TABLE": "inventory", "DATA_TABLE": "data", "LEASES_TABLE": "leases",
 		"REGIONS": "eu-west-1, us-west-2", "DEVICE_POLICY_NAME": "device-policy",
 	}
 	cases := []struct {
@@ -190,6 +198,7 @@ func TestReadSettings(t *testing.T) {
 		{"complete", "", false},
 		{"no inventory table", "INVENTORY_TABLE", true},
 		{"no data table", "DATA_TABLE", true},
+		{"no lease table", "LEASES_TABLE", true},
 		{"no regions", "REGIONS", true},
 		{"no policy", "DEVICE_POLICY_NAME", true},
 	}
@@ -212,7 +221,7 @@ func TestReadSettings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := settings{InventoryTable: "inventory", DataTable: "data", Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}
+			want := settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases", Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}
 			if fmt.Sprint(s) != fmt.Sprint(want) {
 				t.Fatalf("settings %+v, want %+v", s, want)
 			}
@@ -220,19 +229,89 @@ func TestReadSettings(t *testing.T) {
 	}
 }
 
+// TestDeployedSettings: the environment the deployment gives the API
+// (events/env.json, equal to template.yaml's) configures it.
+func TestDeployedSettings(t *testing.T) {
+	s, err := readSettings(wiringtest.Env(wiringtest.DeployedEnv(t, "ApiFunction", "eu-west-1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.LeasesTable != "mriot-device-leases" || s.InventoryTable != "mriot-device-inventory" || len(s.Regions) == 0 {
+		t.Errorf("settings %+v", s)
+	}
+}
+
 // TestBuild wires the SDK clients (no call is made) and serves /healthz.
 func TestBuild(t *testing.T) {
 	cfg := aws.Config{Region: "eu-west-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")}
-	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data",
+	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases",
 		Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp := invoke(t, h, event(t, "GET", "/healthz", "", false))
-	if resp.StatusCode != http.StatusOK || strings.TrimSpace(resp.Body) != `{"status":"ok"}` {
+	var health api.Health
+	if err := json.Unmarshal([]byte(resp.Body), &health); resp.StatusCode != http.StatusOK || err != nil ||
+		health.Status != "ok" || !slices.Equal(health.Regions, []string{"eu-west-1", "us-west-2"}) {
 		t.Fatalf("healthz: %d %s", resp.StatusCode, resp.Body)
 	}
-	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", DevicePolicyName: "p"}, nil); err == nil {
+	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases", DevicePolicyName: "p"}, nil); err == nil {
 		t.Fatal("built a handler without regions")
+	}
+	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases",
+		Regions: []string{"eu-west-1"}, DevicePolicyName: "bad name"}, nil); err == nil {
+		t.Fatal("built a handler with an invalid policy name")
+	}
+}
+
+// TestDriftReadsTheRegionsLeaseTable: GET /regions/{region}/drift is wired
+// to that region's reconciler, run dry: its first call is the Scan of
+// pending obligations in the region's own lease table (signed for that
+// region, not the home region), and no call writes. The endpoint refuses
+// every call, so the report fails.
+func TestDriftReadsTheRegionsLeaseTable(t *testing.T) {
+	type call struct{ target, table, scope string }
+	var (
+		mu    sync.Mutex
+		calls []call
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ TableName string }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		_, scope, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=AKID/")
+		mu.Lock()
+		calls = append(calls, call{r.Header.Get("X-Amz-Target"), body.TableName, scope})
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}`)
+	}))
+	defer srv.Close()
+	cfg := aws.Config{Region: "eu-west-1", BaseEndpoint: aws.String(srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")}
+	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases",
+		Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := invoke(t, h, event(t, "GET", "/regions/us-west-2/drift?limit=5", "", false))
+	if resp.StatusCode < 400 {
+		t.Fatalf("drift against a refusing endpoint: %d %s", resp.StatusCode, resp.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) == 0 {
+		t.Fatal("no call made")
+	}
+	if c := calls[0]; c.target != "DynamoDB_20120810.Scan" || c.table != "leases" || !strings.Contains(c.scope, "/us-west-2/dynamodb/") {
+		t.Errorf("first call %+v, want a Scan of table leases signed for us-west-2", c)
+	}
+	for _, c := range calls {
+		if op := strings.TrimPrefix(c.target, "DynamoDB_20120810."); op != "Scan" && op != "GetItem" && op != "Query" {
+			t.Errorf("a dry run called %s", c.target)
+		}
+	}
+	if resp := invoke(t, h, event(t, "GET", "/regions/ap-south-1/drift", "", false)); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("drift of a region the API does not serve: %d %s", resp.StatusCode, resp.Body)
 	}
 }

@@ -1,10 +1,11 @@
 // Command jitr is the just-in-time registration Lambda, invoked by the IoT
 // rule on $aws/events/certificates/registered/#: internal/jitr's handler over
-// this region's IoT registry and inventory replica.
+// this region's IoT registry, inventory replica and device lease table.
 //
-// Environment: INVENTORY_TABLE, DEVICE_POLICY_NAME, CLAIMS_TABLE (optional:
-// the region's claims table shared by every instance), AWS_REGION (set by
-// Lambda), TRACING (true: X-Ray), LOG_LEVEL (see internal/wiring).
+// Environment: INVENTORY_TABLE, LEASES_TABLE (the region's device lease
+// table), DEVICE_POLICY_NAME, CLAIMS_TABLE (optional: the region's claims
+// table shared by every instance), AWS_REGION (set by Lambda), TRACING (true:
+// X-Ray), LOG_LEVEL (see internal/wiring).
 package main
 
 import (
@@ -19,6 +20,7 @@ func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (
 	h, err := jitr.New(jitr.Config{
 		Registry:   d.Registry,
 		Inventory:  d.Inventory,
+		Leases:     d.Leases,
 		Region:     s.Region,
 		PolicyName: s.DevicePolicyName,
 		Log:        log,

@@ -2,18 +2,40 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/mriot/mriot/internal/obs"
 	"github.com/mriot/mriot/internal/wiring"
+	"github.com/mriot/mriot/internal/wiring/wiringtest"
 )
+
+// TestSettings: the environment the deployment gives jitr (events/env.json,
+// equal to template.yaml's) configures it; without one of its required
+// variables the cold start fails with an error naming it.
+func TestSettings(t *testing.T) {
+	s, err := wiring.ReadRegistrySettings(wiringtest.Env(wiringtest.DeployedEnv(t, "JitrFunction", "eu-west-1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.InventoryTable != "mriot-device-inventory" || s.LeasesTable != "mriot-device-leases" || s.ClaimsTable != "mriot-jitr-claims" ||
+		s.DevicePolicyName != "mriot-device" || s.Region != "eu-west-1" {
+		t.Errorf("settings %+v", s)
+	}
+	for _, v := range []string{"LEASES_TABLE", "INVENTORY_TABLE", "DEVICE_POLICY_NAME", "AWS_REGION"} {
+		_, err := wiring.ReadRegistrySettings(wiringtest.Env(wiringtest.DeployedEnv(t, "JitrFunction", "eu-west-1", v)))
+		if err == nil || !strings.Contains(err.Error(), v) {
+			t.Errorf("without %s: err = %v, want one naming it", v, err)
+		}
+	}
+}
 
 // TestBuild wires the handler over SDK clients (no call is made) and checks
 // that a malformed event is dropped without touching AWS.
 func TestBuild(t *testing.T) {
-	s := wiring.RegistrySettings{InventoryTable: "inv", DevicePolicyName: "mriot-device", Region: "eu-west-1"}
+	s := wiring.RegistrySettings{InventoryTable: "inv", LeasesTable: "leases", DevicePolicyName: "mriot-device", Region: "eu-west-1"}
 	d := wiring.NewRegistryDeps(aws.Config{}, s)
 	h, err := build(d, s, obs.Discard())
 	if err != nil {

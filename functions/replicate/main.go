@@ -1,10 +1,11 @@
 // Command replicate is the replication Lambda, invoked through EventBridge
 // (inventory stream → Pipe → custom bus → rule) with one stream record per
-// event: internal/replicate's handler over this region's IoT registry and
-// inventory replica.
+// event: internal/replicate's handler over this region's IoT registry,
+// inventory replica and device lease table.
 //
-// Environment: INVENTORY_TABLE, DEVICE_POLICY_NAME, AWS_REGION (set by
-// Lambda), TRACING (true: X-Ray), LOG_LEVEL (see internal/wiring).
+// Environment: INVENTORY_TABLE, LEASES_TABLE (the region's device lease
+// table), DEVICE_POLICY_NAME, AWS_REGION (set by Lambda), TRACING (true:
+// X-Ray), LOG_LEVEL (see internal/wiring).
 package main
 
 import (
@@ -19,6 +20,7 @@ func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (
 	h, err := replicate.New(replicate.Config{
 		Registry:   d.Registry,
 		Inventory:  d.Inventory,
+		Leases:     d.Leases,
 		Region:     s.Region,
 		PolicyName: s.DevicePolicyName,
 		Log:        log,

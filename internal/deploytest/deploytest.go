@@ -176,7 +176,8 @@ func CheckFunctions(t Template) []string {
 }
 
 // RuleInvoked returns the logical ids of the Lambda functions an IoT topic
-// rule or an EventBridge rule invokes, with the rules that invoke them.
+// rule, an EventBridge rule or an EventBridge Scheduler schedule invokes
+// (each asynchronously), with the rules and schedules that invoke them.
 func RuleInvoked(t Template) map[string][]string {
 	out := map[string][]string{}
 	for _, id := range sortedKeys(t.Resources) {
@@ -200,6 +201,11 @@ func RuleInvoked(t Template) map[string][]string {
 				if fn := functionOf(t, tm["Arn"]); fn != "" {
 					out[fn] = append(out[fn], id)
 				}
+			}
+		case "AWS::Scheduler::Schedule":
+			tm, _ := r.Properties["Target"].(map[string]any)
+			if fn := functionOf(t, tm["Arn"]); fn != "" {
+				out[fn] = append(out[fn], id)
 			}
 		}
 	}
@@ -233,7 +239,8 @@ func functionOf(t Template, v any) string {
 // CheckDestinations reports every rule-invoked function without an
 // asynchronous invoke configuration that bounds retries and names an
 // on-failure destination, every IoT rule without an error action, and every
-// EventBridge rule target without a retry policy and a dead-letter queue.
+// EventBridge rule target and EventBridge Scheduler schedule target without a
+// retry policy and a dead-letter queue.
 func CheckDestinations(t Template) []string {
 	var problems []string
 	invoked := RuleInvoked(t)
@@ -279,6 +286,14 @@ func CheckDestinations(t Template) []string {
 				if tm["RetryPolicy"] == nil {
 					problems = append(problems, fmt.Sprintf("%s target %d: no retry policy", id, i))
 				}
+			}
+		case "AWS::Scheduler::Schedule":
+			tm, _ := r.Properties["Target"].(map[string]any)
+			if dl, _ := tm["DeadLetterConfig"].(map[string]any); dl["Arn"] == nil {
+				problems = append(problems, fmt.Sprintf("%s target: no dead-letter queue", id))
+			}
+			if tm["RetryPolicy"] == nil {
+				problems = append(problems, fmt.Sprintf("%s target: no retry policy", id))
 			}
 		case "AWS::Pipes::Pipe":
 			sp, _ := r.Properties["SourceParameters"].(map[string]any)

@@ -1,9 +1,11 @@
 package deploytest
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,9 +30,22 @@ func loadCert(t *testing.T, name string) (pemText string, id string) {
 	return string(b), fleet.CertificateID(c)
 }
 
+// scheduledEvent is what the reconciler's EventBridge Scheduler schedule
+// delivers (the Input of its target in template.yaml, with the scheduler's
+// context attributes filled in). The handler ignores it: a pass resumes
+// from the position saved in the lease table. It names the run in the
+// function's log (the request's payload) and in the on-failure queue.
+type scheduledEvent struct {
+	Source        string `json:"source"`
+	ScheduleArn   string `json:"scheduleArn"`
+	ScheduledTime string `json:"scheduledTime"`
+	ExecutionID   string `json:"executionId"`
+	AttemptNumber string `json:"attemptNumber"`
+}
+
 // TestEventFixturesDecode: every file of events/ decodes into the input type
-// of the handler its name says (jitr-, ingest-, replicate-), and the
-// fixtures agree with the committed test PKI.
+// of the handler its name says (jitr-, ingest-, replicate-, api-,
+// reconcile-), and the fixtures agree with the committed test PKI.
 func TestEventFixturesDecode(t *testing.T) {
 	dir := filepath.Join(root(t), "events")
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -110,6 +125,17 @@ func TestEventFixturesDecode(t *testing.T) {
 				default:
 					t.Errorf("eventName = %q", rec.EventName)
 				}
+			case "reconcile":
+				dec := json.NewDecoder(bytes.NewReader(raw))
+				dec.DisallowUnknownFields()
+				var ev scheduledEvent
+				if err := dec.Decode(&ev); err != nil {
+					t.Fatalf("not the schedule's payload: %v", err)
+				}
+				if _, err := time.Parse(time.RFC3339, ev.ScheduledTime); err != nil || ev.Source != "mriot.reconcile" ||
+					!strings.HasPrefix(ev.ScheduleArn, "arn:aws:scheduler:") || ev.ExecutionID == "" || ev.AttemptNumber == "" {
+					t.Errorf("scheduled event = %+v (%v): want the schedule's payload with its context attributes filled in", ev, err)
+				}
 			case "api":
 				var req events.APIGatewayV2HTTPRequest
 				if err := json.Unmarshal(raw, &req); err != nil {
@@ -120,17 +146,61 @@ func TestEventFixturesDecode(t *testing.T) {
 					t.Errorf("HTTP API event = %+v: want payload 2.0 of the template's ANY /{proxy+} route with IAM authorizer context", req)
 				}
 			default:
-				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-)", name)
+				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-, reconcile-)", name)
 			}
 		})
 	}
-	for _, kind := range []string{"jitr", "ingest", "replicate", "api"} {
+	for _, kind := range []string{"jitr", "ingest", "replicate", "api", "reconcile"} {
 		if seen[kind] == 0 {
 			t.Errorf("no events/%s-*.json fixture", kind)
 		}
 	}
 	if seen["replicate"] < 3 {
 		t.Errorf("%d replicate fixtures, want INSERT, MODIFY and REMOVE", seen["replicate"])
+	}
+}
+
+// TestReconcileFixtureMatchesSchedule: events/reconcile-scheduled.json is
+// the Input of the reconciler's schedule with the scheduler's context
+// attributes (<aws.scheduler.…>) filled in.
+func TestReconcileFixtureMatchesSchedule(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(root(t), "events", "reconcile-scheduled.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fixture map[string]string
+	if err := json.Unmarshal(raw, &fixture); err != nil {
+		t.Fatal(err)
+	}
+	for tpl, tr := range translate(t) {
+		found := 0
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			r := tr.Template.Resources[id]
+			if r.Type != "AWS::Scheduler::Schedule" || functionOf(tr.Template, prop(r, "Target", "Arn")) != "ReconcileFunction" {
+				continue
+			}
+			found++
+			input, _ := prop(r, "Target", "Input").(string)
+			var tmpl map[string]string
+			if err := json.Unmarshal([]byte(input), &tmpl); err != nil {
+				t.Fatalf("%s: %s Input %q is not a JSON object of strings: %v", tpl, id, input, err)
+			}
+			if !slices.Equal(sortedKeys(tmpl), sortedKeys(fixture)) {
+				t.Errorf("%s: %s Input has %v, the fixture %v", tpl, id, sortedKeys(tmpl), sortedKeys(fixture))
+			}
+			for k, v := range tmpl {
+				if strings.HasPrefix(v, "<aws.scheduler.") {
+					if fixture[k] == "" || strings.HasPrefix(fixture[k], "<") {
+						t.Errorf("%s: fixture %s = %q, want the value the scheduler puts for %s", tpl, k, fixture[k], v)
+					}
+				} else if fixture[k] != v {
+					t.Errorf("%s: fixture %s = %q, the schedule sends %q", tpl, k, fixture[k], v)
+				}
+			}
+		}
+		if found != 1 {
+			t.Errorf("%s: %d schedules invoke ReconcileFunction, want 1", tpl, found)
+		}
 	}
 }
 

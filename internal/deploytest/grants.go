@@ -78,6 +78,47 @@ func CheckGrants(t Template, calls map[string][]Call) []string {
 	return problems
 }
 
+// CheckUnusedGrants reports every action and resource of a function's own
+// policy statements (the Policies of its AWS::Serverless::Function, which
+// SAM names <Function>RolePolicy<N>) that none of its calls needs: a grant
+// beyond what the code calls. Statements SAM adds (destinations, schedules)
+// are not checked. A resource that is not a string or a resolvable Fn::Sub
+// is reported too: nothing can be said of it.
+func CheckUnusedGrants(t Template, calls map[string][]Call) []string {
+	var problems []string
+	for _, fn := range sortedKeys(calls) {
+		role := RoleOf(t, fn)
+		if role == "" {
+			continue // CheckGrants reports it
+		}
+		for _, st := range Statements(t) {
+			if st.Effect != "Allow" || !strings.HasPrefix(st.Where, role+"/") || !strings.Contains(st.Where, ":"+fn+"RolePolicy") {
+				continue
+			}
+			for _, a := range st.Actions {
+				for _, r := range st.Resource {
+					res, ok := resourceString(r)
+					if !ok {
+						problems = append(problems, fmt.Sprintf("%s: %s grants %s on %v, a resource the check cannot resolve", fn, st.Where, a, r))
+						continue
+					}
+					used := false
+					for _, c := range calls[fn] {
+						if globMatch(a, c.Action, false) && globMatch(res, c.Resource, true) {
+							used = true
+							break
+						}
+					}
+					if !used {
+						problems = append(problems, fmt.Sprintf("%s: %s grants %s on %s, which no call of its code needs", fn, st.Where, a, res))
+					}
+				}
+			}
+		}
+	}
+	return problems
+}
+
 var subVar = regexp.MustCompile(`\$\{([^}!]+)\}`)
 
 func resourceString(r any) (string, bool) {

@@ -24,11 +24,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 
+	"github.com/mriot/mriot/internal/converge"
 	"github.com/mriot/mriot/internal/ddbitem"
 	"github.com/mriot/mriot/internal/deploytest/rie"
 	"github.com/mriot/mriot/internal/fleet"
 	"github.com/mriot/mriot/internal/motoserver"
 	"github.com/mriot/mriot/internal/policy"
+	"github.com/mriot/mriot/internal/reconcile"
 )
 
 // The functions run under the RIE cannot send motoserver's per-test account
@@ -154,8 +156,50 @@ func invokeFixture(t *testing.T, em *rie.Emulator, fixture string) []byte {
 	return resp
 }
 
+// invokeRaw invokes the function with payload and fails on a function error.
+func invokeRaw(t *testing.T, em *rie.Emulator, payload []byte) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp, err := em.Invoke(ctx, payload)
+	if err != nil {
+		t.Fatalf("invoke: %v (response %s)", err, resp)
+	}
+	return resp
+}
+
+// apiRequest is events/api-get-device.json (an HTTP API payload 2.0
+// request) for another method, path and query.
+func apiRequest(t *testing.T, method, path, query string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root(t), "events", "api-get-device.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev events.APIGatewayV2HTTPRequest
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		t.Fatal(err)
+	}
+	ev.RawPath, ev.RawQueryString = path, query
+	ev.RequestContext.HTTP.Method, ev.RequestContext.HTTP.Path = method, path
+	ev.QueryStringParameters = nil
+	if query != "" {
+		ev.QueryStringParameters = map[string]string{}
+		for _, kv := range strings.Split(query, "&") {
+			k, v, _ := strings.Cut(kv, "=")
+			ev.QueryStringParameters[k] = v
+		}
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // world arranges a region of moto the way the stack leaves it: the tables
-// (jitr's claims table too), the device policy and the CA registered for JITR.
+// (the regional ones too: jitr's claims table and the device lease table),
+// the device policy and the CA registered for JITR.
 func world(t *testing.T, s *motoserver.Server, region string) aws.Config {
 	t.Helper()
 	cfg := motoConfig(s, region)
@@ -169,6 +213,7 @@ func world(t *testing.T, s *motoserver.Server, region string) aws.Config {
 		t.Fatal(err)
 	}
 	motoserver.CreateClaimsTable(t, cfg, jitrEnv["CLAIMS_TABLE"])
+	motoserver.CreateLeasesTable(t, cfg, jitrEnv["LEASES_TABLE"])
 	motoserver.CreatePolicy(t, cfg, env["DEVICE_POLICY_NAME"], policy.DevicePolicy(region, motoAccount))
 	caPEM, caID := loadCert(t, "intermediate.crt")
 	if got := motoserver.RegisterCA(t, cfg, caPEM); got != caID {
@@ -265,6 +310,15 @@ func TestJitrUnderRIE(t *testing.T) {
 	if d.Status != fleet.StatusActive || d.CertificateID != devID || d.CertificatePEM == "" || d.OriginRegion != region || d.Version < 1 {
 		t.Errorf("inventory item = %+v, want ACTIVE, certificate %s with its PEM, origin %s", d, devID, region)
 	}
+	// The run took test_001's lease in the region's lease table (LEASES_TABLE
+	// of events/env.json), released it and left the ledger: converged to
+	// the item it wrote, with its certificate.
+	if raw, ok := readLease(t, cfg, ddbitem.LeaseKey("test_001")); !ok {
+		t.Error("no lease item of test_001")
+	} else if l, err := ddbitem.UnmarshalLease(raw); err != nil || l.Owner != "" || l.Fence < 1 ||
+		!l.Ledger.Converged.Matches(d) || !slices.Contains(l.Ledger.Certificates, devID) || len(l.Ledger.Obligations) != 0 {
+		t.Errorf("lease of test_001 = %+v (%v), want released, converged to version %d with certificate %s, no obligations", l, err, d.Version, devID)
+	}
 	// The run claimed the registration in the claims table (CLAIMS_TABLE of
 	// events/env.json) and marked it done: other instances drop its
 	// duplicates without a registry call.
@@ -331,6 +385,13 @@ func TestReplicateUnderRIE(t *testing.T) {
 	if !got.thing || got.status != iottypes.CertificateStatusActive ||
 		!slices.Contains(got.principals, certARN(region, devID)) || !slices.Contains(got.policies, "mriot-device") {
 		t.Fatalf("after INSERT: %+v, want the certificate registered ACTIVE, thing test_001, attached, policy mriot-device", got)
+	}
+
+	if raw, ok := readLease(t, cfg, ddbitem.LeaseKey("test_001")); !ok {
+		t.Error("no lease item of test_001 after INSERT")
+	} else if l, err := ddbitem.UnmarshalLease(raw); err != nil || l.Owner != "" || l.Ledger.Converged.Version < 1 ||
+		l.Ledger.Converged.CertificateID != devID {
+		t.Errorf("lease of test_001 after INSERT = %+v (%v), want released and converged to the item", l, err)
 	}
 
 	putInventory(t, cfg, "replicate-modify.json")
@@ -449,6 +510,7 @@ func TestApiUnderRIE(t *testing.T) {
 	// events/env.json are other tests' worlds in the same moto account.
 	const region = "ca-central-1"
 	cfg := world(t, s, region)
+	_, devID := loadCert(t, "test_001.crt")
 	putInventory(t, cfg, "replicate-insert.json")
 	em := startFunction(t, "api", region, s, map[string]string{"REGIONS": region})
 
@@ -474,6 +536,35 @@ func TestApiUnderRIE(t *testing.T) {
 		t.Fatalf("GET /devices/test_001 = %d %s (%v), want 200 with the ACTIVE device", r.StatusCode, r.Body, err)
 	}
 
+	// The drift report of the region (a dry run of its reconciler over the
+	// API's replica and the region's lease table), one check at a time: the
+	// item of test_001 names a certificate and a thing this region's
+	// registry does not have (the item was put, never replicated here).
+	var drift reconcile.Report
+	r = response{}
+	if err := json.Unmarshal(invokeRaw(t, em, apiRequest(t, "GET", "/regions/"+region+"/drift", "limit=1")), &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(r.Body), &drift); r.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("GET /regions/%s/drift?limit=1 = %d %s (%v), want 200 with a report", region, r.StatusCode, r.Body, err)
+	}
+	kinds := map[string]bool{}
+	for _, f := range drift.Findings {
+		if f.ThingName == "test_001" && !f.Repaired {
+			kinds[f.Kind] = true
+		}
+	}
+	if !drift.DryRun || drift.Region != region || drift.Checked != 1 || drift.Complete || drift.Next == "" ||
+		!kinds[converge.DriftCertificateMissing] || !kinds[converge.DriftThingMissing] {
+		t.Errorf("drift report %+v, want a dry run that checked test_001, found its certificate and thing missing, and goes on", drift)
+	}
+	if got := readRegistry(t, cfg, devID); got.thing || got.status != "" {
+		t.Errorf("the drift report changed the registry: %+v", got)
+	}
+	if _, ok := readLease(t, cfg, ddbitem.ReconcileCursorKey()); ok {
+		t.Error("the drift report saved a reconciler position")
+	}
+
 	if r := call("api-revoke-device.json"); r.StatusCode != http.StatusOK && r.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /devices/test_001/revoke = %d %s, want 200 or 202", r.StatusCode, r.Body)
 	}
@@ -490,4 +581,157 @@ func TestApiUnderRIE(t *testing.T) {
 	if d.Status != fleet.StatusRevoked || d.Version != 2 {
 		t.Errorf("after revoke: status %s version %d, want REVOKED version 2", d.Status, d.Version)
 	}
+}
+
+// readLease reads the item of key in a region's lease table (LEASES_TABLE
+// of events/env.json): a device's lease, or the reconciler's position; ok is
+// false when there is none.
+func readLease(t *testing.T, cfg aws.Config, key map[string]ddbtypes.AttributeValue) (map[string]ddbtypes.AttributeValue, bool) {
+	t.Helper()
+	out, err := dynamodb.NewFromConfig(cfg).GetItem(context.Background(), &dynamodb.GetItemInput{
+		TableName: aws.String("mriot-device-leases"), Key: key, ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		t.Fatalf("lease table item %v: %v", key, err)
+	}
+	return out.Item, len(out.Item) > 0
+}
+
+// TestReconcileUnderRIE: test_001 is onboarded by jitr's own bootstrap, then
+// its thing is deleted and its policy detached behind the system's back, and
+// a thing mriot created is left without an inventory item (a run that
+// crashed before its compensation). One scheduled invocation of the
+// reconcile bootstrap repairs both.
+func TestReconcileUnderRIE(t *testing.T) {
+	s := motoserver.Start(t)
+	const region = "eu-central-1"
+	cfg := world(t, s, region)
+	ctx := context.Background()
+	c := iot.NewFromConfig(cfg)
+	devPEM, devID := loadCert(t, "test_001.crt")
+	caPEM, _ := loadCert(t, "intermediate.crt")
+	if _, err := c.RegisterCertificate(ctx, &iot.RegisterCertificateInput{
+		CertificatePem: aws.String(devPEM), CaCertificatePem: aws.String(caPEM), Status: iottypes.CertificateStatusPendingActivation,
+	}); err != nil {
+		t.Fatalf("register the device certificate PENDING_ACTIVATION: %v", err)
+	}
+	invokeFixture(t, startFunction(t, "jitr", region, s, nil), "jitr-registered.json")
+	if got := readRegistry(t, cfg, devID); !got.thing || got.status != iottypes.CertificateStatusActive || !slices.Contains(got.policies, "mriot-device") {
+		t.Fatalf("after jitr: %+v, want test_001 onboarded", got)
+	}
+
+	// Behind the system's back: the thing deleted (its principal detached
+	// first, as IoT requires) and the device policy detached.
+	arn := certARN(region, devID)
+	if _, err := c.DetachThingPrincipal(ctx, &iot.DetachThingPrincipalInput{ThingName: aws.String("test_001"), Principal: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteThing(ctx, &iot.DeleteThingInput{ThingName: aws.String("test_001")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DetachPolicy(ctx, &iot.DetachPolicyInput{PolicyName: aws.String("mriot-device"), Target: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	// A stray thing mriot created, whose device has no inventory item.
+	if _, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("stray_001"), AttributePayload: &iottypes.AttributePayload{
+		Attributes: map[string]string{converge.ManagedByAttribute: converge.ManagedBy, converge.CreatedByAttribute: "jitr/" + region + "/crashed"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readRegistry(t, cfg, devID); got.thing || slices.Contains(got.policies, "mriot-device") {
+		t.Fatalf("drift not in place: %+v", got)
+	}
+
+	// Whether this moto lists the CA certificates (the certificates phase
+	// depends on it; see below).
+	_, caListErr := c.ListCACertificates(ctx, &iot.ListCACertificatesInput{})
+
+	em := startFunction(t, "reconcile", region, s, map[string]string{"AWS_LAMBDA_FUNCTION_TIMEOUT": "300"})
+	raw, err := os.ReadFile(filepath.Join(root(t), "events", "reconcile-scheduled.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	resp, invokeErr := em.Invoke(ictx, raw)
+
+	// The earlier phases repaired the drift, whatever the certificates phase
+	// did: the thing is back with the certificate and the policy attached,
+	// the certificate still ACTIVE, and the stray thing is gone.
+	got := readRegistry(t, cfg, devID)
+	if !got.thing || got.status != iottypes.CertificateStatusActive || !slices.Contains(got.principals, arn) || !slices.Contains(got.policies, "mriot-device") {
+		t.Errorf("after reconcile: %+v, want thing test_001 back with the ACTIVE certificate and policy mriot-device attached", got)
+	}
+	var nf *iottypes.ResourceNotFoundException
+	if _, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("stray_001")}); !errors.As(err, &nf) {
+		t.Errorf("stray thing after reconcile: %v, want it removed (ResourceNotFoundException)", err)
+	}
+	// Each repair was counted (EMF lines on stdout, CloudWatch metrics on AWS).
+	logs := em.Logs()
+	for _, kind := range []string{converge.DriftThingMissing, converge.DriftPolicyDetached, reconcile.DriftOrphanThing} {
+		if !emfCounted(logs, "DriftRepaired", kind) {
+			t.Errorf("no DriftRepaired metric with Kind %s in the function's output", kind)
+		}
+	}
+	if l, ok := readLease(t, cfg, ddbitem.LeaseKey("test_001")); !ok || l[ddbitem.AttrOwner] != nil {
+		t.Errorf("lease of test_001 after reconcile: %v, want an item, released", l)
+	}
+
+	// The certificates phase walks the CA certificates. moto deviation: moto
+	// does not implement ListCACertificates (an HTTP 500 where AWS lists the
+	// region's CAs), so on moto the phase fails: the invocation fails (its
+	// event goes to the on-failure queue on AWS), its log says that the
+	// certificates phase failed, and the position saved in the lease table
+	// stays at the certificates phase, where the next invocation resumes.
+	cursor, ok := readLease(t, cfg, ddbitem.ReconcileCursorKey())
+	if !ok {
+		t.Fatal("no reconciler position saved in the lease table")
+	}
+	pos, err := ddbitem.UnmarshalReconcileCursor(cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caListErr != nil {
+		var fe *rie.FunctionError
+		if !errors.As(invokeErr, &fe) || !strings.Contains(fe.Message, "list CA certificates") {
+			t.Fatalf("invocation on moto without ListCACertificates: %v (%s), want a function error naming the CA listing", invokeErr, resp)
+		}
+		if !strings.Contains(logs, `"msg":"reconcile finished"`) || !strings.Contains(logs, "list CA certificates") {
+			t.Errorf("the log does not say that the certificates phase failed:\n%s", logs)
+		}
+		if pos.Phase != reconcile.PhaseCertificates || pos.Pass != 1 {
+			t.Errorf("saved position %+v, want pass 1 at phase %s", pos, reconcile.PhaseCertificates)
+		}
+		return
+	}
+	// A moto that lists CA certificates: the pass completes.
+	if invokeErr != nil {
+		t.Fatalf("invoke: %v (%s)", invokeErr, resp)
+	}
+	var rep reconcile.Report
+	if err := json.Unmarshal(resp, &rep); err != nil || !rep.Complete || rep.Unrepaired() != 0 {
+		t.Errorf("report %s (%v), want a complete pass with nothing unrepaired", resp, err)
+	}
+	if pos.Phase != "" || pos.Pass != 1 {
+		t.Errorf("saved position %+v, want pass 1 complete", pos)
+	}
+}
+
+// emfCounted reports whether an EMF line of logs counts metric with the
+// Kind dimension kind.
+func emfCounted(logs, metric, kind string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		i := strings.Index(line, "{")
+		if i < 0 {
+			continue
+		}
+		var doc map[string]any
+		if json.Unmarshal([]byte(line[i:]), &doc) != nil || doc["_aws"] == nil {
+			continue
+		}
+		if v, ok := doc[metric].(float64); ok && v > 0 && doc["Kind"] == kind {
+			return true
+		}
+	}
+	return false
 }

@@ -15,6 +15,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mriot/mriot/internal/ddbitem"
+	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/reconcile"
 )
 
 // root is the repository root (the directory of go.mod).
@@ -118,9 +122,12 @@ func translate(t *testing.T) map[string]Translated {
 	return translated
 }
 
+// functions are the template's Lambda functions.
+var functions = []string{"JitrFunction", "ReplicateFunction", "ReconcileFunction", "IngestFunction", "ApiFunction", "SetupFunction"}
+
 func TestSAMTransform(t *testing.T) {
 	for tpl, tr := range translate(t) {
-		for _, want := range []string{"JitrFunction", "ReplicateFunction", "IngestFunction", "ApiFunction", "SetupFunction"} {
+		for _, want := range functions {
 			if tr.Template.Resources[want].Type != "AWS::Lambda::Function" {
 				t.Errorf("%s: transformed template has no function %s", tpl, want)
 			}
@@ -150,7 +157,7 @@ func TestFunctionsRuntime(t *testing.T) {
 func TestRuleInvokedFunctionsKeepFailures(t *testing.T) {
 	for tpl, tr := range translate(t) {
 		got := sortedKeys(RuleInvoked(tr.Template))
-		want := []string{"IngestFunction", "JitrFunction", "ReplicateFunction"}
+		want := []string{"IngestFunction", "JitrFunction", "ReconcileFunction", "ReplicateFunction"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: rule-invoked functions = %v, want %v", tpl, got, want)
 		}
@@ -232,7 +239,7 @@ func TestEnvFileMatchesTemplate(t *testing.T) {
 		t.Fatalf("events/env.json: %v", err)
 	}
 	for tpl, tr := range translate(t) {
-		for _, fn := range []string{"JitrFunction", "ReplicateFunction", "IngestFunction", "ApiFunction", "SetupFunction"} {
+		for _, fn := range functions {
 			env, _ := tr.Template.Resources[fn].Properties["Environment"].(map[string]any)
 			vars, _ := env["Variables"].(map[string]any)
 			want := sortedKeys(vars)
@@ -285,6 +292,11 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		  "C":{"Type":"AWS::Lambda::EventInvokeConfig","Properties":{"FunctionName":{"Ref":"F"},"MaximumRetryAttempts":2,"DestinationConfig":{"OnFailure":{"Destination":"q"}}}},
 		  "E":{"Type":"AWS::Events::Rule","Properties":{"Targets":[{"Arn":{"Fn::GetAtt":["F","Arn"]},"Id":"t"}]}}}}`, CheckDestinations, 2},
 		{"IoT rule without error action", `{"Resources":{"Rule":{"Type":"AWS::IoT::TopicRule","Properties":{"TopicRulePayload":{"Actions":[]}}}}}`, CheckDestinations, 1},
+		{"schedule target without DLQ and retry policy", `{"Resources":{"F":{"Type":"AWS::Lambda::Function","Properties":{}},
+		  "C":{"Type":"AWS::Lambda::EventInvokeConfig","Properties":{"FunctionName":{"Ref":"F"},"MaximumRetryAttempts":0,"DestinationConfig":{"OnFailure":{"Destination":"q"}}}},
+		  "S":{"Type":"AWS::Scheduler::Schedule","Properties":{"Target":{"Arn":{"Fn::GetAtt":["F","Arn"]}}}}}}`, CheckDestinations, 2},
+		{"scheduled function without invoke config", `{"Resources":{"F":{"Type":"AWS::Lambda::Function","Properties":{}},
+		  "S":{"Type":"AWS::Scheduler::Schedule","Properties":{"Target":{"Arn":{"Fn::GetAtt":["F","Arn"]},"RetryPolicy":{"MaximumRetryAttempts":0},"DeadLetterConfig":{"Arn":"q"}}}}}}`, CheckDestinations, 1},
 		{"pipe without DLQ", `{"Resources":{"P":{"Type":"AWS::Pipes::Pipe","Properties":{"SourceParameters":{"DynamoDBStreamParameters":{"StartingPosition":"LATEST"}}}}}}`, CheckDestinations, 1},
 	}
 	for _, tt := range tests {
@@ -365,7 +377,11 @@ func TestDashboardBody(t *testing.T) {
 		if len(dash.Widgets) < 8 {
 			t.Errorf("%s: %d widgets", tpl, len(dash.Widgets))
 		}
-		for _, m := range []string{"SagaOutcome", "StepOutcome", "CompensationFailed", "Rejected", "DeviceOnboarded", "Converged", "Stored", "Errors", "Throttles", "Duration", "ApproximateNumberOfMessagesVisible"} {
+		for _, m := range []string{"SagaOutcome", "StepOutcome", "CompensationFailed", "Rejected", "DeviceOnboarded", "Converged", "Stored", "Errors", "Throttles", "Duration", "ApproximateNumberOfMessagesVisible",
+			// convergence (internal/converge) and the reconciler (internal/reconcile)
+			"DriftFound", "DriftRepaired", "DriftUnrepaired", "ReconcileChecked", "ReconcilePassCompleted",
+			"LeaseContended", "LeaseLost", "Superseded",
+			"ObligationRecorded", "ObligationCompleted", "ObligationAbandoned", "ObligationUnrecorded", "RevocationPromoted", "RevocationNotRecorded", "ItemCaughtUp"} {
 			if !strings.Contains(body, m) {
 				t.Errorf("%s: the dashboard does not show %s", tpl, m)
 			}
@@ -414,6 +430,150 @@ func TestDomainConfigurationTLSPolicy(t *testing.T) {
 		tls, _ := dc.Properties["TlsConfig"].(map[string]any)
 		if p, _ := tls["SecurityPolicy"].(string); !slices.Contains(documented, p) {
 			t.Errorf("%s: DomainConfiguration TLS security policy %q, want a TLS 1.3 policy of %v", tpl, p, documented)
+		}
+	}
+}
+
+// prop walks a resource's properties along path (map keys; an int indexes a
+// list) and returns what it finds (nil when absent).
+func prop(r Resource, path ...any) any {
+	var v any = r.Properties
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[k]
+		case int:
+			l, _ := v.([]any)
+			if k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+// getAtt returns X of {"Fn::GetAtt": [X, attr]}.
+func getAtt(v any) string {
+	m, _ := v.(map[string]any)
+	ga, _ := m["Fn::GetAtt"].([]any)
+	if len(ga) != 2 {
+		return ""
+	}
+	id, _ := ga[0].(string)
+	return id
+}
+
+// TestReconcileFunction pins the reconciler's deployment: one pass at a time
+// per region, every five minutes, 5 minutes long at most, failures kept and
+// not retried (the next run resumes), and its alarm on unrepaired drift on
+// the metric the code emits.
+func TestReconcileFunction(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		fn := res["ReconcileFunction"]
+		for _, c := range []struct {
+			path []any
+			want any
+		}{
+			{[]any{"Timeout"}, 300.0},
+			{[]any{"MemorySize"}, 256.0},
+			{[]any{"ReservedConcurrentExecutions"}, 1.0},
+		} {
+			if got := prop(fn, c.path...); got != c.want {
+				t.Errorf("%s: ReconcileFunction %v = %v, want %v", tpl, c.path, got, c.want)
+			}
+		}
+		var schedules, configs int
+		for _, id := range sortedKeys(res) {
+			r := res[id]
+			switch {
+			case r.Type == "AWS::Lambda::EventInvokeConfig" && functionOf(tr.Template, r.Properties["FunctionName"]) == "ReconcileFunction":
+				configs++
+				if got := prop(r, "MaximumRetryAttempts"); got != 0.0 {
+					t.Errorf("%s: %s MaximumRetryAttempts = %v, want 0 (the next run resumes)", tpl, id, got)
+				}
+				if q := getAtt(prop(r, "DestinationConfig", "OnFailure", "Destination")); res[q].Type != "AWS::SQS::Queue" {
+					t.Errorf("%s: %s on-failure destination %q is not a queue of the template", tpl, id, q)
+				}
+			case r.Type == "AWS::Scheduler::Schedule" && functionOf(tr.Template, prop(r, "Target", "Arn")) == "ReconcileFunction":
+				schedules++
+				if got := prop(r, "ScheduleExpression"); got != "rate(5 minutes)" {
+					t.Errorf("%s: %s ScheduleExpression = %v, want rate(5 minutes)", tpl, id, got)
+				}
+				if got := prop(r, "Target", "RetryPolicy", "MaximumRetryAttempts"); got != 0.0 {
+					t.Errorf("%s: %s retries = %v, want 0", tpl, id, got)
+				}
+				if q := getAtt(prop(r, "Target", "DeadLetterConfig", "Arn")); res[q].Type != "AWS::SQS::Queue" {
+					t.Errorf("%s: %s dead-letter queue %q is not a queue of the template", tpl, id, q)
+				}
+			}
+		}
+		if schedules != 1 || configs != 1 {
+			t.Errorf("%s: ReconcileFunction has %d schedules and %d invoke configs, want 1 and 1", tpl, schedules, configs)
+		}
+
+		alarm := res["DriftUnrepairedAlarm"]
+		var dim map[string]any
+		if dims, _ := prop(alarm, "Dimensions").([]any); len(dims) == 1 {
+			dim, _ = dims[0].(map[string]any)
+		}
+		if alarm.Type != "AWS::CloudWatch::Alarm" || prop(alarm, "Namespace") != obs.Namespace || prop(alarm, "MetricName") != "DriftUnrepaired" ||
+			dim["Name"] != "Function" || dim["Value"] != reconcile.Function || prop(alarm, "Statistic") != "Sum" ||
+			prop(alarm, "Period") != 900.0 || prop(alarm, "EvaluationPeriods") != 2.0 || prop(alarm, "Threshold") != 0.0 ||
+			prop(alarm, "ComparisonOperator") != "GreaterThanThreshold" || prop(alarm, "TreatMissingData") != "notBreaching" {
+			t.Errorf("%s: DriftUnrepairedAlarm = %v, want the sum of %s/DriftUnrepaired (Function=%s) over 15 minutes above 0 twice, missing data not breaching",
+				tpl, alarm.Properties, obs.Namespace, reconcile.Function)
+		}
+	}
+}
+
+// TestTables pins what the code relies on in the tables: the inventory's
+// certificate index (awsddb Inventory.ByCertificate), and the regional lease
+// table keyed by thing name, without TTL (the fencing counter must outlive
+// the leases).
+func TestTables(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		inv := res["DeviceInventoryTable"]
+		var index map[string]any
+		gsis, _ := prop(inv, "GlobalSecondaryIndexes").([]any)
+		for _, g := range gsis {
+			if gm, _ := g.(map[string]any); gm["IndexName"] == ddbitem.InventoryCertificateIndex {
+				index = gm
+			}
+		}
+		if index == nil {
+			t.Fatalf("%s: the inventory has no index %s", tpl, ddbitem.InventoryCertificateIndex)
+		}
+		b, _ := json.Marshal(index)
+		want := `{"IndexName":"` + ddbitem.InventoryCertificateIndex + `","KeySchema":[{"AttributeName":"` + ddbitem.AttrCertificateID +
+			`","KeyType":"HASH"}],"Projection":{"ProjectionType":"KEYS_ONLY"}}`
+		if string(b) != want {
+			t.Errorf("%s: inventory index %s, want %s", tpl, b, want)
+		}
+		defs, _ := json.Marshal(prop(inv, "AttributeDefinitions"))
+		if !strings.Contains(string(defs), `{"AttributeName":"`+ddbitem.AttrCertificateID+`","AttributeType":"S"}`) {
+			t.Errorf("%s: inventory attribute definitions %s lack %s", tpl, defs, ddbitem.AttrCertificateID)
+		}
+
+		leases := res["DeviceLeasesTable"]
+		if leases.Type != "AWS::DynamoDB::Table" {
+			t.Fatalf("%s: DeviceLeasesTable is a %q, want a regional AWS::DynamoDB::Table", tpl, leases.Type)
+		}
+		ks, _ := json.Marshal(prop(leases, "KeySchema"))
+		if string(ks) != `[{"AttributeName":"`+ddbitem.AttrThingName+`","KeyType":"HASH"}]` {
+			t.Errorf("%s: lease table key schema %s, want %s HASH (ddbitem.LeaseKey)", tpl, ks, ddbitem.AttrThingName)
+		}
+		if prop(leases, "TimeToLiveSpecification") != nil {
+			t.Errorf("%s: the lease table has a TTL; the fencing counters must outlive the leases", tpl)
+		}
+		if prop(leases, "PointInTimeRecoverySpecification", "PointInTimeRecoveryEnabled") != true {
+			t.Errorf("%s: the lease table has no point-in-time recovery", tpl)
+		}
+		if prop(leases, "BillingMode") != "PAY_PER_REQUEST" {
+			t.Errorf("%s: lease table billing %v", tpl, prop(leases, "BillingMode"))
 		}
 	}
 }

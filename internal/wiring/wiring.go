@@ -1,7 +1,7 @@
 // Package wiring holds what the Lambda entry points share: reading the
-// settings of the functions that converge a region's registry (jitr and
-// replicate), building their AWS adapters once at init, the tracer choice, and
-// stopping a cold start that cannot be configured.
+// settings of the functions that converge a region's registry (jitr,
+// replicate and reconcile), building their AWS adapters once at init, the
+// tracer choice, and stopping a cold start that cannot be configured.
 package wiring
 
 import (
@@ -21,9 +21,12 @@ import (
 	"github.com/mriot/mriot/internal/obs/xraytrace"
 )
 
-// RegistrySettings are the environment of jitr and replicate.
+// RegistrySettings are the environment of jitr, replicate and reconcile.
 type RegistrySettings struct {
-	InventoryTable   string // INVENTORY_TABLE
+	InventoryTable string // INVENTORY_TABLE
+	// LeasesTable is the region's device lease table (LEASES_TABLE): every
+	// convergence takes the device's lease there.
+	LeasesTable      string
 	DevicePolicyName string // DEVICE_POLICY_NAME
 	Region           string // AWS_REGION, set by Lambda
 	Tracing          bool   // TRACING
@@ -37,6 +40,9 @@ func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
 	var s RegistrySettings
 	var err error
 	if s.InventoryTable, err = env.MustString("INVENTORY_TABLE"); err != nil {
+		return s, err
+	}
+	if s.LeasesTable, err = env.MustString("LEASES_TABLE"); err != nil {
 		return s, err
 	}
 	if s.DevicePolicyName, err = env.MustString("DEVICE_POLICY_NAME"); err != nil {
@@ -53,11 +59,12 @@ func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
 }
 
 // RegistryDeps are the adapters of a function that converges a region's
-// registry: its IoT registry and its inventory replica, metrics and tracer,
-// and jitr's claims table (nil without CLAIMS_TABLE).
+// registry: its IoT registry, its inventory replica and lease table, metrics
+// and tracer, and jitr's claims table (nil without CLAIMS_TABLE).
 type RegistryDeps struct {
 	Registry  *awsiot.Adapter
 	Inventory *awsddb.Inventory
+	Leases    *awsddb.Leases
 	Claims    *awsddb.Claims
 	Metrics   obs.Metrics
 	Tracer    obs.Tracer
@@ -70,6 +77,7 @@ func NewRegistryDeps(cfg aws.Config, s RegistrySettings) RegistryDeps {
 	d := RegistryDeps{
 		Registry:  awsiot.New(iot.NewFromConfig(cfg)),
 		Inventory: awsddb.NewInventory(db, s.InventoryTable),
+		Leases:    awsddb.NewLeases(db, s.LeasesTable),
 		Metrics:   Metrics(),
 		Tracer:    Tracer(s.Tracing),
 	}
@@ -101,17 +109,27 @@ func ExitOn(log *slog.Logger, what string, err error) {
 }
 
 // StartRegistryFunction is the main of a function that converges a region's
-// registry (jitr, replicate): read the settings, build the SDK clients once
-// for the cold start, build the handler with build, and hand it to
-// lambda.Start. The handler's Invoke gets the raw event JSON, the same entry
-// point the local stack invokes.
+// registry with RegistrySettings alone (jitr, replicate): read the settings,
+// build the SDK clients once for the cold start, build the handler with
+// build, and hand it to lambda.Start. The handler's Invoke gets the raw event
+// JSON, the same entry point the local stack invokes.
 func StartRegistryFunction[H lambda.Handler](name string, build func(RegistryDeps, RegistrySettings, *slog.Logger) (H, error)) {
+	StartRegistryFunctionWith(name, ReadRegistrySettings, func(s RegistrySettings) RegistrySettings { return s }, build)
+}
+
+// StartRegistryFunctionWith is StartRegistryFunction for a function with
+// settings of its own beyond RegistrySettings (reconcile): read reads them
+// all (the error names the variable), registry picks the RegistrySettings
+// among them.
+func StartRegistryFunctionWith[S any, H lambda.Handler](name string, read func(awsconf.Env) (S, error),
+	registry func(S) RegistrySettings, build func(RegistryDeps, S, *slog.Logger) (H, error)) {
 	log := obs.LoggerFromEnv()
-	s, err := ReadRegistrySettings(awsconf.Env{})
+	s, err := read(awsconf.Env{})
 	ExitOn(log, name+": configuration", err)
-	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
+	rs := registry(s)
+	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(rs.Tracing))
 	ExitOn(log, name+": AWS configuration", err)
-	h, err := build(NewRegistryDeps(cfg, s), s, log)
+	h, err := build(NewRegistryDeps(cfg, rs), s, log)
 	ExitOn(log, name+": build", err)
 	lambda.Start(h)
 }

@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -15,18 +16,20 @@ func envOf(m map[string]string) awsconf.Env {
 }
 
 func TestReadRegistrySettings(t *testing.T) {
-	full := map[string]string{"INVENTORY_TABLE": "inv", "DEVICE_POLICY_NAME": "mriot-device", "AWS_REGION": "eu-west-1", "TRACING": "true"}
+	full := map[string]string{"INVENTORY_TABLE": "inv", "LEASES_TABLE": "leases", "DEVICE_POLICY_NAME": "mriot-device", "AWS_REGION": "eu-west-1", "TRACING": "true"}
 	tests := []struct {
 		name    string
 		drop    string
 		set     map[string]string
-		wantErr bool
+		wantErr string // the variable the error names
 	}{
 		{name: "complete"},
-		{name: "no table", drop: "INVENTORY_TABLE", wantErr: true},
-		{name: "no policy", drop: "DEVICE_POLICY_NAME", wantErr: true},
-		{name: "no region", drop: "AWS_REGION", wantErr: true},
-		{name: "bad tracing", set: map[string]string{"TRACING": "maybe"}, wantErr: true},
+		{name: "no table", drop: "INVENTORY_TABLE", wantErr: "INVENTORY_TABLE"},
+		{name: "no lease table", drop: "LEASES_TABLE", wantErr: "LEASES_TABLE"},
+		{name: "empty lease table", set: map[string]string{"LEASES_TABLE": " "}, wantErr: "LEASES_TABLE"},
+		{name: "no policy", drop: "DEVICE_POLICY_NAME", wantErr: "DEVICE_POLICY_NAME"},
+		{name: "no region", drop: "AWS_REGION", wantErr: "AWS_REGION"},
+		{name: "bad tracing", set: map[string]string{"TRACING": "maybe"}, wantErr: "TRACING"},
 		{name: "claims table", set: map[string]string{"CLAIMS_TABLE": "claims"}},
 	}
 	for _, tt := range tests {
@@ -41,13 +44,19 @@ func TestReadRegistrySettings(t *testing.T) {
 				m[k] = v
 			}
 			s, err := ReadRegistrySettings(envOf(m))
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tt.wantErr)
+				}
+				return
 			}
-			if err == nil && (s.InventoryTable != "inv" || s.DevicePolicyName != "mriot-device" || s.Region != "eu-west-1" || !s.Tracing) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.InventoryTable != "inv" || s.LeasesTable != "leases" || s.DevicePolicyName != "mriot-device" || s.Region != "eu-west-1" || !s.Tracing {
 				t.Errorf("settings %+v", s)
 			}
-			if err == nil && s.ClaimsTable != tt.set["CLAIMS_TABLE"] {
+			if s.ClaimsTable != tt.set["CLAIMS_TABLE"] {
 				t.Errorf("ClaimsTable = %q, want %q", s.ClaimsTable, tt.set["CLAIMS_TABLE"])
 			}
 		})
@@ -55,8 +64,8 @@ func TestReadRegistrySettings(t *testing.T) {
 }
 
 func TestNewRegistryDeps(t *testing.T) {
-	d := NewRegistryDeps(aws.Config{}, RegistrySettings{InventoryTable: "inv", Region: "us-west-2", Tracing: true})
-	if d.Registry == nil || d.Inventory == nil || d.Metrics == nil {
+	d := NewRegistryDeps(aws.Config{}, RegistrySettings{InventoryTable: "inv", LeasesTable: "leases", Region: "us-west-2", Tracing: true})
+	if d.Registry == nil || d.Inventory == nil || d.Leases == nil || d.Metrics == nil {
 		t.Fatalf("deps %+v", d)
 	}
 	if d.Claims != nil {
