@@ -1,13 +1,13 @@
 # mriot — make run (the product, locally), make test (every test tier).
 SHELL := /bin/bash
 GO    ?= go
-FUNCTIONS := jitr replicate ingest api setup
+FUNCTIONS := jitr replicate reconcile ingest api setup
 
 GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
 LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
-.PHONY: run test race build lint vet fmt staticcheck clean
+.PHONY: run test race soak build lint vet fmt staticcheck clean
 
 ## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
@@ -39,7 +39,8 @@ staticcheck:
 ## under the race detector (the 200-device load test is skipped there: -short).
 RACE_PKGS := ./internal/saga/... ./internal/memddb/... ./internal/memiot/... ./internal/jitr/... \
 	./internal/replicate/... ./internal/ingest/... ./internal/broker/... ./internal/router/... \
-	./internal/local/... ./internal/sim/... ./internal/api/... ./cmd/...
+	./internal/local/... ./internal/sim/... ./internal/api/... ./cmd/... \
+	./internal/converge/... ./internal/reconcile/... ./internal/dst/...
 
 test: lint
 	$(GO) test -count=1 ./...
@@ -48,13 +49,21 @@ test: lint
 race:
 	$(GO) test -count=1 -race -short $(RACE_PKGS)
 
+## soak: the deterministic simulation over SEEDS seeds (default 5000) from
+## FIRST (default 0); a failing seed prints how to replay it.
+SEEDS ?= 5000
+FIRST ?= 0
+soak:
+	set -o pipefail; DST_SEEDS=$(SEEDS) DST_FIRST=$(FIRST) $(GO) test -count=1 -timeout 2h -run 'TestSimulation$$' -v ./internal/dst | \
+		{ grep -v -e '^=== ' -e '--- PASS' || true; }
+
 clean:
 	rm -rf bin .aws-sam
 
 ## ---- SAM (issue #3) -------------------------------------------------------
 ## sam build (BuildMethod: makefile) runs `make build-<LogicalId>` with
 ## ARTIFACTS_DIR set; each target writes the linux/arm64 bootstrap there.
-.PHONY: build-JitrFunction build-ReplicateFunction build-IngestFunction build-ApiFunction build-SetupFunction invoke rie template-test
+.PHONY: build-JitrFunction build-ReplicateFunction build-ReconcileFunction build-IngestFunction build-ApiFunction build-SetupFunction invoke rie template-test
 
 define sam_build
 	CGO_ENABLED=0 GOOS=$(GOOS_LAMBDA) GOARCH=$(GOARCH_LAMBDA) $(GO) build $(LAMBDA_FLAGS) -o $(ARTIFACTS_DIR)/bootstrap ./functions/$(1)
@@ -64,6 +73,8 @@ build-JitrFunction:
 	$(call sam_build,jitr)
 build-ReplicateFunction:
 	$(call sam_build,replicate)
+build-ReconcileFunction:
+	$(call sam_build,reconcile)
 build-IngestFunction:
 	$(call sam_build,ingest)
 build-ApiFunction:
