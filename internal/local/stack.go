@@ -285,6 +285,14 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 // skipped, as are runs of a region whose last one is still going).
 func (s *Stack) reconcileLoop(interval time.Duration) {
 	defer s.stopped.Done()
+	// Closing the stack ends a pass in progress at once (the reconciler
+	// stops at its context's end, and resumes there on the next start).
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		<-s.stop
+		stop()
+	}()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -294,10 +302,13 @@ func (s *Stack) reconcileLoop(interval time.Duration) {
 		case <-t.C:
 		}
 		for _, r := range s.regions {
+			if base.Err() != nil {
+				return
+			}
 			if r.Broker.Down() || !r.reconciling.TryLock() {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			ctx, cancel := context.WithTimeout(base, interval)
 			rep, err := r.Reconciler.Run(ctx, reconcile.Options{})
 			cancel()
 			r.reconciling.Unlock()
