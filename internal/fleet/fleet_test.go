@@ -297,3 +297,16 @@ func FuzzParseCertificatePEM(f *testing.F) {
 		}
 	})
 }
+
+func TestValidatePolicyName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"mriot-device": true, "mriot.device": true, "Iot-Device-Policy": true, "a+b=c,d.e@f_g-h": true,
+		"": false, "a b": false, "a:b": false, "a/b": false, "a#b": false, strings.Repeat("p", 128): true, strings.Repeat("p", 129): false,
+	} {
+		if err := fleet.ValidatePolicyName(name); (err == nil) != ok {
+			t.Errorf("ValidatePolicyName(%q) = %v, want ok=%v", name, err, ok)
+		} else if err != nil && !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("ValidatePolicyName(%q) = %v, not ErrInvalid", name, err)
+		}
+	}
+}

@@ -384,3 +384,15 @@ func TestRollbackKeepsAnInventoryItemRevokedDuringTheUndo(t *testing.T) {
 		t.Errorf("item %s version %d, want REVOKED version 2", got.Status, got.Version)
 	}
 }
+
+// TestPolicyNameWithADot: AWS allows [\w+=,.@-] in policy names; a name such
+// as mriot.device is not a thing name but must not fail jitr at cold start.
+func TestPolicyNameWithADot(t *testing.T) {
+	w := deviceWorld(t)
+	if _, err := New(Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: "mriot.device"}); err != nil {
+		t.Fatalf("New with policy mriot.device: %v", err)
+	}
+	if _, err := New(Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region, PolicyName: "mriot device"}); err == nil {
+		t.Fatal("New accepted the policy name \"mriot device\"")
+	}
+}

@@ -579,7 +579,7 @@ func (r *Registry) DetachPolicy(ctx context.Context, policy, principalARN string
 // policyAndCert checks, under the lock, that policy and the certificate of
 // principalARN exist.
 func (r *Registry) policyAndCert(op, policy, principalARN string) error {
-	if err := fleet.ValidateThingName(policy); err != nil {
+	if err := fleet.ValidatePolicyName(policy); err != nil {
 		return fmt.Errorf("%s: policy name: %w", op, err)
 	}
 	if _, ok := r.policies[policy]; !ok {
@@ -815,7 +815,7 @@ func (r *Registry) AutoRegister(ctx context.Context, deviceCertPEM string) (flee
 	return r.register(op, cert, fleet.CertPendingActivation, true)
 }
 
-// CreatePolicy creates a policy. The name follows the thing-name rules and
+// CreatePolicy creates a policy. The name follows AWS's policy-name rules and
 // the document must be JSON (ErrInvalid); an existing name is
 // ErrAlreadyExists.
 func (r *Registry) CreatePolicy(ctx context.Context, name, document string) error {
@@ -823,7 +823,7 @@ func (r *Registry) CreatePolicy(ctx context.Context, name, document string) erro
 	if err := r.f.before(ctx, op); err != nil {
 		return err
 	}
-	if err := fleet.ValidateThingName(name); err != nil {
+	if err := fleet.ValidatePolicyName(name); err != nil {
 		return fmt.Errorf("%s: policy name: %w", op, err)
 	}
 	if !json.Valid([]byte(document)) {
