@@ -46,6 +46,29 @@ type common struct {
 	table  string
 }
 
+// getItem reads key from c's table with a strongly consistent read and
+// decodes it with unmarshal; what names the read in errors (ErrNotFound
+// when there is no item).
+func getItem[T any](ctx context.Context, c *common, key map[string]types.AttributeValue, unmarshal func(map[string]types.AttributeValue) (T, error), what string) (T, error) {
+	var zero T
+	out, err := c.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(c.table),
+		Key:            key,
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return zero, c.wrap(err, "%s", what)
+	}
+	if len(out.Item) == 0 {
+		return zero, fmt.Errorf("%s: %w", what, fleet.ErrNotFound)
+	}
+	v, err := unmarshal(out.Item)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", what, err)
+	}
+	return v, nil
+}
+
 // Inventory is the device inventory on one region's replica.
 type Inventory struct{ common }
 
@@ -59,22 +82,7 @@ func (inv *Inventory) Get(ctx context.Context, thingName string) (fleet.Device, 
 	if err := fleet.ValidateThingName(thingName); err != nil {
 		return fleet.Device{}, fmt.Errorf("get device: %w", err)
 	}
-	out, err := inv.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(inv.table),
-		Key:            ddbitem.DeviceKey(thingName),
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return fleet.Device{}, inv.wrap(err, "get device %s", thingName)
-	}
-	if len(out.Item) == 0 {
-		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, fleet.ErrNotFound)
-	}
-	d, err := ddbitem.UnmarshalDevice(out.Item)
-	if err != nil {
-		return fleet.Device{}, fmt.Errorf("get device %s: %w", thingName, err)
-	}
-	return d, nil
+	return getItem(ctx, &inv.common, ddbitem.DeviceKey(thingName), ddbitem.UnmarshalDevice, "get device "+thingName)
 }
 
 // createCondition: no item, or the same certificate and ACTIVE (another
@@ -328,22 +336,7 @@ func (inv *Inventory) Revocation(ctx context.Context, thingName string) (fleet.R
 	if err := fleet.ValidateThingName(thingName); err != nil {
 		return fleet.Revocation{}, fmt.Errorf("get revocation: %w", err)
 	}
-	out, err := inv.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(inv.table),
-		Key:            ddbitem.RevocationKey(thingName),
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return fleet.Revocation{}, inv.wrap(err, "get revocation of %s", thingName)
-	}
-	if len(out.Item) == 0 {
-		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, fleet.ErrNotFound)
-	}
-	r, err := ddbitem.UnmarshalRevocation(out.Item)
-	if err != nil {
-		return fleet.Revocation{}, fmt.Errorf("get revocation of %s: %w", thingName, err)
-	}
-	return r, nil
+	return getItem(ctx, &inv.common, ddbitem.RevocationKey(thingName), ddbitem.UnmarshalRevocation, "get revocation of "+thingName)
 }
 
 // revokeCondition is attribute_not_exists(ThingName) OR (Status = REVOKED

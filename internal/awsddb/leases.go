@@ -236,22 +236,7 @@ func (ls *Leases) Get(ctx context.Context, thing string) (fleet.Lease, error) {
 	if err := fleet.ValidateThingName(thing); err != nil {
 		return fleet.Lease{}, fmt.Errorf("get lease: %w", err)
 	}
-	out, err := ls.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(ls.table),
-		Key:            ddbitem.LeaseKey(thing),
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return fleet.Lease{}, ls.wrap(err, "get lease of %s", thing)
-	}
-	if len(out.Item) == 0 {
-		return fleet.Lease{}, fmt.Errorf("get lease of %s: %w", thing, fleet.ErrNotFound)
-	}
-	l, err := ddbitem.UnmarshalLease(out.Item)
-	if err != nil {
-		return fleet.Lease{}, fmt.Errorf("get lease of %s: %w", thing, err)
-	}
-	return l, nil
+	return getItem(ctx, &ls.common, ddbitem.LeaseKey(thing), ddbitem.UnmarshalLease, "get lease of "+thing)
 }
 
 // Pending scans one page of up to limit items after cursor with the filter
@@ -304,22 +289,11 @@ func (ls *Leases) Pending(ctx context.Context, limit int, cursor string) ([]flee
 // LoadCursor reads the reconciler's cursor item with a strongly consistent
 // read (the zero cursor when there is none).
 func (ls *Leases) LoadCursor(ctx context.Context) (fleet.ReconcileCursor, error) {
-	out, err := ls.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(ls.table),
-		Key:            ddbitem.ReconcileCursorKey(),
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return fleet.ReconcileCursor{}, ls.wrap(err, "load reconcile cursor")
-	}
-	if len(out.Item) == 0 {
+	c, err := getItem(ctx, &ls.common, ddbitem.ReconcileCursorKey(), ddbitem.UnmarshalReconcileCursor, "load reconcile cursor")
+	if errors.Is(err, fleet.ErrNotFound) {
 		return fleet.ReconcileCursor{}, nil
 	}
-	c, err := ddbitem.UnmarshalReconcileCursor(out.Item)
-	if err != nil {
-		return fleet.ReconcileCursor{}, fmt.Errorf("load reconcile cursor: %w", err)
-	}
-	return c, nil
+	return c, err
 }
 
 // SaveCursor puts the cursor item with Revision c.Revision+1 under
