@@ -224,6 +224,22 @@ func eventually(t *testing.T, what string, check func() error) {
 	}
 }
 
+// eventuallyByCertificate waits until inv.ByCertificate(certID) answers want
+// (the thing name; "" for ErrNotFound): the index is eventually consistent.
+func eventuallyByCertificate(t *testing.T, inv Inventory, certID, want string) {
+	t.Helper()
+	eventually(t, "ByCertificate("+certID+")", func() error {
+		got, err := inv.ByCertificate(context.Background(), certID)
+		switch {
+		case want == "" && !errors.Is(err, fleet.ErrNotFound):
+			return fmt.Errorf("got %q, %v, want ErrNotFound", got, err)
+		case want != "" && (err != nil || got != want):
+			return fmt.Errorf("got %q, %v, want %q", got, err, want)
+		}
+		return nil
+	})
+}
+
 // testByCertificate: the CertificateIndex lookup follows creates, updates
 // that change the certificate, and deletes.
 func testByCertificate(t *testing.T, newInv func(t *testing.T) Inventory) {
@@ -261,16 +277,7 @@ func testByCertificate(t *testing.T, newInv func(t *testing.T) Inventory) {
 			name := fmt.Sprintf("bycert-%s-%d", sfx, i)
 			tt.arrange(t, name)
 			for c, want := range tt.lookups(name) {
-				eventually(t, "ByCertificate("+c+")", func() error {
-					got, err := inv.ByCertificate(ctx, c)
-					switch {
-					case want == "" && !errors.Is(err, fleet.ErrNotFound):
-						return fmt.Errorf("got %q, %v, want ErrNotFound", got, err)
-					case want != "" && (err != nil || got != want):
-						return fmt.Errorf("got %q, %v, want %q", got, err, want)
-					}
-					return nil
-				})
+				eventuallyByCertificate(t, inv, c, want)
 			}
 		})
 	}
@@ -566,16 +573,7 @@ func testRevocationByCertificate(t *testing.T, newInv func(t *testing.T) Invento
 			name := fmt.Sprintf("revbycert-%s-%d", sfx, i)
 			tt.arrange(t, name)
 			for c, want := range tt.lookups(name) {
-				eventually(t, "ByCertificate("+c+")", func() error {
-					got, err := inv.ByCertificate(ctx, c)
-					switch {
-					case want == "" && !errors.Is(err, fleet.ErrNotFound):
-						return fmt.Errorf("got %q, %v, want ErrNotFound", got, err)
-					case want != "" && (err != nil || got != want):
-						return fmt.Errorf("got %q, %v, want %q", got, err, want)
-					}
-					return nil
-				})
+				eventuallyByCertificate(t, inv, c, want)
 				// Never a record's key, not even for a moment (eventually
 				// retries until the first right answer).
 				if got, err := inv.ByCertificate(ctx, c); err == nil && fleet.ValidateThingName(got) != nil {

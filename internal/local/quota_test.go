@@ -42,20 +42,10 @@ func TestMassOnboardingUnderAWSQuotas(t *testing.T) {
 			callsMu.Unlock()
 		})
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(st.RootCAPEM())
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	sum, err := sim.Run(ctx, sim.Config{
-		Endpoint: st.GlobalAddr(), RootPool: roots, Count: n, Messages: 1,
-		Backoff: sim.Backoff{Initial: 500 * time.Millisecond, Max: 5 * time.Second},
-		Mint: func(i int) (sim.Device, error) {
-			name := fmt.Sprintf("fleet-%04d", i)
-			certFile, keyFile, err := st.PKI().Device(name)
-			return sim.Device{Name: name, CertFile: certFile, KeyFile: keyFile}, err
-		},
-	})
+	sum, err := connectFleet(ctx, st, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,17 +136,7 @@ func BenchmarkReconcilePass(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(st.RootCAPEM())
-	sum, err := sim.Run(ctx, sim.Config{
-		Endpoint: st.GlobalAddr(), RootPool: roots, Count: n, Messages: 1,
-		Backoff: sim.Backoff{Initial: 500 * time.Millisecond, Max: 5 * time.Second},
-		Mint: func(i int) (sim.Device, error) {
-			name := fmt.Sprintf("fleet-%04d", i)
-			certFile, keyFile, err := st.PKI().Device(name)
-			return sim.Device{Name: name, CertFile: certFile, KeyFile: keyFile}, err
-		},
-	})
+	sum, err := connectFleet(ctx, st, n)
 	if err != nil || sum.Onboarded != n {
 		b.Fatalf("onboarding: %v, %d of %d", err, sum.Onboarded, n)
 	}
@@ -197,4 +177,21 @@ func BenchmarkReconcilePass(b *testing.B) {
 	}
 	b.ReportMetric(ratio/float64(b.N), "x-floor")
 	b.ReportMetric(0, "ns/op")
+}
+
+// connectFleet has n new devices (fleet-0000...) connect at once through the
+// stack's global endpoint, each publishing one message once onboarded, with
+// full-jitter back-off between 0.5 and 5 s while they are refused.
+func connectFleet(ctx context.Context, st *local.Stack, n int) (sim.Summary, error) {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(st.RootCAPEM())
+	return sim.Run(ctx, sim.Config{
+		Endpoint: st.GlobalAddr(), RootPool: roots, Count: n, Messages: 1,
+		Backoff: sim.Backoff{Initial: 500 * time.Millisecond, Max: 5 * time.Second},
+		Mint: func(i int) (sim.Device, error) {
+			name := fmt.Sprintf("fleet-%04d", i)
+			certFile, keyFile, err := st.PKI().Device(name)
+			return sim.Device{Name: name, CertFile: certFile, KeyFile: keyFile}, err
+		},
+	})
 }
