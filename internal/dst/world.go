@@ -268,7 +268,8 @@ func (s *Sim) newRegion(name string) (*region, error) {
 	}
 	if r.rec, err = reconcile.New(reconcile.Config{Registry: r.regPort, Inventory: r.invPort, Leases: r.leasesPort, Region: name, PolicyName: policy,
 		Redriver: redriver{s: s, r: r}, Quotas: memiot.AWSDefaultQuotas, QuotaShare: 1, PendingThreshold: 10 * time.Minute,
-		PageSize: 4, Lease: s.lease(), Now: s.clock, Metrics: s.metrics}); err != nil {
+		PageSize: 4, Lease: s.lease(), Now: s.clock, Metrics: s.metrics,
+		Log: slog.New(&traceHandler{s: s.sched, prefix: name + "/reconcile"})}); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -346,18 +346,21 @@ type pass struct {
 	stopAt time.Time
 }
 
-// attempts bounds the tries of the reconciler's own listing and bookkeeping
-// calls within one invocation (the SDK's retryer has retried each already);
-// a device's own failure never stops the pass.
+// attempts bounds the tries of the reconciler's own calls within one
+// invocation (the SDK's retryer has retried each already): its listing and
+// bookkeeping, each device's reads, and each device's check and repair. A
+// device's own failure never stops the pass, but it costs the device a whole
+// pass (five minutes), so one failed read must not skip it.
 const attempts = 3
 
 // retry runs call up to attempts times while it fails (any failure: these
-// are reads and bookkeeping writes, harmless to repeat), but for a lost
-// condition (another invocation) or the end of the invocation.
+// are reads and bookkeeping writes, harmless to repeat), but for an answer
+// (not found), a lost condition (another invocation) or the end of the
+// invocation.
 func (p *pass) retry(ctx context.Context, call func() error) error {
 	var err error
 	for i := 1; i <= attempts; i++ {
-		if err = call(); err == nil || errors.Is(err, fleet.ErrConditionFailed) || ctx.Err() != nil || i == attempts {
+		if err = call(); err == nil || errors.Is(err, fleet.ErrNotFound) || errors.Is(err, fleet.ErrConditionFailed) || ctx.Err() != nil || i == attempts {
 			return err
 		}
 		if serr := p.r.sleep(ctx, time.Duration(i)*200*time.Millisecond); serr != nil {
@@ -546,6 +549,28 @@ func (p *pass) converge(ctx context.Context, thing string, hints ...string) erro
 	return err
 }
 
+// convergeRetrying is converge tried again while it fails transiently.
+func (p *pass) convergeRetrying(ctx context.Context, thing string, hints ...string) error {
+	return p.again(ctx, func() error { return p.converge(ctx, thing, hints...) })
+}
+
+// again runs a repair up to attempts times while it fails with a transient
+// error (throttled, unavailable, the lease held a moment), a second and
+// then two apart, as item does with its checks. A repair is a convergence
+// or a jitr run: both are idempotent and start from what they read.
+func (p *pass) again(ctx context.Context, repair func() error) error {
+	var err error
+	for i := 1; i <= attempts; i++ {
+		if err = repair(); err == nil || !fleet.IsTransient(err) || ctx.Err() != nil || i == attempts {
+			return err
+		}
+		if serr := p.r.sleep(ctx, time.Duration(i)*time.Second); serr != nil {
+			return err
+		}
+	}
+	return err
+}
+
 func (p *pass) failed(ctx context.Context, i int, err error) {
 	f := &p.rep.Findings[i]
 	f.Error = err.Error()
@@ -573,11 +598,12 @@ func (p *pass) obligations(ctx context.Context) error {
 		if p.o.DryRun {
 			return nil
 		}
-		if err := p.converge(ctx, l.ThingName); err != nil {
+		if err := p.convergeRetrying(ctx, l.ThingName); err != nil {
 			p.failed(ctx, f, err)
 			return nil
 		}
-		if after, err := p.r.leases.Get(ctx, l.ThingName); err == nil && len(after.Ledger.Obligations) == 0 {
+		var after fleet.Lease
+		if err := p.retry(ctx, func() (err error) { after, err = p.r.leases.Get(ctx, l.ThingName); return }); err == nil && len(after.Ledger.Obligations) == 0 {
 			p.repaired(f)
 		}
 		return nil
@@ -615,7 +641,8 @@ func (p *pass) revocations(ctx context.Context) error {
 		return len(recs), next, err
 	}, func(i int) error {
 		rec := recs[i]
-		d, err := p.r.inv.Get(ctx, rec.ThingName)
+		var d fleet.Device
+		err := p.retry(ctx, func() (err error) { d, err = p.r.inv.Get(ctx, rec.ThingName); return })
 		found := err == nil
 		if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 			p.skipped(ctx, rec.ThingName, err)
@@ -649,26 +676,63 @@ func (p *pass) skipped(ctx context.Context, thing string, err error) {
 
 // item inspects one device and repairs its drift, trying up to attempts
 // times when a read or the convergence fails (a moment later the registry
-// or the table usually answers). What still fails is logged and skipped:
-// the pass goes on, and the next pass looks again.
+// or the table usually answers). What still fails is recorded (its
+// findings unrepaired, with the error) or, when nothing was found yet,
+// logged and skipped: the pass goes on, and the next pass looks again.
 func (p *pass) item(ctx context.Context, d fleet.Device) error {
+	c := check{p: p, found: map[string]int{}}
 	var err error
 	for i := 1; i <= attempts; i++ {
 		var retry bool
-		if retry, err = p.checkItem(ctx, d, i == attempts); !retry {
+		if retry, err = c.try(ctx, d); !retry {
 			return nil
 		}
-		if serr := p.r.sleep(ctx, time.Duration(i)*time.Second); serr != nil {
-			break
+		if i < attempts {
+			if serr := p.r.sleep(ctx, time.Duration(i)*time.Second); serr != nil {
+				break
+			}
 		}
 	}
-	p.skipped(ctx, d.ThingName, err)
+	if len(c.found) == 0 {
+		p.skipped(ctx, d.ThingName, err)
+		return nil
+	}
+	for _, f := range c.found {
+		if !p.rep.Findings[f].Repaired {
+			p.failed(ctx, f, err)
+		}
+	}
 	return nil
 }
 
-// checkItem is one try of item: retry reports a failure worth another try
-// (with last, the failures are recorded in the findings instead).
-func (p *pass) checkItem(ctx context.Context, d fleet.Device, last bool) (retry bool, err error) {
+// check is item's record of one device's findings across its tries, by
+// drift kind. A finding is recorded the moment an inspection sees it, and
+// repaired the moment a later inspection no longer does: a try that
+// repaired part of the drift before it failed still reports what it found
+// and repaired.
+type check struct {
+	p     *pass
+	found map[string]int // drift kind → index in the report's findings
+}
+
+// seen records the kinds an inspection of d found, and marks repaired the
+// kinds found before that it no longer finds.
+func (c *check) seen(d fleet.Device, kinds []string) {
+	for kind, f := range c.found {
+		if !slices.Contains(kinds, kind) && !c.p.rep.Findings[f].Repaired && !c.p.o.DryRun {
+			c.p.repaired(f)
+		}
+	}
+	for _, kind := range kinds {
+		if _, ok := c.found[kind]; !ok {
+			c.found[kind] = c.p.find(kind, d.ThingName, d.CertificateID)
+		}
+	}
+}
+
+// try is one try of item: retry reports a failure worth another try.
+func (c *check) try(ctx context.Context, d fleet.Device) (retry bool, err error) {
+	p := c.p
 	d, err = p.effective(ctx, d)
 	if err != nil {
 		return true, err
@@ -677,40 +741,35 @@ func (p *pass) checkItem(ctx context.Context, d fleet.Device, last bool) (retry 
 	if err != nil {
 		return true, err
 	}
-	if len(kinds) == 0 {
+	c.seen(d, kinds)
+	if len(kinds) == 0 || p.o.DryRun {
 		return false, nil
 	}
-	if p.o.DryRun {
-		for _, k := range kinds {
-			p.find(k, d.ThingName, d.CertificateID)
-		}
-		return false, nil
-	}
-	if err := p.converge(ctx, d.ThingName); err != nil && !last {
+	if err := p.converge(ctx, d.ThingName); err != nil {
 		return true, err
-	} else if err != nil {
-		for _, k := range kinds {
-			p.failed(ctx, p.find(k, d.ThingName, d.CertificateID), err)
+	}
+	// What is left: the device as it is now (its item may have changed
+	// meanwhile), inspected again.
+	var cur fleet.Device
+	var ok bool
+	var left []string
+	err = p.retry(ctx, func() (err error) {
+		if cur, ok, err = p.r.engine.Read(ctx, d.ThingName); err != nil || !ok {
+			return err
 		}
-		return false, nil
-	}
-	var found []int
-	for _, k := range kinds {
-		found = append(found, p.find(k, d.ThingName, d.CertificateID))
-	}
-	cur, ok, err := p.r.engine.Read(ctx, d.ThingName)
-	if err != nil || !ok {
-		return false, nil // gone or unreadable: the next pass looks again
-	}
-	left, err := p.r.engine.Inspect(ctx, cur)
-	if err != nil {
-		return false, nil
-	}
-	for _, i := range found {
-		if !slices.Contains(left, p.rep.Findings[i].Kind) {
-			p.repaired(i)
+		left, err = p.r.engine.Inspect(ctx, cur)
+		return err
+	})
+	switch {
+	case err != nil:
+		for _, f := range c.found {
+			p.failed(ctx, f, fmt.Errorf("repair not verified: %w", err))
 		}
+	case ok:
+		c.seen(cur, left)
 	}
+	// Gone (its item deleted meanwhile): the next pass looks at what is
+	// left of it, as an orphan.
 	return false, nil
 }
 
@@ -723,7 +782,8 @@ func (p *pass) things(ctx context.Context) error {
 	}, func(i int) error {
 		th := things[i]
 		p.rep.Checked++
-		_, found, err := p.r.engine.Read(ctx, th.Name)
+		var found bool
+		err := p.retry(ctx, func() (err error) { _, found, err = p.r.engine.Read(ctx, th.Name); return })
 		switch {
 		case err != nil:
 			p.skipped(ctx, th.Name, err)
@@ -735,11 +795,11 @@ func (p *pass) things(ctx context.Context) error {
 		if p.o.DryRun {
 			return nil
 		}
-		if err := p.converge(ctx, th.Name); err != nil {
+		if err := p.convergeRetrying(ctx, th.Name); err != nil {
 			p.failed(ctx, f, err)
 			return nil
 		}
-		if _, err := p.r.reg.DescribeThing(ctx, th.Name); errors.Is(err, fleet.ErrNotFound) {
+		if err := p.retry(ctx, func() error { _, err := p.r.reg.DescribeThing(ctx, th.Name); return err }); errors.Is(err, fleet.ErrNotFound) {
 			p.repaired(f)
 		}
 		return nil
@@ -810,11 +870,12 @@ func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate
 			CertificateStatus:     fleet.CertPendingActivation,
 			RegistrationTimestamp: fleet.FlexString(fmt.Sprint(c.CreatedAt.UnixMilli())),
 		}
-		if err := p.r.redriver.Handle(ctx, ev); err != nil {
+		if err := p.again(ctx, func() error { return p.r.redriver.Handle(ctx, ev) }); err != nil {
 			p.failed(ctx, f, err)
 			return nil
 		}
-		if after, err := p.r.reg.DescribeCertificate(ctx, c.ID); err == nil && after.Status != fleet.CertPendingActivation {
+		var after fleet.Certificate
+		if err := p.retry(ctx, func() (err error) { after, err = p.r.reg.DescribeCertificate(ctx, c.ID); return }); err == nil && after.Status != fleet.CertPendingActivation {
 			p.repaired(f)
 		} else if err == nil {
 			// Refused and left pending on purpose (a rotation jitr does not
@@ -823,14 +884,15 @@ func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate
 		}
 		return nil
 	}
-	if _, err := p.r.inv.ByCertificate(ctx, c.ID); err == nil {
+	if err := p.retry(ctx, func() error { _, err := p.r.inv.ByCertificate(ctx, c.ID); return err }); err == nil {
 		return nil // an item holds it: the inventory phase checks its state
 	} else if !errors.Is(err, fleet.ErrNotFound) {
 		p.skipped(ctx, c.ID, err)
 		return nil
 	}
 	// No item names it: the thing is its common name.
-	full, err := p.r.reg.DescribeCertificate(ctx, c.ID)
+	var full fleet.Certificate
+	err := p.retry(ctx, func() (err error) { full, err = p.r.reg.DescribeCertificate(ctx, c.ID); return })
 	if errors.Is(err, fleet.ErrNotFound) {
 		return nil
 	}
@@ -851,18 +913,20 @@ func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate
 	if p.o.DryRun {
 		return nil
 	}
-	if err := p.converge(ctx, thing, c.ID); err != nil {
+	if err := p.convergeRetrying(ctx, thing, c.ID); err != nil {
 		p.failed(ctx, f, err)
 		return nil
 	}
-	after, err := p.r.reg.DescribeCertificate(ctx, c.ID)
+	var after fleet.Certificate
+	err = p.retry(ctx, func() (err error) { after, err = p.r.reg.DescribeCertificate(ctx, c.ID); return })
 	switch {
 	case errors.Is(err, fleet.ErrNotFound):
 		p.repaired(f)
 	case err == nil && after.Status == fleet.CertRevoked:
 		p.repaired(f)
 	case err == nil:
-		if d, gerr := p.r.inv.Get(ctx, thing); gerr == nil && d.CertificateID == c.ID {
+		var d fleet.Device
+		if gerr := p.retry(ctx, func() (err error) { d, err = p.r.inv.Get(ctx, thing); return }); gerr == nil && d.CertificateID == c.ID {
 			p.repaired(f) // not an orphan after all: the item holds it
 		}
 	}
