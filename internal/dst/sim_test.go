@@ -77,6 +77,9 @@ var regressions = []struct {
 	{2769, "I2': a revoked device's certificate ACTIVE in a region for 20 min of up time. One throttled read skipped " +
 		"the device in the reconciler's revocations phase, three passes in a row (now every read of a pass is retried, " +
 		"and reconcile's TestOneFailedCallCostsNoDevice fails each call of a pass once)"},
+	{11605, "I2': a revoked device's certificate ACTIVE in a region for 17 min 40 s of up time. A crashed replicate run " +
+		"held its lease during one pass, the next pass crashed, and the region was down at the third (now a pass waits " +
+		"out the held lease of a revoked device: reconcile's TestWaitsOutAHeldLeaseOfARevokedDevice)"},
 }
 
 func TestSimulationRegressions(t *testing.T) {

@@ -610,8 +610,8 @@ func (p *pass) obligations(ctx context.Context) error {
 	})
 }
 
-// inventory inspects every ACTIVE device (the revoked ones were, with
-// their revocation record) and converges the drifted ones.
+// inventory inspects every device without a revocation record (those with
+// one were, in the revocations phase) and converges the drifted ones.
 func (p *pass) inventory(ctx context.Context) error {
 	var items []fleet.Device
 	return p.walk(ctx, "the inventory", "", p.cur.Cursor, func(cursor string) (n int, next string, err error) {
@@ -619,13 +619,17 @@ func (p *pass) inventory(ctx context.Context) error {
 		return len(items), next, err
 	}, func(i int) error {
 		d := items[i]
-		if d.Status != fleet.StatusActive {
-			// Revoked: its revocation record had it checked in the
-			// revocations phase, unless it has none (an item written
-			// before records existed).
-			if _, err := p.r.inv.Revocation(ctx, d.ThingName); err == nil {
-				return nil
-			}
+		// A device with a revocation record was checked in the revocations
+		// phase (an ACTIVE item beside a record: the item's write was
+		// lost); one without is checked here, a revoked item without a
+		// record (written before records existed) included.
+		err := p.retry(ctx, func() error { _, err := p.r.inv.Revocation(ctx, d.ThingName); return err })
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, fleet.ErrNotFound):
+			p.skipped(ctx, d.ThingName, err)
+			return nil
 		}
 		p.rep.Checked++
 		return p.item(ctx, d)
@@ -687,10 +691,20 @@ func (p *pass) item(ctx context.Context, d fleet.Device) error {
 		if retry, err = c.try(ctx, d); !retry {
 			return nil
 		}
-		if i < attempts {
-			if serr := p.r.sleep(ctx, time.Duration(i)*time.Second); serr != nil {
-				break
-			}
+		if i == attempts {
+			break
+		}
+		wait := time.Duration(i) * time.Second
+		if held := p.heldUntil(err); d.Status != fleet.StatusActive && !held.IsZero() {
+			// A revoked or decommissioned device whose lease another run
+			// holds: that run may have crashed, and its lease lasts up to
+			// a minute and a half. Waiting for it here, rather than for
+			// the next pass five minutes later, keeps the revocation's
+			// bound.
+			wait = max(wait, held.Sub(p.r.now())+time.Second)
+		}
+		if serr := p.r.sleep(ctx, wait); serr != nil {
+			break
 		}
 	}
 	if len(c.found) == 0 {
@@ -703,6 +717,16 @@ func (p *pass) item(ctx context.Context, d fleet.Device) error {
 		}
 	}
 	return nil
+}
+
+// heldUntil is when the lease that refused err ends, if err is that
+// refusal and the invocation has the time to wait for it (zero otherwise).
+func (p *pass) heldUntil(err error) time.Time {
+	var held *fleet.LeaseHeldError
+	if !errors.As(err, &held) || (!p.stopAt.IsZero() && !held.Until.Add(time.Second).Before(p.stopAt)) {
+		return time.Time{}
+	}
+	return held.Until
 }
 
 // check is item's record of one device's findings across its tries, by

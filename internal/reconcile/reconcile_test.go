@@ -524,6 +524,14 @@ func TestOneFailedCallCostsNoDevice(t *testing.T) {
 		if !rep.Complete || rep.Skipped != 0 || rep.Unrepaired() != 0 {
 			t.Errorf("pass complete %v, %d skipped, %d unrepaired: %+v", rep.Complete, rep.Skipped, rep.Unrepaired(), rep.Findings)
 		}
+		reported := map[string]bool{}
+		for _, f := range rep.Findings {
+			k := f.Kind + "/" + f.ThingName + "/" + f.Certificate
+			if reported[k] {
+				t.Errorf("finding %s reported twice", k)
+			}
+			reported[k] = true
+		}
 		for k, want := range map[string]bool{
 			converge.DriftCertificateNotRevoked + "/dev-r": true,
 			converge.DriftPolicyDetached + "/dev-b":        true,
@@ -571,5 +579,62 @@ func TestOneFailedCallCostsNoDevice(t *testing.T) {
 	}
 	for _, c := range matrix {
 		t.Run(fmt.Sprintf("%s:%s#%d", c.source, c.op, c.nth), func(t *testing.T) { run(t, c) })
+	}
+}
+
+// TestWaitsOutAHeldLeaseOfARevokedDevice: the lease of a revoked device is
+// held by a run that crashed (it lasts until its deadline plus a margin).
+// The pass waits for it to end and revokes the certificate, rather than
+// leaving the device ACTIVE until the next pass; an ACTIVE device's held
+// lease is not waited for (its drift is left to the next pass).
+func TestWaitsOutAHeldLeaseOfARevokedDevice(t *testing.T) {
+	tests := []struct {
+		name     string
+		revoke   bool
+		wantKind string
+		repaired bool
+		minSlept time.Duration
+	}{
+		{"revoked device", true, converge.DriftCertificateNotRevoked, true, 70 * time.Second},
+		{"active device", false, converge.DriftPolicyDetached, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			ctx := context.Background()
+			c := w.onboard("dev-1")
+			if tt.revoke {
+				d, err := w.inv.Get(ctx, "dev-1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusRevoked, CertificateID: c.ID,
+					CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := w.reg.DetachPolicy(ctx, policy, c.ARN); err != nil {
+				t.Fatal(err)
+			}
+			now := w.clock.Now()
+			if _, err := w.leases.Acquire(ctx, "dev-1", "replicate/eu-west-1/crashed", now, now.Add(70*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			rep := w.run(reconcile.Options{})
+			if len(rep.Findings) != 1 {
+				t.Errorf("%d findings, want one: %+v", len(rep.Findings), rep.Findings)
+			}
+			if got, ok := kinds(rep)[tt.wantKind+"/dev-1"]; !ok || got != tt.repaired {
+				t.Errorf("finding %s: reported %v, repaired %v; want repaired %v (%+v)", tt.wantKind, ok, got, tt.repaired, rep.Findings)
+			}
+			if w.slept < tt.minSlept {
+				t.Errorf("slept %s, want at least %s", w.slept, tt.minSlept)
+			}
+			if !tt.repaired && w.slept > 10*time.Second {
+				t.Errorf("slept %s for an ACTIVE device's lease", w.slept)
+			}
+			if got, _ := w.reg.CertificateByID(c.ID); tt.revoke && got.Status != fleet.CertRevoked {
+				t.Errorf("certificate %s, want REVOKED", got.Status)
+			}
+		})
 	}
 }
