@@ -80,6 +80,9 @@ var regressions = []struct {
 	{11605, "I2': a revoked device's certificate ACTIVE in a region for 17 min 40 s of up time. A crashed replicate run " +
 		"held its lease during one pass, the next pass crashed, and the region was down at the third (now a pass waits " +
 		"out the held lease of a revoked device: reconcile's TestWaitsOutAHeldLeaseOfARevokedDevice)"},
+	{9956, "I2': a revoked device's certificate ACTIVE in a region for 10 min 41 s of up time. A pass crashed, and the " +
+		"next one's three tries of the device all failed (now a revoked device gets five: reconcile's " +
+		"TestRevokedDeviceGetsMoreTries)"},
 }
 
 func TestSimulationRegressions(t *testing.T) {

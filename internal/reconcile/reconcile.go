@@ -353,6 +353,10 @@ type pass struct {
 // pass (five minutes), so one failed read must not skip it.
 const attempts = 3
 
+// restrictedAttempts bounds the tries of a revoked or decommissioned
+// device's check and repair (see item).
+const restrictedAttempts = 5
+
 // retry runs call up to attempts times while it fails (any failure: these
 // are reads and bookkeeping writes, harmless to repeat), but for an answer
 // (not found), a lost condition (another invocation) or the end of the
@@ -685,22 +689,31 @@ func (p *pass) skipped(ctx context.Context, thing string, err error) {
 // logged and skipped: the pass goes on, and the next pass looks again.
 func (p *pass) item(ctx context.Context, d fleet.Device) error {
 	c := check{p: p, found: map[string]int{}}
+	restricted := d.Status != fleet.StatusActive
+	tries := attempts
+	if restricted {
+		// A revoked or decommissioned device that stays ACTIVE here waits
+		// for the next pass, five minutes, if this one gives up on it: it
+		// gets more tries, 1, 2, 4 and 8 s apart.
+		tries = restrictedAttempts
+	}
 	var err error
-	for i := 1; i <= attempts; i++ {
+	for i := 1; i <= tries; i++ {
 		var retry bool
 		if retry, err = c.try(ctx, d); !retry {
 			return nil
 		}
-		if i == attempts {
+		if i == tries {
 			break
 		}
 		wait := time.Duration(i) * time.Second
-		if held := p.heldUntil(err); d.Status != fleet.StatusActive && !held.IsZero() {
-			// A revoked or decommissioned device whose lease another run
-			// holds: that run may have crashed, and its lease lasts up to
-			// a minute and a half. Waiting for it here, rather than for
-			// the next pass five minutes later, keeps the revocation's
-			// bound.
+		if restricted {
+			wait = time.Duration(1<<(i-1)) * time.Second
+		}
+		if held := p.heldUntil(err); restricted && !held.IsZero() {
+			// Its lease is held by another run, which may have crashed: its
+			// lease lasts up to a minute and a half. Waiting for it here,
+			// rather than for the next pass, keeps the revocation's bound.
 			wait = max(wait, held.Sub(p.r.now())+time.Second)
 		}
 		if serr := p.r.sleep(ctx, wait); serr != nil {

@@ -638,3 +638,50 @@ func TestWaitsOutAHeldLeaseOfARevokedDevice(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokedDeviceGetsMoreTries: a repair that fails four times in a row
+// is given up for an ACTIVE device (three tries; the next pass tries
+// again) but not for a revoked one (five tries), whose certificate would
+// otherwise stay ACTIVE for another pass.
+func TestRevokedDeviceGetsMoreTries(t *testing.T) {
+	tests := []struct {
+		name     string
+		revoke   bool
+		kind     string
+		repaired bool
+	}{
+		{"revoked device", true, converge.DriftCertificateNotRevoked, true},
+		{"active device", false, converge.DriftCertificateNotActive, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			ctx := context.Background()
+			c := w.onboard("dev-1")
+			if tt.revoke {
+				d, err := w.inv.Get(ctx, "dev-1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusRevoked, CertificateID: c.ID,
+					CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := w.reg.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
+				t.Fatal(err)
+			}
+			failures := 4
+			w.reg.SetHook(func(_ context.Context, op string) error {
+				if op == "UpdateCertificate" && failures > 0 {
+					failures--
+					return memiot.Throttled(op)
+				}
+				return nil
+			})
+			rep := w.run(reconcile.Options{})
+			if got, ok := kinds(rep)[tt.kind+"/dev-1"]; !ok || got != tt.repaired {
+				t.Errorf("finding %s: reported %v, repaired %v; want repaired %v (%+v)", tt.kind, ok, got, tt.repaired, rep.Findings)
+			}
+		})
+	}
+}
