@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
@@ -328,6 +330,48 @@ func (inv *Inventory) ByCertificate(ctx context.Context, certID string) (string,
 		return "", fmt.Errorf("find device by certificate %s: %w", certID, fleet.ErrNotFound)
 	}
 	return best, nil
+}
+
+// RevokedOn queries the sparse global secondary index RevocationIndex
+// (KEYS_ONLY) for the revocation records written or upgraded on day (UTC,
+// 2006-01-02), every page, and returns their things, sorted. The index is
+// eventually consistent: a record written a moment ago may be missing.
+func (inv *Inventory) RevokedOn(ctx context.Context, day string) ([]string, error) {
+	if _, err := time.Parse(time.DateOnly, day); err != nil {
+		return nil, fmt.Errorf("list revocations of %q: %w: %w", day, fleet.ErrInvalid, err)
+	}
+	key := expression.Key(ddbitem.AttrRevokedDay).Equal(expression.Value(day))
+	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
+	if err != nil {
+		return nil, fmt.Errorf("list revocations of %s: build key condition: %w", day, err)
+	}
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(inv.table),
+		IndexName:                 aws.String(ddbitem.InventoryRevocationIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	}
+	var things []string
+	for {
+		out, err := inv.client.Query(ctx, in)
+		if err != nil {
+			return nil, inv.wrap(err, "list revocations of %s", day)
+		}
+		for _, item := range out.Items {
+			if s, ok := item[ddbitem.AttrThingName].(*types.AttributeValueMemberS); ok {
+				if thing, ok := ddbitem.IsRevocationKey(s.Value); ok {
+					things = append(things, thing)
+				}
+			}
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	slices.Sort(things)
+	return things, nil
 }
 
 // Revocation reads the thing's revocation record with a strongly

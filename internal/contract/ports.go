@@ -141,6 +141,12 @@ type Inventory interface {
 	// the start), keeping the records; a page may be empty with a next
 	// cursor; "" at the end. limit < 1: fleet.ErrInvalid.
 	Revocations(ctx context.Context, limit int, cursor string) ([]fleet.Revocation, string, error)
+	// RevokedOn returns the things whose revocation record was written or
+	// upgraded on day (UTC, 2006-01-02; another form is fleet.ErrInvalid),
+	// sorted, through the sparse global secondary index RevocationIndex.
+	// Index reads are eventually consistent: a caller reads the record with
+	// Revocation.
+	RevokedOn(ctx context.Context, day string) ([]string, error)
 }
 
 // Telemetry is one region's replica of the data table. Errors wrap the fleet

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,6 +205,7 @@ func TestInventory(t *testing.T, newInv func(t *testing.T) Inventory) {
 		}
 	})
 	t.Run("Revocation records", func(t *testing.T) { testRevocations(t, newInv) })
+	t.Run("RevokedOn", func(t *testing.T) { testRevokedOn(t, newInv) })
 }
 
 // eventually retries check until it returns nil, for reads that are
@@ -725,4 +727,57 @@ func TestTelemetry(t *testing.T, newTel func(t *testing.T) Telemetry) {
 			t.Errorf("queried %v, want none", got)
 		}
 	})
+}
+
+// testRevokedOn: the RevocationIndex lists a record under the UTC day of
+// its UpdatedAt, moves it with an upgrade, and never lists a device item.
+func testRevokedOn(t *testing.T, newInv func(t *testing.T) Inventory) {
+	ctx := context.Background()
+	inv := newInv(t)
+	sfx := randomSuffix(t)
+	a, b, c := "revday-a-"+sfx, "revday-b-"+sfx, "revday-c-"+sfx
+	// Days no other test writes; 23:30 in UTC+2 is 21:30 UTC, the same day.
+	day1 := time.Date(2001, 2, 3, 23, 30, 0, 0, time.FixedZone("UTC+2", 2*3600))
+	day2 := day1.Add(24 * time.Hour)
+	on := func(r fleet.Revocation, at time.Time) fleet.Revocation { r.UpdatedAt = at; return r }
+	wantErr(t, "Revoke", inv.Revoke(ctx, on(revocation(a, "c-"+a, fleet.StatusRevoked), day1)), nil)
+	wantErr(t, "Revoke", inv.Revoke(ctx, on(revocation(b, "c-"+b, fleet.StatusDecommissioned), day2)), nil)
+	wantErr(t, "Create", inv.Create(ctx, device(c, "c-"+c, fleet.StatusRevoked, 1)), nil)
+	revokedOn := func(day time.Time, want ...string) {
+		t.Helper()
+		d := day.UTC().Format(time.DateOnly)
+		eventually(t, "RevokedOn("+d+")", func() error {
+			got, err := inv.RevokedOn(ctx, d)
+			if err != nil {
+				return err
+			}
+			if !slices.IsSorted(got) {
+				return fmt.Errorf("got %v, not sorted", got)
+			}
+			var ours []string
+			for _, g := range got {
+				if strings.HasSuffix(g, sfx) {
+					ours = append(ours, g)
+				}
+			}
+			if !slices.Equal(ours, want) {
+				return fmt.Errorf("got %v, want %v", ours, want)
+			}
+			return nil
+		})
+	}
+	revokedOn(day1, a)
+	revokedOn(day2, b)
+	// The upgrade to DECOMMISSIONED on day 2 moves a's record there.
+	wantErr(t, "Revoke", inv.Revoke(ctx, on(revocation(a, "c-"+a, fleet.StatusDecommissioned), day2)), nil)
+	revokedOn(day1)
+	revokedOn(day2, a, b)
+	// A downgrade is refused (the record is kept): a stays on day 2.
+	wantErr(t, "Revoke", inv.Revoke(ctx, on(revocation(a, "c-"+a, fleet.StatusRevoked), day2.Add(24*time.Hour))), nil)
+	revokedOn(day2.Add(24 * time.Hour))
+	revokedOn(day2, a, b)
+	for _, bad := range []string{"", "2001-02-30", "today", "2001-02-03T00:00:00Z"} {
+		_, err := inv.RevokedOn(ctx, bad)
+		wantErr(t, "RevokedOn("+bad+")", err, fleet.ErrInvalid)
+	}
 }

@@ -38,7 +38,20 @@ const (
 	// names. As for any key attribute, DynamoDB refuses an item whose
 	// CertificateId is an empty string once the index exists.
 	InventoryCertificateIndex = "CertificateIndex"
+
+	// AttrRevokedDay is the UTC day (2006-01-02) of a revocation record's
+	// UpdatedAt, on revocation records only.
+	AttrRevokedDay = "RevokedDay"
+	// InventoryRevocationIndex is the inventory's sparse global secondary
+	// index keyed by AttrRevokedDay (hash key only, projection KEYS_ONLY):
+	// the revocation records written or upgraded on one day. Each region's
+	// reconciler reads the last two days' at every invocation (its sweep),
+	// whatever the state of its long pass.
+	InventoryRevocationIndex = "RevocationIndex"
 )
+
+// RevokedDay is the AttrRevokedDay of a record updated at t.
+func RevokedDay(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 
 // Data table: PK (the device) and SK (fleet.SortKey) plus the payload.
 const (
@@ -182,6 +195,7 @@ type revocationItem struct {
 	CertificatePem       string    `dynamodbav:"CertificatePem"`
 	CaCertificateID      string    `dynamodbav:"CaCertificateId"`
 	UpdatedAt            time.Time `dynamodbav:"UpdatedAt"`
+	RevokedDay           string    `dynamodbav:"RevokedDay,omitempty"`
 }
 
 // MarshalRevocation returns the inventory item of a revocation record.
@@ -195,6 +209,7 @@ func MarshalRevocation(r fleet.Revocation) (map[string]types.AttributeValue, err
 	item, err := attributevalue.MarshalMap(revocationItem{
 		ThingName: r.ThingName + fleet.RevocationSuffix, Status: string(r.Status), RevokedCertificateID: r.CertificateID,
 		CertificatePem: r.CertificatePEM, CaCertificateID: r.CACertificateID, UpdatedAt: r.UpdatedAt,
+		RevokedDay: revokedDay(r.UpdatedAt),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("marshal revocation of %s: %w", r.ThingName, err)
@@ -219,4 +234,11 @@ func UnmarshalRevocation(item map[string]types.AttributeValue) (fleet.Revocation
 		return fleet.Revocation{}, fmt.Errorf("unmarshal revocation item of %s: status %q: %w", thing, r.Status, fleet.ErrInvalid)
 	}
 	return r, nil
+}
+
+func revokedDay(t time.Time) string {
+	if t.IsZero() {
+		return "" // no day: not in the index
+	}
+	return RevokedDay(t)
 }

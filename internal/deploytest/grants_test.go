@@ -11,12 +11,14 @@ const (
 	inventoryARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory"
 	// certIndexARN is the inventory's CertificateIndex (ddbitem.InventoryCertificateIndex).
 	certIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/CertificateIndex"
-	dataARN      = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-data"
-	claimsARN    = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-jitr-claims"
-	leasesARN    = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-leases"
-	certARNEx    = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
-	caCertARNEx  = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
-	thingARNEx   = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
+	// revocationIndexARN is its RevocationIndex (ddbitem.InventoryRevocationIndex).
+	revocationIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/RevocationIndex"
+	dataARN            = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-data"
+	claimsARN          = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-jitr-claims"
+	leasesARN          = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-leases"
+	certARNEx          = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
+	caCertARNEx        = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
+	thingARNEx         = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
 	// The API reads every region's registry and lease table.
 	otherCertARN   = "arn:aws:iot:us-west-2:123456789012:cert/0123abcd"
 	otherCACertARN = "arn:aws:iot:us-west-2:123456789012:cacert/4567ef01"
@@ -71,8 +73,9 @@ var functionCalls = map[string][]Call{
 		{"iot:ListCACertificates", "*"},   // the auto-registration CAs
 		{"iot:ListCertificatesByCA", "*"}, // their certificates
 		// reconcile.Inventory
-		{"dynamodb:Scan", inventoryARN},  // List, Revocations
-		{"dynamodb:Query", certIndexARN}, // ByCertificate
+		{"dynamodb:Scan", inventoryARN},        // List, Revocations
+		{"dynamodb:Query", certIndexARN},       // ByCertificate
+		{"dynamodb:Query", revocationIndexARN}, // RevokedOn (the sweep of recent revocations)
 		// reconcile.Leases
 		{"dynamodb:Scan", leasesARN},    // Pending
 		{"dynamodb:GetItem", leasesARN}, // LoadCursor (item "#reconcile")

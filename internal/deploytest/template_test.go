@@ -530,32 +530,39 @@ func TestReconcileFunction(t *testing.T) {
 }
 
 // TestTables pins what the code relies on in the tables: the inventory's
-// certificate index (awsddb Inventory.ByCertificate), and the regional lease
+// certificate index (awsddb Inventory.ByCertificate) and revocation index
+// (Inventory.RevokedOn), and the regional lease
 // table keyed by thing name, without TTL (the fencing counter must outlive
 // the leases).
 func TestTables(t *testing.T) {
 	for tpl, tr := range translate(t) {
 		res := tr.Template.Resources
 		inv := res["DeviceInventoryTable"]
-		var index map[string]any
 		gsis, _ := prop(inv, "GlobalSecondaryIndexes").([]any)
-		for _, g := range gsis {
-			if gm, _ := g.(map[string]any); gm["IndexName"] == ddbitem.InventoryCertificateIndex {
-				index = gm
-			}
-		}
-		if index == nil {
-			t.Fatalf("%s: the inventory has no index %s", tpl, ddbitem.InventoryCertificateIndex)
-		}
-		b, _ := json.Marshal(index)
-		want := `{"IndexName":"` + ddbitem.InventoryCertificateIndex + `","KeySchema":[{"AttributeName":"` + ddbitem.AttrCertificateID +
-			`","KeyType":"HASH"}],"Projection":{"ProjectionType":"KEYS_ONLY"}}`
-		if string(b) != want {
-			t.Errorf("%s: inventory index %s, want %s", tpl, b, want)
-		}
 		defs, _ := json.Marshal(prop(inv, "AttributeDefinitions"))
-		if !strings.Contains(string(defs), `{"AttributeName":"`+ddbitem.AttrCertificateID+`","AttributeType":"S"}`) {
-			t.Errorf("%s: inventory attribute definitions %s lack %s", tpl, defs, ddbitem.AttrCertificateID)
+		for name, attr := range map[string]string{
+			ddbitem.InventoryCertificateIndex: ddbitem.AttrCertificateID, // Inventory.ByCertificate
+			ddbitem.InventoryRevocationIndex:  ddbitem.AttrRevokedDay,    // Inventory.RevokedOn
+		} {
+			var index map[string]any
+			for _, g := range gsis {
+				if gm, _ := g.(map[string]any); gm["IndexName"] == name {
+					index = gm
+				}
+			}
+			if index == nil {
+				t.Errorf("%s: the inventory has no index %s", tpl, name)
+				continue
+			}
+			b, _ := json.Marshal(index)
+			want := `{"IndexName":"` + name + `","KeySchema":[{"AttributeName":"` + attr +
+				`","KeyType":"HASH"}],"Projection":{"ProjectionType":"KEYS_ONLY"}}`
+			if string(b) != want {
+				t.Errorf("%s: inventory index %s, want %s", tpl, b, want)
+			}
+			if !strings.Contains(string(defs), `{"AttributeName":"`+attr+`","AttributeType":"S"}`) {
+				t.Errorf("%s: inventory attribute definitions %s lack %s", tpl, defs, attr)
+			}
 		}
 
 		leases := res["DeviceLeasesTable"]

@@ -83,6 +83,12 @@ var regressions = []struct {
 	{9956, "I2': a revoked device's certificate ACTIVE in a region for 10 min 41 s of up time. A pass crashed, and the " +
 		"next one's three tries of the device all failed (now a revoked device gets five: reconcile's " +
 		"TestRevokedDeviceGetsMoreTries)"},
+	{21717, "I2': a revoked device's certificate ACTIVE in a region for 12 min 36 s of up time. A pass crashed, the " +
+		"region was down at the next, and the one after resumed past its revocations phase (now every invocation " +
+		"first sweeps the revocations of the last two days: reconcile's TestSweepChecksRecentRevocationsWhereverThePassIs)"},
+	{17103, "I2'': a certificate activated 3 min 26 s after its device's revocation reached the region; the activation " +
+		"was the console's, behind the system's back, which the system undid in 15 s (the monitor now tells the " +
+		"console's activations from the system's)"},
 }
 
 func TestSimulationRegressions(t *testing.T) {

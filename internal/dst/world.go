@@ -361,7 +361,7 @@ func (s *Sim) afterCall(r *region, service string) func(ctx context.Context, op 
 			return
 		}
 		if service == "iot" {
-			s.mon.registryChanged(r, op)
+			s.mon.registryChanged(r, op, false)
 		}
 		t := s.cur
 		t.calls++
@@ -570,7 +570,7 @@ func (s *Sim) console() {
 			_ = r.reg.UpdateCertificate(ctx, d.id, fleet.CertActive)
 		}
 	}
-	s.mon.registryChanged(r, "UpdateCertificate")
+	s.mon.registryChanged(r, "UpdateCertificate", true)
 }
 
 func (s *Sim) up(r *region) {

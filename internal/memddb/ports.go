@@ -3,6 +3,7 @@ package memddb
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -20,9 +21,13 @@ var (
 var InventoryKey = KeySchema{HashKey: ddbitem.InventoryHashKey}
 
 // InventoryIndexes is the option that gives an inventory table its global
-// secondary index (ddbitem.InventoryCertificateIndex on CertificateId), as
-// the deployment does; Inventory.ByCertificate needs it.
-var InventoryIndexes = WithIndex(ddbitem.InventoryCertificateIndex, ddbitem.AttrCertificateID)
+// secondary indexes, as the deployment does: ddbitem.InventoryCertificateIndex
+// on CertificateId (Inventory.ByCertificate) and
+// ddbitem.InventoryRevocationIndex on RevokedDay (Inventory.RevokedOn).
+var InventoryIndexes Option = func(g *GlobalTable) {
+	WithIndex(ddbitem.InventoryCertificateIndex, ddbitem.AttrCertificateID)(g)
+	WithIndex(ddbitem.InventoryRevocationIndex, ddbitem.AttrRevokedDay)(g)
+}
 
 // DataKey is the key schema of the data table.
 var DataKey = KeySchema{HashKey: ddbitem.DataHashKey, RangeKey: ddbitem.DataRangeKey}
@@ -211,6 +216,27 @@ func (inv *Inventory) ByCertificate(ctx context.Context, certID string) (string,
 		}
 	}
 	return "", fmt.Errorf("find device by certificate %s: %w", certID, fleet.ErrNotFound)
+}
+
+// RevokedOn implements contract.Inventory: the things whose revocation
+// record was written or upgraded on day (UTC, 2006-01-02), in key order,
+// through the global secondary index RevocationIndex (the table must be
+// made with InventoryIndexes).
+func (inv *Inventory) RevokedOn(ctx context.Context, day string) ([]string, error) {
+	if _, err := time.Parse(time.DateOnly, day); err != nil {
+		return nil, fmt.Errorf("list revocations of %q: %w: %w", day, fleet.ErrInvalid, err)
+	}
+	keys, err := inv.t.QueryIndex(ctx, ddbitem.InventoryRevocationIndex, &types.AttributeValueMemberS{Value: day})
+	if err != nil {
+		return nil, fmt.Errorf("list revocations of %s: %w", day, err)
+	}
+	var things []string
+	for _, k := range keys {
+		if thing, ok := ddbitem.IsRevocationKey(stringAttr(k, ddbitem.AttrThingName)); ok {
+			things = append(things, thing)
+		}
+	}
+	return things, nil
 }
 
 // Revocation implements contract.Inventory: the thing's revocation record

@@ -15,8 +15,8 @@ import (
 )
 
 // CreateTables creates the device inventory (hash key ThingName, stream
-// NEW_IMAGE, global secondary index CertificateIndex on CertificateId,
-// KEYS_ONLY) and the data table (PK/SK, stream NEW_AND_OLD_IMAGES, TTL on
+// NEW_IMAGE, global secondary indexes CertificateIndex on CertificateId and
+// RevocationIndex on RevokedDay, both KEYS_ONLY) and the data table (PK/SK, stream NEW_AND_OLD_IMAGES, TTL on
 // ExpiresAt) in cfg's region, as the deployment does.
 func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) {
 	t.Helper()
@@ -30,11 +30,16 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{
 			{AttributeName: aws.String(ddbitem.InventoryHashKey), AttributeType: s},
 			{AttributeName: aws.String(ddbitem.AttrCertificateID), AttributeType: s},
+			{AttributeName: aws.String(ddbitem.AttrRevokedDay), AttributeType: s},
 		},
 		KeySchema: []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.InventoryHashKey), KeyType: ddbtypes.KeyTypeHash}},
 		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{{
 			IndexName:  aws.String(ddbitem.InventoryCertificateIndex),
 			KeySchema:  []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.AttrCertificateID), KeyType: ddbtypes.KeyTypeHash}},
+			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly},
+		}, {
+			IndexName:  aws.String(ddbitem.InventoryRevocationIndex),
+			KeySchema:  []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.AttrRevokedDay), KeyType: ddbtypes.KeyTypeHash}},
 			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly},
 		}},
 		StreamSpecification: &ddbtypes.StreamSpecification{

@@ -68,6 +68,9 @@ type Inventory interface {
 	// ByCertificate returns the thing whose item holds the certificate
 	// (fleet.ErrNotFound when none; eventually consistent).
 	ByCertificate(ctx context.Context, certID string) (string, error)
+	// RevokedOn returns the things whose revocation record was written or
+	// upgraded on day (UTC, 2006-01-02; eventually consistent).
+	RevokedOn(ctx context.Context, day string) ([]string, error)
 }
 
 // Leases is what the reconciler needs of the region's lease table.
@@ -239,8 +242,11 @@ type Report struct {
 	Pass   int64  `json:"pass"`
 	// Checked is how many items, things and certificates were looked at;
 	// Skipped how many could not be (a failure; the next pass looks again).
-	Checked  int       `json:"checked"`
-	Skipped  int       `json:"skipped"`
+	Checked int `json:"checked"`
+	Skipped int `json:"skipped"`
+	// Swept is how many recent revocations the sweep checked (see
+	// Reconciler.Run), of Checked.
+	Swept    int       `json:"swept"`
 	Findings []Finding `json:"findings"`
 	// Complete: the pass reached its end in this invocation.
 	Complete bool `json:"complete"`
@@ -300,7 +306,15 @@ func (r *Reconciler) Run(ctx context.Context, o Options) (Report, error) {
 	}
 	rep.Pass = cur.Pass
 	p := &pass{r: r, o: o, rep: &rep, cur: cur, stopAt: r.stopAt(ctx)}
-	err := p.run(ctx)
+	var err error
+	if !o.DryRun {
+		err = p.sweep(ctx)
+	}
+	if err == nil {
+		err = p.run(ctx)
+	} else if errors.Is(err, errStop) {
+		err = nil // the invocation's time went to the sweep; the pass resumes next time
+	}
 	if !o.DryRun {
 		r.metrics.Count("DriftUnrepaired", float64(rep.Unrepaired()), obs.D("Function", Function))
 		r.metrics.Count("ReconcileChecked", float64(rep.Checked), obs.D("Function", Function))
@@ -313,7 +327,7 @@ func (r *Reconciler) Run(ctx context.Context, o Options) (Report, error) {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{slog.String("region", r.region), slog.Bool("dryRun", o.DryRun), slog.Int64("pass", rep.Pass),
-		slog.Int("checked", rep.Checked), slog.Int("findings", len(rep.Findings)), slog.Int("unrepaired", rep.Unrepaired()),
+		slog.Int("checked", rep.Checked), slog.Int("swept", rep.Swept), slog.Int("findings", len(rep.Findings)), slog.Int("unrepaired", rep.Unrepaired()),
 		slog.Bool("complete", rep.Complete)}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
@@ -638,6 +652,80 @@ func (p *pass) inventory(ctx context.Context) error {
 		p.rep.Checked++
 		return p.item(ctx, d)
 	})
+}
+
+// sweepDays is how many UTC days of revocations the sweep reads: today's
+// and yesterday's, so that a revocation is swept for at least 24 hours
+// (the stream's retention: replicate has given up on it by then).
+const sweepDays = 2
+
+// sweep checks, before the long pass goes on, every device revoked or
+// decommissioned in the last sweepDays days whose revocation this region
+// has not been converged to (its ledger says so). The pass checks
+// revoked devices first, but a pass over a large fleet, or one that
+// crashed and resumes, takes longer than the revocation's bound: the
+// sweep, at every invocation, is what bounds how long a revocation that
+// replicate failed to apply stays unapplied here. A device the region was
+// converged to the revocation costs two table reads and no registry call;
+// drift behind the system's back on such a device is the pass's to find.
+func (p *pass) sweep(ctx context.Context) error {
+	today := p.r.now().UTC()
+	seen := map[string]bool{}
+	for i := sweepDays - 1; i >= 0; i-- {
+		day := today.AddDate(0, 0, -i).Format(time.DateOnly)
+		var things []string
+		if err := p.retry(ctx, func() (err error) { things, err = p.r.inv.RevokedOn(ctx, day); return }); err != nil {
+			// The pass still checks every revocation, in its own time.
+			p.r.log.WarnContext(ctx, "revocation sweep failed", slog.String("day", day), slog.String("error", err.Error()),
+				slog.String("class", errClass(err)))
+			return nil
+		}
+		for _, thing := range things {
+			if seen[thing] {
+				continue
+			}
+			seen[thing] = true
+			if err := p.enough(ctx); err != nil {
+				return err
+			}
+			p.sweepOne(ctx, thing)
+		}
+	}
+	return nil
+}
+
+// sweepOne checks one recently revoked device unless this region was
+// converged to its revocation.
+func (p *pass) sweepOne(ctx context.Context, thing string) {
+	var rec fleet.Revocation
+	err := p.retry(ctx, func() (err error) { rec, err = p.r.inv.Revocation(ctx, thing); return })
+	if errors.Is(err, fleet.ErrNotFound) {
+		return // the index is ahead of the record's replication: the pass will see it
+	}
+	if err != nil {
+		p.skipped(ctx, thing, err)
+		return
+	}
+	var l fleet.Lease
+	err = p.retry(ctx, func() (err error) { l, err = p.r.leases.Get(ctx, thing); return })
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		p.skipped(ctx, thing, err)
+		return
+	}
+	if c := l.Ledger.Converged; err == nil && c.CertificateID == rec.CertificateID && fleet.Restricts(c.Status, rec.Status) {
+		return // converged to it here
+	}
+	var d fleet.Device
+	err = p.retry(ctx, func() (err error) { d, err = p.r.inv.Get(ctx, thing); return })
+	found := err == nil
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		p.skipped(ctx, thing, err)
+		return
+	}
+	p.rep.Checked++
+	p.rep.Swept++
+	d, _ = fleet.Effective(d, found, rec, true)
+	_ = p.item(ctx, d)
 }
 
 // revocations inspects every device with a revocation record: its item

@@ -685,3 +685,68 @@ func TestRevokedDeviceGetsMoreTries(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepChecksRecentRevocationsWhereverThePassIs: a pass that resumes
+// past its revocations phase (a large fleet's pass takes hours; a crashed
+// one resumes) still revokes, at once, the certificate of a device revoked
+// since; a recent revocation this region was converged to costs no
+// registry call. Seed 21717 of the simulation found the first: a pass
+// crashed, the region was down at the next, and the one after resumed in
+// the certificates phase with a revoked device ACTIVE.
+func TestSweepChecksRecentRevocationsWhereverThePassIs(t *testing.T) {
+	tests := []struct {
+		name       string
+		converged  bool // the region converged the device to its revocation
+		wantSwept  int
+		wantCalls  bool // registry calls for the device
+		wantStatus fleet.CertStatus
+	}{
+		{"revocation not applied here", false, 1, true, fleet.CertRevoked},
+		{"revocation applied here", true, 0, false, fleet.CertRevoked},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			ctx := context.Background()
+			c := w.onboard("dev-1")
+			d, err := w.inv.Get(ctx, "dev-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusRevoked, CertificateID: c.ID,
+				CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID, UpdatedAt: w.clock.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.converged {
+				// What replicate does when the revocation reaches the region.
+				e, err := converge.New(converge.Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region,
+					PolicyName: policy, Now: w.clock.Now})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.Converge(ctx, "dev-1", converge.Options{Function: "replicate"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The pass in progress is in its last phase.
+			if _, err := w.leases.SaveCursor(ctx, fleet.ReconcileCursor{Phase: reconcile.PhaseCertificates, Pass: 7,
+				PassStarted: w.clock.Now().Add(-time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			w.reg.SetHook(func(context.Context, string) error { calls++; return nil })
+			rep := w.run(reconcile.Options{})
+			if rep.Swept != tt.wantSwept || rep.Pass != 7 {
+				t.Errorf("pass %d swept %d, want pass 7 and %d swept", rep.Pass, rep.Swept, tt.wantSwept)
+			}
+			if got, _ := w.reg.CertificateByID(c.ID); got.Status != tt.wantStatus {
+				t.Errorf("certificate %s, want %s", got.Status, tt.wantStatus)
+			}
+			// The certificates phase lists one CA (two calls) and its
+			// certificates (one): anything more was the sweep's.
+			if more := calls > 3; more != tt.wantCalls {
+				t.Errorf("%d registry calls; want calls for the device: %v", calls, tt.wantCalls)
+			}
+		})
+	}
+}
