@@ -147,6 +147,24 @@ func (w *world) onboard(name string) fleet.Certificate {
 	return c
 }
 
+// recordRevocation writes the device's revocation record at the given time
+// and not its item, as when the API's item write was lost (the item says
+// ACTIVE, the record REVOKED, the certificate is ACTIVE): the drift the
+// reconciler exists for. A record more than two days old is outside the
+// sweep of recent revocations.
+func (w *world) recordRevocation(name string, c fleet.Certificate, at time.Time) {
+	w.t.Helper()
+	ctx := context.Background()
+	d, err := w.inv.Get(ctx, name)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: name, Status: fleet.StatusRevoked, CertificateID: c.ID,
+		CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID, UpdatedAt: at}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 func (w *world) live(name string, c fleet.Certificate) bool {
 	cur, ok := w.reg.CertificateByID(c.ID)
 	return ok && cur.Status == fleet.CertActive && slices.Contains(w.reg.ThingsForPrincipal(c.ARN), name) &&
@@ -417,21 +435,17 @@ func TestConcurrentInvocationStops(t *testing.T) {
 // behind the system's back is revoked again in the revocations phase.
 func TestRevokedDeviceFirst(t *testing.T) {
 	w := newWorld(t)
-	ctx := context.Background()
 	c := w.onboard("dev-r")
-	d, err := w.inv.Get(ctx, "dev-r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-r", Status: fleet.StatusRevoked, CertificateID: c.ID,
-		CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
-		t.Fatal(err)
-	}
+	// Revoked three days ago: the pass's revocations phase, not the sweep.
+	w.recordRevocation("dev-r", c, w.clock.Now().Add(-72*time.Hour))
 	// The item still says ACTIVE (its write was lost); the record says
 	// REVOKED; the certificate is ACTIVE.
 	rep := w.run(reconcile.Options{})
 	if got := kinds(rep)[converge.DriftCertificateNotRevoked+"/dev-r"]; !got {
 		t.Errorf("findings %+v, want certificate_not_revoked repaired", rep.Findings)
+	}
+	if rep.Swept != 0 {
+		t.Errorf("swept %d: a revocation three days old is the pass's", rep.Swept)
 	}
 	if got, _ := w.reg.CertificateByID(c.ID); got.Status != fleet.CertRevoked {
 		t.Errorf("certificate %s, want REVOKED", got.Status)
@@ -475,14 +489,7 @@ func TestOneFailedCallCostsNoDevice(t *testing.T) {
 	drift := func(w *world) (revoked, orphan, detached, pending fleet.Certificate) {
 		ctx := context.Background()
 		revoked = w.onboard("dev-r")
-		d, err := w.inv.Get(ctx, "dev-r")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-r", Status: fleet.StatusRevoked, CertificateID: revoked.ID,
-			CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
-			t.Fatal(err)
-		}
+		w.recordRevocation("dev-r", revoked, w.clock.Now())
 		detached = w.onboard("dev-b")
 		if err := w.reg.DetachPolicy(ctx, policy, detached.ARN); err != nil {
 			t.Fatal(err)
@@ -604,14 +611,7 @@ func TestWaitsOutAHeldLeaseOfARevokedDevice(t *testing.T) {
 			ctx := context.Background()
 			c := w.onboard("dev-1")
 			if tt.revoke {
-				d, err := w.inv.Get(ctx, "dev-1")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusRevoked, CertificateID: c.ID,
-					CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
-					t.Fatal(err)
-				}
+				w.recordRevocation("dev-1", c, w.clock.Now())
 			} else if err := w.reg.DetachPolicy(ctx, policy, c.ARN); err != nil {
 				t.Fatal(err)
 			}
@@ -659,14 +659,7 @@ func TestRevokedDeviceGetsMoreTries(t *testing.T) {
 			ctx := context.Background()
 			c := w.onboard("dev-1")
 			if tt.revoke {
-				d, err := w.inv.Get(ctx, "dev-1")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusRevoked, CertificateID: c.ID,
-					CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID}); err != nil {
-					t.Fatal(err)
-				}
+				w.recordRevocation("dev-1", c, w.clock.Now())
 			} else if err := w.reg.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
 				t.Fatal(err)
 			}
@@ -709,14 +702,7 @@ func TestSweepChecksRecentRevocationsWhereverThePassIs(t *testing.T) {
 			w := newWorld(t)
 			ctx := context.Background()
 			c := w.onboard("dev-1")
-			d, err := w.inv.Get(ctx, "dev-1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := w.inv.Revoke(ctx, fleet.Revocation{ThingName: "dev-1", Status: fleet.StatusRevoked, CertificateID: c.ID,
-				CertificatePEM: d.CertificatePEM, CACertificateID: d.CACertificateID, UpdatedAt: w.clock.Now()}); err != nil {
-				t.Fatal(err)
-			}
+			w.recordRevocation("dev-1", c, w.clock.Now())
 			if tt.converged {
 				// What replicate does when the revocation reaches the region.
 				e, err := converge.New(converge.Config{Registry: w.reg, Inventory: w.inv, Leases: w.leases, Region: region,
