@@ -466,7 +466,7 @@ func getAtt(v any) string {
 }
 
 // TestReconcileFunction pins the reconciler's deployment: one pass at a time
-// per region, every five minutes, 5 minutes long at most, failures kept and
+// per region, every two minutes, shorter than that, failures kept and
 // not retried (the next run resumes), and its alarm on unrepaired drift on
 // the metric the code emits.
 func TestReconcileFunction(t *testing.T) {
@@ -477,7 +477,7 @@ func TestReconcileFunction(t *testing.T) {
 			path []any
 			want any
 		}{
-			{[]any{"Timeout"}, 300.0},
+			{[]any{"Timeout"}, 110.0},
 			{[]any{"MemorySize"}, 256.0},
 			{[]any{"ReservedConcurrentExecutions"}, 1.0},
 		} {
@@ -499,8 +499,8 @@ func TestReconcileFunction(t *testing.T) {
 				}
 			case r.Type == "AWS::Scheduler::Schedule" && functionOf(tr.Template, prop(r, "Target", "Arn")) == "ReconcileFunction":
 				schedules++
-				if got := prop(r, "ScheduleExpression"); got != "rate(5 minutes)" {
-					t.Errorf("%s: %s ScheduleExpression = %v, want rate(5 minutes)", tpl, id, got)
+				if got := prop(r, "ScheduleExpression"); got != "rate(2 minutes)" {
+					t.Errorf("%s: %s ScheduleExpression = %v, want rate(2 minutes)", tpl, id, got)
 				}
 				if got := prop(r, "Target", "RetryPolicy", "MaximumRetryAttempts"); got != 0.0 {
 					t.Errorf("%s: %s retries = %v, want 0", tpl, id, got)

@@ -81,7 +81,7 @@ type Config struct {
 // devices, fault rates and outages drawn from the seed.
 func Defaults(seed uint64) Config {
 	c := Config{Seed: seed, Regions: 3, Devices: 9, Active: 20 * time.Minute,
-		LeaseDuration: converge.DefaultLeaseDuration, ReconcileEvery: 5 * time.Minute, Bound: 10 * time.Minute}
+		LeaseDuration: converge.DefaultLeaseDuration, ReconcileEvery: 2 * time.Minute, Bound: 10 * time.Minute}
 	r := newSched(seed ^ 0xfeed).rng
 	c.Regions = 2 + r.IntN(3)
 	c.Devices = 6 + r.IntN(10)

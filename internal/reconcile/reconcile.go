@@ -364,7 +364,7 @@ type pass struct {
 // invocation (the SDK's retryer has retried each already): its listing and
 // bookkeeping, each device's reads, and each device's check and repair. A
 // device's own failure never stops the pass, but it costs the device a whole
-// pass (five minutes), so one failed read must not skip it.
+// pass (minutes), so one failed read must not skip it.
 const attempts = 3
 
 // restrictedAttempts bounds the tries of a revoked or decommissioned
@@ -781,7 +781,7 @@ func (p *pass) item(ctx context.Context, d fleet.Device) error {
 	tries := attempts
 	if restricted {
 		// A revoked or decommissioned device that stays ACTIVE here waits
-		// for the next pass, five minutes, if this one gives up on it: it
+		// for the next invocation, minutes, if this one gives up on it: it
 		// gets more tries, 1, 2, 4 and 8 s apart.
 		tries = restrictedAttempts
 	}
