@@ -361,6 +361,11 @@ func (h *Handler) changeStatus(to fleet.Status) http.HandlerFunc {
 			return
 		}
 		ctx := r.Context()
+		// recorded: this request wrote the revocation record. The record's
+		// own stream run may then catch the item up before this request's
+		// update does; the device did change because of this request, so
+		// the answer is still 202, not the 200 of "it already was".
+		recorded := false
 		for attempt := 1; ; attempt++ {
 			d, err := h.cfg.Inventory.Get(ctx, name)
 			if err != nil {
@@ -374,7 +379,11 @@ func (h *Handler) changeStatus(to fleet.Status) http.HandlerFunc {
 			}
 			eff, _ := fleet.Effective(d, true, rev, rerr == nil)
 			if d.Status == to && eff.Status == to {
-				writeJSON(w, http.StatusOK, record(d))
+				code := http.StatusOK
+				if recorded {
+					code = http.StatusAccepted
+				}
+				writeJSON(w, code, record(d))
 				return
 			}
 			if !allowed(eff.Status, to) {
@@ -390,6 +399,7 @@ func (h *Handler) changeStatus(to fleet.Status) http.HandlerFunc {
 				h.backendError(w, r, "record the revocation of "+name, err)
 				return
 			}
+			recorded = true
 			prev := d.Version
 			d.Status, d.Version, d.UpdatedAt = to, prev+1, h.cfg.Now().UTC()
 			err = h.cfg.Inventory.Update(ctx, d, prev)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,6 +40,16 @@ func startStack(t *testing.T, cfg local.Config) *local.Stack {
 	}
 	if cfg.APIAddr == "" {
 		cfg.APIAddr = "127.0.0.1:0"
+	}
+	// STACK_LOG=FILE keeps the stack's JSON logs of the test (the last
+	// stack started, with -count>1), for a failure seen only under load.
+	if f := os.Getenv("STACK_LOG"); f != "" && cfg.Log == nil {
+		fh, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fh.Close() })
+		cfg.Log = slog.New(slog.NewJSONHandler(fh, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := local.Start(ctx, cfg)
