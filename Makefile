@@ -37,10 +37,10 @@ staticcheck:
 ## test: lint, then every test tier (integration tiers skip when their tool is
 ## missing, and are required when CI=true), then the concurrent packages again
 ## under the race detector (the 200-device load test is skipped there: -short).
-RACE_PKGS := ./internal/saga/... ./internal/memddb/... ./internal/memiot/... ./internal/jitr/... \
-	./internal/replicate/... ./internal/ingest/... ./internal/broker/... ./internal/router/... \
-	./internal/local/... ./internal/sim/... ./internal/api/... ./cmd/... \
-	./internal/converge/... ./internal/reconcile/... ./internal/dst/...
+RACE_PKGS := ./internal/core/saga/... ./internal/fake/memddb/... ./internal/fake/memiot/... ./internal/workflow/jitr/... \
+	./internal/workflow/replicate/... ./internal/workflow/ingest/... ./internal/emulator/broker/... ./internal/emulator/router/... \
+	./internal/emulator/local/... ./internal/emulator/sim/... ./internal/workflow/api/... ./cmd/... \
+	./internal/workflow/converge/... ./internal/workflow/reconcile/... ./internal/testkit/dst/...
 
 test: lint
 	$(GO) test -count=1 ./...
@@ -54,7 +54,7 @@ race:
 SEEDS ?= 5000
 FIRST ?= 0
 soak:
-	set -o pipefail; DST_SEEDS=$(SEEDS) DST_FIRST=$(FIRST) $(GO) test -count=1 -timeout 2h -run 'TestSimulation$$' -v ./internal/dst | \
+	set -o pipefail; DST_SEEDS=$(SEEDS) DST_FIRST=$(FIRST) $(GO) test -count=1 -timeout 2h -run 'TestSimulation$$' -v ./internal/testkit/dst | \
 		{ grep -v -e '^=== ' -e '--- PASS' || true; }
 
 clean:
@@ -98,4 +98,4 @@ invoke: rie
 ## template-test: cfn-lint, the SAM transform, the IAM/runtime/destination
 ## checks, the event fixtures and the RIE-against-moto tests.
 template-test:
-	$(GO) test -count=1 ./internal/deploytest/... ./internal/setup/...
+	$(GO) test -count=1 ./internal/testkit/deploytest/... ./internal/workflow/setup/...

@@ -7,9 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mriot/mriot/internal/fleet"
-	"github.com/mriot/mriot/internal/pki"
-	"github.com/mriot/mriot/internal/sim"
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/emulator/sim"
 )
 
 func newDeviceCmd() *cobra.Command {

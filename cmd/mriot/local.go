@@ -10,11 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mriot/mriot/internal/local"
-	"github.com/mriot/mriot/internal/memiot"
-	"github.com/mriot/mriot/internal/obs"
-	"github.com/mriot/mriot/internal/pki"
-	"github.com/mriot/mriot/internal/router"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/emulator/local"
+	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/emulator/router"
+	"github.com/mriot/mriot/internal/fake/memiot"
 )
 
 func newLocalCmd() *cobra.Command {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mriot/mriot/internal/reconcile"
+	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
 func newReconcileCmd() *cobra.Command {

@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mriot/mriot/internal/fleet"
-	"github.com/mriot/mriot/internal/pki"
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/emulator/pki"
 )
 
 func newRootCmd() *cobra.Command {

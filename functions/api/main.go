@@ -1,5 +1,5 @@
 // Command api is the fleet HTTP API Lambda (API Gateway HTTP API, payload
-// v2): internal/api's handler over the home region's inventory and data
+// v2): internal/workflow/api's handler over the home region's inventory and data
 // table replicas and every region's IoT registry, with every region's drift
 // report (GET /regions/{region}/drift: a dry run of that region's
 // reconciler, which only reads).
@@ -20,14 +20,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 
-	"github.com/mriot/mriot/internal/api"
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/awsddb"
-	"github.com/mriot/mriot/internal/awsiot"
-	"github.com/mriot/mriot/internal/fleet"
-	"github.com/mriot/mriot/internal/obs"
-	"github.com/mriot/mriot/internal/reconcile"
-	"github.com/mriot/mriot/internal/wiring"
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/aws/awsddb"
+	"github.com/mriot/mriot/internal/aws/awsiot"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/workflow/api"
+	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
 // settings is the function's configuration from its environment.

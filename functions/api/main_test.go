@@ -19,12 +19,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/mriot/mriot/internal/api"
-	"github.com/mriot/mriot/internal/api/apitest"
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/fleet"
-	"github.com/mriot/mriot/internal/reconcile"
-	"github.com/mriot/mriot/internal/wiring/wiringtest"
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/testkit/apitest"
+	"github.com/mriot/mriot/internal/testkit/wiringtest"
+	"github.com/mriot/mriot/internal/workflow/api"
+	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
 var regions = []string{"eu-west-1", "us-west-2"}

@@ -1,6 +1,6 @@
 // Command ingest is the telemetry Lambda, invoked by the data rule
 // SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id
-// FROM 'i/+/m': internal/ingest's handler over this region's data table
+// FROM 'i/+/m': internal/workflow/ingest's handler over this region's data table
 // replica.
 //
 // Environment: DATA_TABLE, AWS_REGION (set by Lambda), MAX_MESSAGE_BYTES
@@ -18,11 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/awsddb"
-	"github.com/mriot/mriot/internal/ingest"
-	"github.com/mriot/mriot/internal/obs"
-	"github.com/mriot/mriot/internal/wiring"
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/aws/awsddb"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/workflow/ingest"
 )
 
 type settings struct {

@@ -6,8 +6,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/obs"
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/core/obs"
 )
 
 func envOf(m map[string]string) awsconf.Env {

@@ -1,19 +1,19 @@
 // Command jitr is the just-in-time registration Lambda, invoked by the IoT
-// rule on $aws/events/certificates/registered/#: internal/jitr's handler over
+// rule on $aws/events/certificates/registered/#: internal/workflow/jitr's handler over
 // this region's IoT registry, inventory replica and device lease table.
 //
 // Environment: INVENTORY_TABLE, LEASES_TABLE (the region's device lease
 // table), DEVICE_POLICY_NAME, CLAIMS_TABLE (optional: the region's claims
 // table shared by every instance), AWS_REGION (set by Lambda), TRACING (true:
-// X-Ray), LOG_LEVEL (see internal/wiring).
+// X-Ray), LOG_LEVEL (see internal/aws/wiring).
 package main
 
 import (
 	"fmt"
 	"log/slog"
 
-	"github.com/mriot/mriot/internal/jitr"
-	"github.com/mriot/mriot/internal/wiring"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/workflow/jitr"
 )
 
 func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (*jitr.Handler, error) {

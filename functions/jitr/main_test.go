@@ -7,9 +7,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"github.com/mriot/mriot/internal/obs"
-	"github.com/mriot/mriot/internal/wiring"
-	"github.com/mriot/mriot/internal/wiring/wiringtest"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/testkit/wiringtest"
 )
 
 // TestSettings: the environment the deployment gives jitr (events/env.json,

@@ -1,6 +1,6 @@
 // Command reconcile is a region's reconciler Lambda, invoked every five
 // minutes by an EventBridge Scheduler schedule (its payload is ignored:
-// events/reconcile-scheduled.json): internal/reconcile's handler over this
+// events/reconcile-scheduled.json): internal/workflow/reconcile's handler over this
 // region's IoT registry, behind a share of its quotas, inventory replica and
 // device lease table, where it also keeps its position between invocations.
 // A certificate left PENDING_ACTIVATION is re-driven through jitr's handler,
@@ -12,7 +12,7 @@
 // (0,1], default 0.2), RECONCILE_PENDING_THRESHOLD (Go duration: a
 // certificate PENDING_ACTIVATION longer is re-driven, default 10m),
 // AWS_REGION (set by Lambda), TRACING (true: X-Ray), LOG_LEVEL (see
-// internal/wiring).
+// internal/aws/wiring).
 package main
 
 import (
@@ -22,11 +22,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/fleet"
-	"github.com/mriot/mriot/internal/jitr"
-	"github.com/mriot/mriot/internal/reconcile"
-	"github.com/mriot/mriot/internal/wiring"
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/workflow/jitr"
+	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
 // settings are the reconciler's environment: the registry functions' and

@@ -14,10 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/mriot/mriot/internal/obs"
-	"github.com/mriot/mriot/internal/reconcile"
-	"github.com/mriot/mriot/internal/wiring"
-	"github.com/mriot/mriot/internal/wiring/wiringtest"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/testkit/wiringtest"
+	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
 // TestReadSettings: the environment the deployment gives the reconciler

@@ -1,19 +1,19 @@
 // Command replicate is the replication Lambda, invoked through EventBridge
 // (inventory stream → Pipe → custom bus → rule) with one stream record per
-// event: internal/replicate's handler over this region's IoT registry,
+// event: internal/workflow/replicate's handler over this region's IoT registry,
 // inventory replica and device lease table.
 //
 // Environment: INVENTORY_TABLE, LEASES_TABLE (the region's device lease
 // table), DEVICE_POLICY_NAME, AWS_REGION (set by Lambda), TRACING (true:
-// X-Ray), LOG_LEVEL (see internal/wiring).
+// X-Ray), LOG_LEVEL (see internal/aws/wiring).
 package main
 
 import (
 	"fmt"
 	"log/slog"
 
-	"github.com/mriot/mriot/internal/replicate"
-	"github.com/mriot/mriot/internal/wiring"
+	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/workflow/replicate"
 )
 
 func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (*replicate.Handler, error) {

@@ -1,5 +1,5 @@
 // Command setup is the Lambda behind the stack's Custom::MriotSetup resource
-// (internal/setup).
+// (internal/workflow/setup).
 package main
 
 import (
@@ -12,9 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 
-	"github.com/mriot/mriot/internal/awsconf"
-	"github.com/mriot/mriot/internal/obs"
-	"github.com/mriot/mriot/internal/setup"
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/workflow/setup"
 )
 
 func main() {

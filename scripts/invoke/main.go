@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/mriot/mriot/internal/deploytest/rie"
+	"github.com/mriot/mriot/internal/testkit/rie"
 )
 
 func main() {

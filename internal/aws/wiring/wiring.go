@@ -1,0 +1,135 @@
+// Package wiring holds what the Lambda entry points share: reading the
+// settings of the functions that converge a region's registry (jitr,
+// replicate and reconcile), building their AWS adapters once at init, the
+// tracer choice, and stopping a cold start that cannot be configured.
+package wiring
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+
+	"github.com/mriot/mriot/internal/aws/awsconf"
+	"github.com/mriot/mriot/internal/aws/awsddb"
+	"github.com/mriot/mriot/internal/aws/awsiot"
+	"github.com/mriot/mriot/internal/aws/xraytrace"
+	"github.com/mriot/mriot/internal/core/obs"
+)
+
+// RegistrySettings are the environment of jitr, replicate and reconcile.
+type RegistrySettings struct {
+	InventoryTable string // INVENTORY_TABLE
+	// LeasesTable is the region's device lease table (LEASES_TABLE): every
+	// convergence takes the device's lease there.
+	LeasesTable      string
+	DevicePolicyName string // DEVICE_POLICY_NAME
+	Region           string // AWS_REGION, set by Lambda
+	Tracing          bool   // TRACING
+	// ClaimsTable is jitr's regional claims table (CLAIMS_TABLE, optional:
+	// "" leaves jitr with its in-process deduplication only).
+	ClaimsTable string
+}
+
+// ReadRegistrySettings reads RegistrySettings; the error names the variable.
+func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
+	var s RegistrySettings
+	var err error
+	if s.InventoryTable, err = env.MustString("INVENTORY_TABLE"); err != nil {
+		return s, err
+	}
+	if s.LeasesTable, err = env.MustString("LEASES_TABLE"); err != nil {
+		return s, err
+	}
+	if s.DevicePolicyName, err = env.MustString("DEVICE_POLICY_NAME"); err != nil {
+		return s, err
+	}
+	if s.Region, err = env.MustString("AWS_REGION"); err != nil {
+		return s, err
+	}
+	if s.Tracing, err = env.Bool(awsconf.TracingEnv, false); err != nil {
+		return s, err
+	}
+	s.ClaimsTable = env.String("CLAIMS_TABLE", "")
+	return s, nil
+}
+
+// RegistryDeps are the adapters of a function that converges a region's
+// registry: its IoT registry, its inventory replica and lease table, metrics
+// and tracer, and jitr's claims table (nil without CLAIMS_TABLE).
+type RegistryDeps struct {
+	Registry  *awsiot.Adapter
+	Inventory *awsddb.Inventory
+	Leases    *awsddb.Leases
+	Claims    *awsddb.Claims
+	Metrics   obs.Metrics
+	Tracer    obs.Tracer
+}
+
+// NewRegistryDeps builds the SDK clients for s.Region from cfg.
+func NewRegistryDeps(cfg aws.Config, s RegistrySettings) RegistryDeps {
+	cfg = awsconf.ForRegion(cfg, s.Region)
+	db := dynamodb.NewFromConfig(cfg)
+	d := RegistryDeps{
+		Registry:  awsiot.New(iot.NewFromConfig(cfg)),
+		Inventory: awsddb.NewInventory(db, s.InventoryTable),
+		Leases:    awsddb.NewLeases(db, s.LeasesTable),
+		Metrics:   Metrics(),
+		Tracer:    Tracer(s.Tracing),
+	}
+	if s.ClaimsTable != "" {
+		d.Claims = awsddb.NewClaims(db, s.ClaimsTable)
+	}
+	return d
+}
+
+// Metrics are EMF lines on stdout, which Lambda sends to CloudWatch.
+func Metrics() obs.Metrics { return obs.NewEMF(os.Stdout, obs.Namespace) }
+
+// Tracer is X-Ray subsegments when tracing is on, nothing otherwise.
+func Tracer(tracing bool) obs.Tracer {
+	if tracing {
+		return xraytrace.Tracer{}
+	}
+	return obs.NopTracer{}
+}
+
+// ExitOn logs err and ends the process when err is not nil: a function that
+// cannot be configured fails its cold start, visibly, instead of serving.
+func ExitOn(log *slog.Logger, what string, err error) {
+	if err == nil {
+		return
+	}
+	log.Error(what, "error", err.Error())
+	os.Exit(1)
+}
+
+// StartRegistryFunction is the main of a function that converges a region's
+// registry with RegistrySettings alone (jitr, replicate): read the settings,
+// build the SDK clients once for the cold start, build the handler with
+// build, and hand it to lambda.Start. The handler's Invoke gets the raw event
+// JSON, the same entry point the local stack invokes.
+func StartRegistryFunction[H lambda.Handler](name string, build func(RegistryDeps, RegistrySettings, *slog.Logger) (H, error)) {
+	StartRegistryFunctionWith(name, ReadRegistrySettings, func(s RegistrySettings) RegistrySettings { return s }, build)
+}
+
+// StartRegistryFunctionWith is StartRegistryFunction for a function with
+// settings of its own beyond RegistrySettings (reconcile): read reads them
+// all (the error names the variable), registry picks the RegistrySettings
+// among them.
+func StartRegistryFunctionWith[S any, H lambda.Handler](name string, read func(awsconf.Env) (S, error),
+	registry func(S) RegistrySettings, build func(RegistryDeps, S, *slog.Logger) (H, error)) {
+	log := obs.LoggerFromEnv()
+	s, err := read(awsconf.Env{})
+	ExitOn(log, name+": configuration", err)
+	rs := registry(s)
+	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(rs.Tracing))
+	ExitOn(log, name+": AWS configuration", err)
+	h, err := build(NewRegistryDeps(cfg, rs), s, log)
+	ExitOn(log, name+": build", err)
+	lambda.Start(h)
+}

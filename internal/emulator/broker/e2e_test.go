@@ -1,0 +1,157 @@
+package broker
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/emulator/router"
+)
+
+func TestSetDown(t *testing.T) {
+	f := newFixture(t)
+	leaf := f.device("dev1")
+	f.onboard(leaf, devicePol)
+	cl, err := connectPaho(f.b.Addr(), f.tls(leaf), "dev1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Disconnect(0)
+	f.b.SetDown(true)
+	select {
+	case <-cl.lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("existing connection not closed when the region went down")
+	}
+	if c, err := connectPaho(f.b.Addr(), f.tls(leaf), "dev1"); err == nil {
+		c.Disconnect(0)
+		t.Fatal("connected to a region marked down")
+	}
+	f.b.SetDown(false)
+	c2, err := connectPaho(f.b.Addr(), f.tls(leaf), "dev1")
+	if err != nil {
+		t.Fatalf("region back up, yet: %v", err)
+	}
+	c2.Disconnect(0)
+}
+
+// TestThroughGlobalEndpoint: two regions behind the router; TLS goes end to
+// end, and when the nearest region is down an onboarded device connects to
+// the other one.
+func TestThroughGlobalEndpoint(t *testing.T) {
+	eu := newFixture(t)
+	us := newFixture(t)
+	leaf := eu.device("dev1")
+	eu.onboard(leaf, devicePol)
+	// us trusts eu's intermediate as well, like a CA registered in both regions.
+	if _, err := us.reg.RegisterCACertificate(context.Background(), eu.inter.CertPEM(), true); err != nil {
+		t.Fatal(err)
+	}
+	usRoot := us.root
+	us.inter, us.root = eu.inter, eu.root // devices of eu's PKI
+	us.onboard(leaf, devicePol)
+	// Each fixture made its own server certificate; trust both roots.
+	clientCfg := eu.tls(leaf)
+	clientCfg.RootCAs.AddCert(usRoot.Cert)
+
+	r, err := router.New(router.Config{Regions: []router.Target{
+		{Region: "us-west-2", Addr: us.b.Addr(), Latency: 140 * time.Millisecond},
+		{Region: "eu-west-1", Addr: eu.b.Addr(), Latency: 20 * time.Millisecond},
+	}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	publish := func(want *fixture) {
+		t.Helper()
+		cl, err := connectPaho(r.Addr(), clientCfg, "dev1")
+		if err != nil {
+			t.Fatalf("connect through the global endpoint: %v", err)
+		}
+		defer cl.Disconnect(0)
+		if tok := cl.Publish("i/dev1/m", 1, false, "{}"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		want.waitMessage("i/dev1/m")
+	}
+	publish(eu)
+	eu.b.SetDown(true)
+	_ = r.SetDown("eu-west-1", true)
+	publish(us)
+	if got := r.Routed(); got["eu-west-1"] != 1 || got["us-west-2"] != 1 {
+		t.Fatalf("Routed = %v", got)
+	}
+}
+
+// TestMosquitto runs the article's test with the real mosquitto_pub, over
+// MQTT 3.1.1 and 5.
+func TestMosquitto(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto_pub is not installed (apt-get install -y mosquitto-clients)")
+		}
+		t.Skip("mosquitto_pub is not installed")
+	}
+	for _, version := range []string{"mqttv311", "mqttv5"} {
+		t.Run(version, func(t *testing.T) {
+			f := newFixture(t)
+			leaf := f.device("dev1")
+			dir := t.TempDir()
+			key, err := leaf.KeyPEM()
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := map[string]string{"root.pem": f.root.CertPEM(), "dev.pem": leaf.CertPEM(), "dev.key": key}
+			for name, content := range files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, port, err := net.SplitHostPort(f.b.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := func() ([]byte, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", port, "-V", version,
+					"--cafile", filepath.Join(dir, "root.pem"), "--cert", filepath.Join(dir, "dev.pem"), "--key", filepath.Join(dir, "dev.key"),
+					"-i", "dev1", "-t", "i/dev1/m", "-q", "1", "-m", `{"temp":21}`, "-d")
+				return cmd.CombinedOutput()
+			}
+			if out, err := pub(); err == nil {
+				t.Fatalf("first mosquitto_pub succeeded:\n%s", out)
+			}
+			f.waitMessage(RegisteredTopicPrefix + f.caID)
+			if c, ok := f.reg.CertificateByID(fleet.CertificateID(leaf.Cert)); !ok || c.Status != fleet.CertPendingActivation {
+				t.Fatalf("certificate %+v after first connect", c)
+			}
+			f.onboard(leaf, devicePol)
+			out, err := pub()
+			if err != nil {
+				t.Fatalf("second mosquitto_pub: %v\n%s", err, out)
+			}
+			if m := f.waitMessage("i/dev1/m"); string(m.payload) != `{"temp":21}` {
+				t.Fatalf("rules engine got %s", m.payload)
+			}
+			if !containsPUBACK(out) {
+				t.Fatalf("no PUBACK in mosquitto_pub output:\n%s", out)
+			}
+		})
+	}
+}
+
+func containsPUBACK(out []byte) bool {
+	return strings.Contains(string(out), "received PUBACK")
+}

@@ -1,0 +1,185 @@
+package local
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/emulator/pki"
+)
+
+// DemoDevices are the devices the demo onboards.
+var DemoDevices = []string{"demo-001", "demo-002", "demo-003"}
+
+// Demo runs the article's test on the local stack and tells what happened in
+// a few lines: each device's first connection through the global endpoint is
+// dropped while JITR onboards it, it becomes ACTIVE in every region, then it
+// publishes with QoS 1 and gets its PUBACK through the global endpoint and
+// through every regional endpoint.
+func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(s.rootPEM) {
+		return errors.New("demo: no root CA")
+	}
+	fmt.Fprintf(out, "demo: %d devices connect to iot.example.com (%s) for the first time\n", len(names), s.GlobalAddr())
+	start := time.Now()
+	certs := make(map[string]tls.Certificate, len(names))
+	for _, name := range names {
+		certFile, keyFile, err := s.pki.Device(name)
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("demo: device %s: %w", name, err)
+		}
+		certs[name] = c
+		err = publishOnce(ctx, s.GlobalAddr(), roots, name, c, nil)
+		switch {
+		case err == nil:
+			fmt.Fprintf(out, "demo:   %s was onboarded already: connected at once\n", name)
+		default:
+			fmt.Fprintf(out, "demo:   %s refused (%s): the certificate is now PENDING_ACTIVATION and JITR runs\n", name, shortErr(err))
+		}
+	}
+	for _, name := range names {
+		d, err := s.waitLive(ctx, name)
+		if err != nil {
+			return fmt.Errorf("demo: %s never became ACTIVE everywhere: %w", name, err)
+		}
+		var where []string
+		for _, r := range s.regions {
+			c, _ := r.Registry.CertificateByID(d.CertificateID)
+			where = append(where, r.Name+"="+string(c.Status))
+		}
+		fmt.Fprintf(out, "demo:   %s onboarded in %s, replicated: %s (%.1fs after first connect)\n",
+			name, d.OriginRegion, strings.Join(where, " "), time.Since(start).Seconds())
+	}
+	for _, name := range names {
+		targets := []struct{ label, addr string }{{"iot.example.com", s.GlobalAddr()}}
+		for _, r := range s.regions {
+			targets = append(targets, struct{ label, addr string }{r.Name, r.Broker.Addr()})
+		}
+		var res []string
+		for _, t := range targets {
+			msg := fmt.Sprintf(`{"message": "Hello from %s via %s"}`, name, t.label)
+			if err := publishOnce(ctx, t.addr, roots, name, certs[name], []byte(msg)); err != nil {
+				res = append(res, t.label+": "+shortErr(err))
+				continue
+			}
+			res = append(res, t.label+": PUBACK")
+		}
+		fmt.Fprintf(out, "demo:   %s publishes with QoS 1 — %s\n", name, strings.Join(res, ", "))
+	}
+	if err := s.WaitIdle(ctx); err != nil {
+		return err
+	}
+	for _, r := range s.regions {
+		var parts []string
+		for _, name := range names {
+			msgs, err := r.Telemetry.Query(ctx, name, 100)
+			if err != nil {
+				return err
+			}
+			parts = append(parts, fmt.Sprintf("%s=%d", name, len(msgs)))
+		}
+		fmt.Fprintf(out, "demo: telemetry in %s's replica of the data table: %s\n", r.Name, strings.Join(parts, " "))
+	}
+	fmt.Fprintf(out, "demo: done in %.1fs\n", time.Since(start).Seconds())
+	return nil
+}
+
+// waitLive waits until name is ACTIVE in the inventory and its certificate
+// is ACTIVE, attached to the thing and to the policy in every region.
+func (s *Stack) waitLive(ctx context.Context, name string) (fleet.Device, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		d, err := s.regions[0].Inventory.Get(ctx, name)
+		if err == nil && d.Status == fleet.StatusActive && s.liveEverywhere(ctx, d) {
+			return d, nil
+		}
+		select {
+		case <-ctx.Done():
+			return d, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Stack) liveEverywhere(ctx context.Context, d fleet.Device) bool {
+	for _, r := range s.regions {
+		c, ok := r.Registry.CertificateByID(d.CertificateID)
+		if !ok || c.Status != fleet.CertActive {
+			return false
+		}
+		ps, err := r.Registry.ListThingPrincipals(ctx, d.ThingName)
+		if err != nil || !contains(ps, c.ARN) {
+			return false
+		}
+		pol, err := r.Registry.ListAttachedPolicies(ctx, c.ARN)
+		if err != nil || !contains(pol, DevicePolicyName) {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// publishOnce connects as the device (client id = thing name) and, when
+// payload is given, publishes it to i/<name>/m with QoS 1 and waits for the
+// PUBACK. A nil payload only connects.
+func publishOnce(ctx context.Context, addr string, roots *x509.CertPool, name string, cert tls.Certificate, payload []byte) error {
+	opts := mqtt.NewClientOptions().
+		AddBroker("ssl://" + addr).
+		SetClientID(name).
+		SetTLSConfig(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: pki.ServerName, MinVersion: tls.VersionTLS12}).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(5 * time.Second).
+		SetProtocolVersion(4)
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		if tok.Error() != nil {
+			return tok.Error()
+		}
+		return errors.New("connect timed out")
+	}
+	defer c.Disconnect(100)
+	if payload == nil {
+		return nil
+	}
+	pt := c.Publish("i/"+name+"/m", 1, false, payload)
+	if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
+		if pt.Error() != nil {
+			return pt.Error()
+		}
+		return errors.New("no PUBACK")
+	}
+	return ctx.Err()
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 && len(s) > 60 {
+		s = s[i+2:]
+	}
+	return s
+}

@@ -1,0 +1,202 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/core/saga"
+	"github.com/mriot/mriot/internal/emulator/rules"
+)
+
+// Function is what lambda.Start runs: the handler's decoding entry point. The
+// local stack invokes exactly this with the JSON AWS would deliver.
+type Function = lambda.Handler
+
+// DeadLetter is an event whose invocations all failed: what an on-failure
+// destination or a DLQ would hold.
+type DeadLetter struct {
+	Function string
+	Region   string
+	Payload  []byte
+	Err      string
+	Attempts int
+	At       time.Time
+}
+
+// Invoker invokes one function of one region asynchronously, as Lambda does
+// for IoT rule and EventBridge targets: bounded retries with backoff, then the
+// event goes to the dead-letter list, never dropped.
+type Invoker struct {
+	Name     string // e.g. "jitr"
+	Region   string
+	Fn       Function
+	Timeout  time.Duration // the function's timeout
+	Attempts int           // total attempts (Lambda async: 3)
+	Backoff  time.Duration // first retry delay, doubled each time
+	// Concurrency caps the invocations running at once, as a function's
+	// reserved concurrency does; excess events wait in the queue, as in
+	// Lambda's asynchronous event queue (0: unlimited).
+	Concurrency int
+	Log         *slog.Logger
+	Metrics     obs.Metrics
+	// OnDeadLetter receives events that exhausted their attempts.
+	OnDeadLetter func(DeadLetter)
+
+	wg      sync.WaitGroup
+	pending atomic.Int64
+	mu      sync.Mutex
+	closed  bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	once    sync.Once
+	slots   chan struct{}
+}
+
+func (iv *Invoker) init() {
+	iv.once.Do(func() {
+		iv.ctx, iv.cancel = context.WithCancel(context.Background())
+		if iv.Attempts <= 0 {
+			iv.Attempts = 3
+		}
+		if iv.Backoff <= 0 {
+			iv.Backoff = 200 * time.Millisecond
+		}
+		if iv.Timeout <= 0 {
+			iv.Timeout = 30 * time.Second
+		}
+		if iv.Log == nil {
+			iv.Log = obs.Discard()
+		}
+		if iv.Metrics == nil {
+			iv.Metrics = obs.Nop{}
+		}
+		if iv.Concurrency > 0 {
+			iv.slots = make(chan struct{}, iv.Concurrency)
+		}
+	})
+}
+
+// InvokeAsync queues payload for the function and returns at once.
+func (iv *Invoker) InvokeAsync(payload []byte) {
+	iv.init()
+	iv.mu.Lock()
+	if iv.closed {
+		iv.mu.Unlock()
+		iv.deadLetter(payload, fmt.Errorf("stack shutting down"), 0)
+		return
+	}
+	iv.wg.Add(1)
+	iv.pending.Add(1)
+	iv.mu.Unlock()
+	go func() {
+		defer iv.wg.Done()
+		defer iv.pending.Add(-1)
+		iv.run(payload)
+	}()
+}
+
+func (iv *Invoker) run(payload []byte) {
+	delay := iv.Backoff
+	var err error
+	for attempt := 1; attempt <= iv.Attempts; attempt++ {
+		if attempt > 1 {
+			select {
+			case <-time.After(delay):
+			case <-iv.ctx.Done():
+				iv.deadLetter(payload, fmt.Errorf("stack shut down before retry: %w", err), attempt-1)
+				return
+			}
+			delay *= 2
+		}
+		if iv.slots != nil {
+			select {
+			case iv.slots <- struct{}{}:
+			case <-iv.ctx.Done():
+				iv.deadLetter(payload, fmt.Errorf("stack shut down while queued: %w", iv.ctx.Err()), attempt-1)
+				return
+			}
+		}
+		_, err = iv.Invoke(iv.ctx, payload, attempt)
+		if iv.slots != nil {
+			<-iv.slots
+		}
+		if err == nil {
+			return
+		}
+	}
+	iv.deadLetter(payload, err, iv.Attempts)
+}
+
+// Invoke runs the function once, synchronously, as the Lambda runtime would:
+// a request id, the function's deadline, and the delivery attempt in ctx.
+func (iv *Invoker) Invoke(ctx context.Context, payload []byte, attempt int) ([]byte, error) {
+	iv.init()
+	reqID := rules.NewUUID()
+	ctx, cancel := context.WithTimeout(ctx, iv.Timeout)
+	defer cancel()
+	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{
+		AwsRequestID:       reqID,
+		InvokedFunctionArn: fmt.Sprintf("arn:aws:lambda:%s:%s:function:mriot-%s", iv.Region, AccountID, iv.Name),
+	})
+	ctx = saga.WithAttempt(ctx, attempt)
+	start := time.Now()
+	out, err := iv.safeInvoke(ctx, payload)
+	iv.Metrics.Count("Invocations", 1, obs.D("Function", iv.Name), obs.D("Region", iv.Region))
+	if err != nil {
+		iv.Metrics.Count("Errors", 1, obs.D("Function", iv.Name), obs.D("Region", iv.Region))
+		iv.Log.Warn("invocation failed", "function", iv.Name, "region", iv.Region, "requestId", reqID,
+			"attempt", attempt, "durationMs", time.Since(start).Milliseconds(), "error", err.Error())
+	}
+	return out, err
+}
+
+// safeInvoke turns a handler panic into an error, as the Lambda runtime
+// reports a crashed invocation as a failure.
+func (iv *Invoker) safeInvoke(ctx context.Context, payload []byte) (out []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("function %s panicked: %v", iv.Name, p)
+		}
+	}()
+	return iv.Fn.Invoke(ctx, payload)
+}
+
+func (iv *Invoker) deadLetter(payload []byte, err error, attempts int) {
+	iv.Metrics.Count("DeadLetters", 1, obs.D("Function", iv.Name), obs.D("Region", iv.Region))
+	msg := "<nil>"
+	if err != nil {
+		msg = err.Error()
+	}
+	iv.Log.Error("event sent to the dead-letter queue", "function", iv.Name, "region", iv.Region, "attempts", attempts, "error", msg)
+	if iv.OnDeadLetter != nil {
+		iv.OnDeadLetter(DeadLetter{Function: iv.Name, Region: iv.Region, Payload: payload, Err: msg, Attempts: attempts, At: time.Now()})
+	}
+}
+
+// Close waits for queued invocations, cancelling retries after grace.
+func (iv *Invoker) Close(grace time.Duration) {
+	iv.init()
+	iv.mu.Lock()
+	iv.closed = true
+	iv.mu.Unlock()
+	done := make(chan struct{})
+	go func() { iv.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		iv.cancel()
+		<-done
+	}
+	iv.cancel()
+}
+
+// Pending is the number of events queued or running.
+func (iv *Invoker) Pending() int64 { return iv.pending.Load() }
