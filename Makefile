@@ -7,7 +7,7 @@ GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
 LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
-.PHONY: run test race soak build lint vet fmt staticcheck clean
+.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold
 
 ## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
@@ -56,6 +56,14 @@ FIRST ?= 0
 soak:
 	set -o pipefail; DST_SEEDS=$(SEEDS) DST_FIRST=$(FIRST) $(GO) test -count=1 -timeout 2h -run 'TestSimulation$$' -v ./internal/testkit/dst | \
 		{ grep -v -e '^=== ' -e '--- PASS' || true; }
+
+## bench-cold: every bootstrap's cold start under the RIE beside a bare
+## aws-lambda-go handler and one with the SDK clients and X-Ray SDK, in one
+## run (ROUNDS, default 10; FN=jitr,api for some). See docs/performance.md.
+ROUNDS ?= 10
+FN ?= jitr,replicate,reconcile,ingest,api,setup
+bench-cold:
+	$(GO) run ./scripts/coldstart -rounds $(ROUNDS) -fn $(FN)
 
 clean:
 	rm -rf bin .aws-sam
