@@ -59,11 +59,11 @@ soak:
 
 ## bench-cold: every bootstrap's cold start under the RIE beside a bare
 ## aws-lambda-go handler and one with the SDK clients and X-Ray SDK, in one
-## run (ROUNDS, default 10; FN=jitr,api for some). See docs/performance.md.
+## run (ROUNDS, default 10; COLD_FN=jitr,api for some). See docs/performance.md.
 ROUNDS ?= 10
-FN ?= jitr,replicate,reconcile,ingest,api,setup
+COLD_FN ?= jitr,replicate,reconcile,ingest,api,setup
 bench-cold:
-	$(GO) run ./scripts/coldstart -rounds $(ROUNDS) -fn $(FN)
+	$(GO) run ./scripts/coldstart -rounds $(ROUNDS) -fn $(COLD_FN)
 
 clean:
 	rm -rf bin .aws-sam
