@@ -9,14 +9,28 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/workflow/jitr"
 )
 
-func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (*jitr.Handler, error) {
+// readSettings reads jitr's environment; the error names the variable.
+func readSettings(env awsconf.Env) (wiring.RegistrySettings, error) {
+	return wiring.ReadRegistrySettings(env)
+}
+
+// build makes the SDK clients once for the cold start and the handler over
+// them.
+func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*jitr.Handler, error) {
+	d := wiring.NewRegistryDeps(cfg, s)
 	h, err := jitr.New(jitr.Config{
 		Registry:   d.Registry,
 		Inventory:  d.Inventory,
@@ -26,7 +40,7 @@ func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (
 		Log:        log,
 		Metrics:    d.Metrics,
 		Tracer:     d.Tracer,
-		Claims:     claims(d),
+		Claims:     d.Claims,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jitr handler: %w", err)
@@ -34,13 +48,15 @@ func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (
 	return h, nil
 }
 
-// claims is the claims adapter as a jitr.Claims: nil (not a typed nil
-// pointer) without CLAIMS_TABLE.
-func claims(d wiring.RegistryDeps) jitr.Claims {
-	if d.Claims == nil {
-		return nil
-	}
-	return d.Claims
+func main() {
+	log := obs.LoggerFromEnv()
+	s, err := readSettings(awsconf.Env{})
+	wiring.ExitOn(log, "jitr: configuration", err)
+	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
+	wiring.ExitOn(log, "jitr: AWS configuration", err)
+	h, err := build(cfg, s, log)
+	wiring.ExitOn(log, "jitr: build", err)
+	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
+	// same entry point the local stack invokes.
+	lambda.Start(h)
 }
-
-func main() { wiring.StartRegistryFunction("jitr", build) }

@@ -22,9 +22,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/aws/wiring"
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/workflow/jitr"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
@@ -65,8 +69,10 @@ func readSettings(env awsconf.Env) (settings, error) {
 }
 
 // build makes the handler of newReconciler's reconciler.
-func build(d wiring.RegistryDeps, s settings, log *slog.Logger) (*reconcile.Handler, error) {
-	r, _, err := newReconciler(d, s, log)
+// build makes the SDK clients once for the cold start and the handler over
+// them.
+func build(cfg aws.Config, s settings, log *slog.Logger) (*reconcile.Handler, error) {
+	r, _, err := newReconciler(wiring.NewRegistryDeps(cfg, s.RegistrySettings), s, log)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +111,7 @@ func newReconciler(d wiring.RegistryDeps, s settings, log *slog.Logger) (*reconc
 		Log:        log.With("redriver", jitr.Function),
 		Metrics:    d.Metrics,
 		Tracer:     d.Tracer,
-		Claims:     claims(d),
+		Claims:     d.Claims,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("redriver: %w", err)
@@ -124,14 +130,13 @@ func (d *redriver) Handle(ctx context.Context, ev fleet.CertificateRegisteredEve
 
 // claims is the claims adapter as a jitr.Claims: nil (not a typed nil
 // pointer) without CLAIMS_TABLE.
-func claims(d wiring.RegistryDeps) jitr.Claims {
-	if d.Claims == nil {
-		return nil
-	}
-	return d.Claims
-}
-
 func main() {
-	wiring.StartRegistryFunctionWith("reconcile", readSettings,
-		func(s settings) wiring.RegistrySettings { return s.RegistrySettings }, build)
+	log := obs.LoggerFromEnv()
+	s, err := readSettings(awsconf.Env{})
+	wiring.ExitOn(log, "reconcile: configuration", err)
+	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
+	wiring.ExitOn(log, "reconcile: AWS configuration", err)
+	h, err := build(cfg, s, log)
+	wiring.ExitOn(log, "reconcile: build", err)
+	lambda.Start(h)
 }

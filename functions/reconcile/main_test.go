@@ -126,7 +126,7 @@ func TestBuild(t *testing.T) {
 	if r.Registry() == nil {
 		t.Fatal("no registry")
 	}
-	h, err := build(d, s, obs.Discard())
+	h, err := build(cfg, s, obs.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestBuild(t *testing.T) {
 	}
 
 	s.DevicePolicyName = "bad name"
-	if _, err := build(d, s, obs.Discard()); err == nil {
+	if _, err := build(cfg, s, obs.Discard()); err == nil {
 		t.Error("build accepted an invalid policy name")
 	}
 }

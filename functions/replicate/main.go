@@ -9,14 +9,28 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/aws/wiring"
+	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/workflow/replicate"
 )
 
-func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (*replicate.Handler, error) {
+// readSettings reads replicate's environment; the error names the variable.
+func readSettings(env awsconf.Env) (wiring.RegistrySettings, error) {
+	return wiring.ReadRegistrySettings(env)
+}
+
+// build makes the SDK clients once for the cold start and the handler over
+// them.
+func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*replicate.Handler, error) {
+	d := wiring.NewRegistryDeps(cfg, s)
 	h, err := replicate.New(replicate.Config{
 		Registry:   d.Registry,
 		Inventory:  d.Inventory,
@@ -33,4 +47,15 @@ func build(d wiring.RegistryDeps, s wiring.RegistrySettings, log *slog.Logger) (
 	return h, nil
 }
 
-func main() { wiring.StartRegistryFunction("replicate", build) }
+func main() {
+	log := obs.LoggerFromEnv()
+	s, err := readSettings(awsconf.Env{})
+	wiring.ExitOn(log, "replicate: configuration", err)
+	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(s.Tracing))
+	wiring.ExitOn(log, "replicate: AWS configuration", err)
+	h, err := build(cfg, s, log)
+	wiring.ExitOn(log, "replicate: build", err)
+	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
+	// same entry point the local stack invokes.
+	lambda.Start(h)
+}

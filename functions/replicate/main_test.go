@@ -16,7 +16,7 @@ import (
 // (events/env.json, equal to template.yaml's) configures it; without one of
 // its required variables the cold start fails with an error naming it.
 func TestSettings(t *testing.T) {
-	s, err := wiring.ReadRegistrySettings(wiringtest.Env(wiringtest.DeployedEnv(t, "ReplicateFunction", "us-west-2")))
+	s, err := readSettings(wiringtest.Env(wiringtest.DeployedEnv(t, "ReplicateFunction", "us-west-2")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestSettings(t *testing.T) {
 		t.Errorf("settings %+v", s)
 	}
 	for _, v := range []string{"LEASES_TABLE", "INVENTORY_TABLE", "DEVICE_POLICY_NAME", "AWS_REGION"} {
-		_, err := wiring.ReadRegistrySettings(wiringtest.Env(wiringtest.DeployedEnv(t, "ReplicateFunction", "us-west-2", v)))
+		_, err := readSettings(wiringtest.Env(wiringtest.DeployedEnv(t, "ReplicateFunction", "us-west-2", v)))
 		if err == nil || !strings.Contains(err.Error(), v) {
 			t.Errorf("without %s: err = %v, want one naming it", v, err)
 		}
@@ -36,8 +36,7 @@ func TestSettings(t *testing.T) {
 // that a malformed event is dropped without touching AWS.
 func TestBuild(t *testing.T) {
 	s := wiring.RegistrySettings{InventoryTable: "inv", LeasesTable: "leases", DevicePolicyName: "mriot-device", Region: "eu-west-1"}
-	d := wiring.NewRegistryDeps(aws.Config{}, s)
-	h, err := build(d, s, obs.Discard())
+	h, err := build(aws.Config{}, s, obs.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +44,7 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("a malformed event was returned for retry: %v", err)
 	}
 	s.DevicePolicyName = "bad name"
-	if _, err := build(d, s, obs.Discard()); err == nil {
+	if _, err := build(aws.Config{}, s, obs.Discard()); err == nil {
 		t.Error("build accepted an invalid policy name")
 	}
 }

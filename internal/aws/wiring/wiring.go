@@ -5,11 +5,9 @@
 package wiring
 
 import (
-	"context"
 	"log/slog"
 	"os"
 
-	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -18,6 +16,7 @@ import (
 	"github.com/mriot/mriot/internal/aws/awsddb"
 	"github.com/mriot/mriot/internal/aws/awsiot"
 	"github.com/mriot/mriot/internal/aws/xraytrace"
+	"github.com/mriot/mriot/internal/core/contract"
 	"github.com/mriot/mriot/internal/core/obs"
 )
 
@@ -65,9 +64,11 @@ type RegistryDeps struct {
 	Registry  *awsiot.Adapter
 	Inventory *awsddb.Inventory
 	Leases    *awsddb.Leases
-	Claims    *awsddb.Claims
-	Metrics   obs.Metrics
-	Tracer    obs.Tracer
+	// Claims is nil (an interface without a value) without CLAIMS_TABLE,
+	// so it converts to a workflow's own smaller port as nil too.
+	Claims  contract.Claims
+	Metrics obs.Metrics
+	Tracer  obs.Tracer
 }
 
 // NewRegistryDeps builds the SDK clients for s.Region from cfg.
@@ -106,30 +107,4 @@ func ExitOn(log *slog.Logger, what string, err error) {
 	}
 	log.Error(what, "error", err.Error())
 	os.Exit(1)
-}
-
-// StartRegistryFunction is the main of a function that converges a region's
-// registry with RegistrySettings alone (jitr, replicate): read the settings,
-// build the SDK clients once for the cold start, build the handler with
-// build, and hand it to lambda.Start. The handler's Invoke gets the raw event
-// JSON, the same entry point the local stack invokes.
-func StartRegistryFunction[H lambda.Handler](name string, build func(RegistryDeps, RegistrySettings, *slog.Logger) (H, error)) {
-	StartRegistryFunctionWith(name, ReadRegistrySettings, func(s RegistrySettings) RegistrySettings { return s }, build)
-}
-
-// StartRegistryFunctionWith is StartRegistryFunction for a function with
-// settings of its own beyond RegistrySettings (reconcile): read reads them
-// all (the error names the variable), registry picks the RegistrySettings
-// among them.
-func StartRegistryFunctionWith[S any, H lambda.Handler](name string, read func(awsconf.Env) (S, error),
-	registry func(S) RegistrySettings, build func(RegistryDeps, S, *slog.Logger) (H, error)) {
-	log := obs.LoggerFromEnv()
-	s, err := read(awsconf.Env{})
-	ExitOn(log, name+": configuration", err)
-	rs := registry(s)
-	cfg, err := awsconf.Load(context.Background(), awsconf.WithTracing(rs.Tracing))
-	ExitOn(log, name+": AWS configuration", err)
-	h, err := build(NewRegistryDeps(cfg, rs), s, log)
-	ExitOn(log, name+": build", err)
-	lambda.Start(h)
 }
