@@ -37,19 +37,12 @@ type Leases = converge.Leases
 
 // Claims is the region's claims table, shared by every jitr instance of the
 // region: it drops a duplicate event that another instance is handling, or
-// onboarded moments ago, before any registry call (see contract.Claims).
+// onboarded moments ago, before any registry call. Its semantics are
+// contract.Claims's, where they are written once and tested
+// (testkit/contracttest) against the fake and the DynamoDB adapter.
 type Claims interface {
-	// Claim takes the claim on (certID, registered) until `until`, unless
-	// another run holds an unexpired claim on the same registration
-	// (fleet.ClaimHeld), or it is marked done and unexpired
-	// (fleet.ClaimDone). A claim or done mark for another registration, or
-	// an expired one (ExpiresAt <= now), is replaced (fleet.ClaimTaken).
 	Claim(ctx context.Context, certID, registered string, now, until time.Time) (fleet.ClaimState, error)
-	// Done marks the registration onboarded until `until` (unconditional put).
 	Done(ctx context.Context, certID, registered string, until time.Time) error
-	// Release deletes this run's claim so that the next event is handled at
-	// once; only a CLAIMED item of the same registration is deleted, anything
-	// else is left and nil is returned.
 	Release(ctx context.Context, certID, registered string) error
 }
 
