@@ -9,6 +9,7 @@ package deploytest
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -306,6 +307,128 @@ func CheckDestinations(t Template) []string {
 		}
 	}
 	return problems
+}
+
+// CheckAlarmTopicKey reports why CloudWatch alarms could not publish to
+// the SNS topic of logical id topic: an AWS-managed key (alias/aws/sns,
+// whose key policy cannot be changed to let cloudwatch.amazonaws.com use it)
+// or a key of the template whose policy does not give the account's root
+// the key's administration and cloudwatch.amazonaws.com kms:Decrypt and
+// kms:GenerateDataKey* under an aws:SourceAccount condition. A topic without
+// KmsMasterKeyId is unencrypted, which alarms can publish to.
+func CheckAlarmTopicKey(t Template, topic string) []string {
+	r, ok := t.Resources[topic]
+	if !ok || r.Type != "AWS::SNS::Topic" {
+		return []string{fmt.Sprintf("%s: no such SNS topic", topic)}
+	}
+	keyID, set := r.Properties["KmsMasterKeyId"]
+	if !set {
+		return nil
+	}
+	if s, ok := keyID.(string); ok {
+		if strings.HasPrefix(s, "alias/aws/") || strings.Contains(s, ":alias/aws/") {
+			return []string{fmt.Sprintf("%s: encrypted with the AWS-managed key %s, whose key policy cannot let cloudwatch.amazonaws.com use it", topic, s)}
+		}
+		return []string{fmt.Sprintf("%s: KmsMasterKeyId %q is not a key of the template: its policy cannot be checked", topic, s)}
+	}
+	key := refOrGetAtt(keyID)
+	k, ok := t.Resources[key]
+	if !ok || k.Type != "AWS::KMS::Key" {
+		return []string{fmt.Sprintf("%s: KmsMasterKeyId %v is not a key of the template: its policy cannot be checked", topic, keyID)}
+	}
+	var problems []string
+	var admin, cloudwatch bool
+	for _, st := range docStatementsRaw(k.Properties["KeyPolicy"]) {
+		if st["Effect"] != "Allow" {
+			continue
+		}
+		principal, _ := st["Principal"].(map[string]any)
+		actions := strs(st["Action"])
+		if rootPrincipal(principal["AWS"]) && slices.Contains(actions, "kms:*") {
+			admin = true
+		}
+		if !slices.Contains(strs(principal["Service"]), "cloudwatch.amazonaws.com") {
+			continue
+		}
+		cond, _ := st["Condition"].(map[string]any)
+		eq, _ := cond["StringEquals"].(map[string]any)
+		if matchAny(actions, "kms:Decrypt", false) && coversGenerateDataKey(actions) && eq["aws:SourceAccount"] != nil {
+			cloudwatch = true
+		}
+	}
+	if !admin {
+		problems = append(problems, fmt.Sprintf("%s: the key policy of %s does not give the account root kms:*", topic, key))
+	}
+	if !cloudwatch {
+		problems = append(problems, fmt.Sprintf("%s: the key policy of %s does not let cloudwatch.amazonaws.com kms:Decrypt and kms:GenerateDataKey* under an aws:SourceAccount condition", topic, key))
+	}
+	return problems
+}
+
+// coversGenerateDataKey: the actions grant every kms:GenerateDataKey*
+// action (the wildcard itself, or kms:*), which SNS asks for on the
+// publisher's behalf.
+func coversGenerateDataKey(actions []string) bool {
+	for _, a := range actions {
+		if strings.EqualFold(a, "kms:GenerateDataKey*") || a == "kms:*" || a == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// rootPrincipal: v names the account's root (arn:...:iam::<account>:root,
+// as a string or an Fn::Sub).
+func rootPrincipal(v any) bool {
+	for _, p := range append(strs(v), subString(v)) {
+		if strings.HasSuffix(p, ":root") {
+			return true
+		}
+	}
+	return false
+}
+
+// subString is the template string of an {"Fn::Sub": "..."}, "" otherwise.
+func subString(v any) string {
+	m, _ := v.(map[string]any)
+	s, _ := m["Fn::Sub"].(string)
+	return s
+}
+
+// refOrGetAtt returns X of {"Ref": X} or {"Fn::GetAtt": [X, ...]}.
+func refOrGetAtt(v any) string {
+	m, _ := v.(map[string]any)
+	if id, ok := m["Ref"].(string); ok {
+		return id
+	}
+	switch g := m["Fn::GetAtt"].(type) {
+	case []any:
+		if len(g) > 0 {
+			id, _ := g[0].(string)
+			return id
+		}
+	case string:
+		id, _, _ := strings.Cut(g, ".")
+		return id
+	}
+	return ""
+}
+
+// docStatementsRaw returns the statements of a policy document as maps.
+func docStatementsRaw(doc any) []map[string]any {
+	dm, _ := doc.(map[string]any)
+	var out []map[string]any
+	switch s := dm["Statement"].(type) {
+	case []any:
+		for _, e := range s {
+			if m, ok := e.(map[string]any); ok {
+				out = append(out, m)
+			}
+		}
+	case map[string]any:
+		out = append(out, s)
+	}
+	return out
 }
 
 // ParseTranslated decodes the output of scripts/sam-translate.py.

@@ -227,6 +227,39 @@ func TestEveryQueueHasAnAlarm(t *testing.T) {
 	}
 }
 
+// TestAlarmTopicTakesAlarms: CloudWatch alarms can publish to the alarm
+// topic. Under the AWS-managed alias/aws/sns key they cannot (its key policy
+// does not let cloudwatch.amazonaws.com use it and cannot be changed), and
+// no notification is ever delivered.
+func TestAlarmTopicTakesAlarms(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, p := range CheckAlarmTopicKey(tr.Template, "AlarmTopic") {
+			t.Errorf("%s: %s", tpl, p)
+		}
+		if k := tr.Template.Resources[refOrGetAtt(tr.Template.Resources["AlarmTopic"].Properties["KmsMasterKeyId"])]; k.Type == "AWS::KMS::Key" {
+			if prop(k, "EnableKeyRotation") != true {
+				t.Errorf("%s: the alarm topic's key does not rotate", tpl)
+			}
+		}
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			r := tr.Template.Resources[id]
+			if r.Type != "AWS::CloudWatch::Alarm" {
+				continue
+			}
+			alarm, _ := r.Properties["AlarmActions"].([]any)
+			ok, _ := r.Properties["OKActions"].([]any)
+			if len(alarm) == 0 {
+				t.Errorf("%s: alarm %s notifies no one", tpl, id)
+			}
+			for _, a := range append(alarm, ok...) {
+				if refOrGetAtt(a) != "AlarmTopic" {
+					t.Errorf("%s: alarm %s notifies %v, not the AlarmTopic", tpl, id, a)
+				}
+			}
+		}
+	}
+}
+
 // TestEnvFileMatchesTemplate: events/env.json sets every variable the
 // template gives each function (beyond the ones Lambda sets), and no other.
 func TestEnvFileMatchesTemplate(t *testing.T) {
@@ -270,6 +303,11 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		  "F":{"Type":"AWS::Lambda::Function","Properties":` + good + `},
 		  "Rule":{"Type":"AWS::IoT::TopicRule","Properties":{"TopicRulePayload":{"Sql":"SELECT * FROM 'a'","Actions":[{"Lambda":{"FunctionArn":{"Fn::GetAtt":["F","Arn"]}}}],"ErrorAction":{"Sqs":{}}}}}` + extra + `}}`
 	}
+	topicKey := func(stmts string) string {
+		return `{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{"KmsMasterKeyId":{"Ref":"K"}}},
+		  "K":{"Type":"AWS::KMS::Key","Properties":{"KeyPolicy":{"Version":"2012-10-17","Statement":[` + stmts + `]}}}}}`
+	}
+	alarmTopicKey := func(t Template) []string { return CheckAlarmTopicKey(t, "T") }
 	tests := []struct {
 		name  string
 		doc   string
@@ -297,6 +335,16 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		  "S":{"Type":"AWS::Scheduler::Schedule","Properties":{"Target":{"Arn":{"Fn::GetAtt":["F","Arn"]}}}}}}`, CheckDestinations, 2},
 		{"scheduled function without invoke config", `{"Resources":{"F":{"Type":"AWS::Lambda::Function","Properties":{}},
 		  "S":{"Type":"AWS::Scheduler::Schedule","Properties":{"Target":{"Arn":{"Fn::GetAtt":["F","Arn"]},"RetryPolicy":{"MaximumRetryAttempts":0},"DeadLetterConfig":{"Arn":"q"}}}}}}`, CheckDestinations, 1},
+		{"alarm topic under the AWS-managed key", `{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{"KmsMasterKeyId":"alias/aws/sns"}}}}`, alarmTopicKey, 1},
+		{"unencrypted alarm topic", `{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{}}}}`, alarmTopicKey, 0},
+		{"alarm topic key without a grant to CloudWatch", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"}`), alarmTopicKey, 1},
+		{"alarm topic key granting CloudWatch without a source condition", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
+		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*"}`), alarmTopicKey, 1},
+		{"alarm topic key granting CloudWatch Decrypt only", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
+		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 1},
+		{"alarm topic key without an administrator", topicKey(`{"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 1},
+		{"alarm topic key letting CloudWatch publish", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
+		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 0},
 		{"pipe without DLQ", `{"Resources":{"P":{"Type":"AWS::Pipes::Pipe","Properties":{"SourceParameters":{"DynamoDBStreamParameters":{"StartingPosition":"LATEST"}}}}}}`, CheckDestinations, 1},
 	}
 	for _, tt := range tests {
