@@ -9,6 +9,7 @@ package deploytest
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -430,6 +431,57 @@ func docStatementsRaw(doc any) []map[string]any {
 	}
 	return out
 }
+
+// CheckAlarmMathFills reports every alarm metric-math expression that
+// combines several metrics and uses one of them outside FILL(id, 0). A
+// metric with no datapoint in a period (a function not invoked) makes the
+// whole expression empty for that period, whatever the other terms say: the
+// alarm could not fire while any one of them is idle.
+func CheckAlarmMathFills(t Template) []string {
+	var problems []string
+	for _, id := range sortedKeys(t.Resources) {
+		r := t.Resources[id]
+		if r.Type != "AWS::CloudWatch::Alarm" {
+			continue
+		}
+		metrics, _ := r.Properties["Metrics"].([]any)
+		stats := map[string]bool{}
+		var exprs []string
+		for _, m := range metrics {
+			mm, _ := m.(map[string]any)
+			mid, _ := mm["Id"].(string)
+			if mm["MetricStat"] != nil {
+				stats[mid] = true
+			}
+			if e, ok := mm["Expression"].(string); ok && !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(e)), "SELECT ") {
+				exprs = append(exprs, e)
+			}
+		}
+		for _, e := range exprs {
+			used := map[string]bool{}
+			for _, m := range fillZero.FindAllStringSubmatch(e, -1) {
+				used[m[1]] = true
+			}
+			var bare []string
+			for _, tok := range identifier.FindAllString(fillZero.ReplaceAllString(e, "0"), -1) {
+				if stats[tok] {
+					used[tok] = true
+					bare = append(bare, fmt.Sprintf("%s: metric %s outside FILL(%s, 0) in %q", id, tok, tok, e))
+				}
+			}
+			// With one metric an empty period is TreatMissingData's case.
+			if len(used) >= 2 {
+				problems = append(problems, bare...)
+			}
+		}
+	}
+	return problems
+}
+
+var (
+	fillZero   = regexp.MustCompile(`(?i)\bFILL\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*0\s*\)`)
+	identifier = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
+)
 
 // ParseTranslated decodes the output of scripts/sam-translate.py.
 func ParseTranslated(b []byte) (Translated, error) {

@@ -308,6 +308,12 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		  "K":{"Type":"AWS::KMS::Key","Properties":{"KeyPolicy":{"Version":"2012-10-17","Statement":[` + stmts + `]}}}}}`
 	}
 	alarmTopicKey := func(t Template) []string { return CheckAlarmTopicKey(t, "T") }
+	alarmMath := func(expr string) string {
+		return `{"Resources":{"A":{"Type":"AWS::CloudWatch::Alarm","Properties":{"Metrics":[
+		  {"Id":"a","MetricStat":{"Metric":{"Namespace":"AWS/Lambda","MetricName":"Errors"},"Period":300,"Stat":"Sum"},"ReturnData":false},
+		  {"Id":"b","MetricStat":{"Metric":{"Namespace":"AWS/Lambda","MetricName":"Errors"},"Period":300,"Stat":"Sum"},"ReturnData":false},
+		  {"Id":"total","Expression":"` + expr + `","ReturnData":true}]}}}}`
+	}
 	tests := []struct {
 		name  string
 		doc   string
@@ -345,6 +351,11 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		{"alarm topic key without an administrator", topicKey(`{"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 1},
 		{"alarm topic key letting CloudWatch publish", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
 		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 0},
+		{"alarm summing bare metrics", alarmMath("a + b"), CheckAlarmMathFills, 2},
+		{"alarm filling one term of two", alarmMath("FILL(a, 0) + b"), CheckAlarmMathFills, 1},
+		{"alarm filling with another value", alarmMath("FILL(a, 1) + FILL(b, 0)"), CheckAlarmMathFills, 1},
+		{"alarm filling every term", alarmMath("FILL(a, 0) + fill( b ,0)"), CheckAlarmMathFills, 0},
+		{"alarm on one metric", alarmMath("a * 100"), CheckAlarmMathFills, 0},
 		{"pipe without DLQ", `{"Resources":{"P":{"Type":"AWS::Pipes::Pipe","Properties":{"SourceParameters":{"DynamoDBStreamParameters":{"StartingPosition":"LATEST"}}}}}}`, CheckDestinations, 1},
 	}
 	for _, tt := range tests {
@@ -457,6 +468,24 @@ func TestAlarmExpressions(t *testing.T) {
 				if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(expr)), "SELECT ") && mm["Period"] == nil {
 					t.Errorf("%s: alarm %s: a Metrics Insights query needs a Period", tpl, id)
 				}
+			}
+		}
+	}
+}
+
+// TestAlarmMathFillsIdleMetrics: an alarm that adds up several functions'
+// metrics fills each one's empty periods with 0. Lambda publishes no
+// Errors or Throttles datapoint for a function that was not invoked, and
+// the sum of an empty series is empty: the alarm would not fire while any
+// one of the functions is idle.
+func TestAlarmMathFillsIdleMetrics(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, p := range CheckAlarmMathFills(tr.Template) {
+			t.Errorf("%s: %s", tpl, p)
+		}
+		for _, id := range []string{"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "ObligationsAlarm"} {
+			if m, _ := prop(tr.Template.Resources[id], "Metrics").([]any); len(m) < 3 {
+				t.Errorf("%s: %s is no longer a sum of several metrics; the check sees nothing", tpl, id)
 			}
 		}
 	}
