@@ -491,6 +491,25 @@ func TestAlarmMathFillsIdleMetrics(t *testing.T) {
 	}
 }
 
+// TestLambdaLogFilterKeepsMetrics: Lambda's application log filter of
+// every function stays at obs.LambdaLogLevel, whatever LogLevel says. The
+// EMF lines carry no "level", which Lambda reads as INFO: tied to a
+// LogLevel of WARN or ERROR, the filter would drop every custom metric. The
+// functions filter their own logs at LOG_LEVEL, which follows LogLevel.
+func TestLambdaLogFilterKeepsMetrics(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, fn := range functions {
+			r := tr.Template.Resources[fn]
+			if got := prop(r, "LoggingConfig", "ApplicationLogLevel"); got != obs.LambdaLogLevel {
+				t.Errorf("%s: %s ApplicationLogLevel = %v, want %s (a filter above INFO drops the EMF lines)", tpl, fn, got, obs.LambdaLogLevel)
+			}
+			if got, _ := prop(r, "Environment", "Variables", "LOG_LEVEL").(map[string]any); got["Ref"] != "LogLevel" {
+				t.Errorf("%s: %s LOG_LEVEL = %v, want the LogLevel parameter", tpl, fn, prop(r, "Environment", "Variables", "LOG_LEVEL"))
+			}
+		}
+	}
+}
+
 // TestDomainConfigurationTLSPolicy: the custom domain's TLS policy is one of
 // the names AWS IoT Core documents (iot-endpoints-tls-config), spelled as
 // documented.
