@@ -284,6 +284,54 @@ func TestEnvFileMatchesTemplate(t *testing.T) {
 	}
 }
 
+// TestFunctionsDeclareEndpointURL: every function declares
+// AWS_ENDPOINT_URL, empty (the SDK reads an empty value as unset: AWS), so
+// that `sam local invoke --env-vars events/env.json` can point it at a
+// local endpoint: --env-vars only overrides the variables the template
+// declares, and silently drops the others, leaving the function on real AWS
+// with the caller's credentials. Every function entry of events/env.json
+// names a function of the template (SAM ignores the others).
+func TestFunctionsDeclareEndpointURL(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root(t), "events", "env.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]map[string]any
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatalf("events/env.json: %v", err)
+	}
+	for tpl, tr := range translate(t) {
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			if tr.Template.Resources[id].Type != "AWS::Lambda::Function" {
+				continue
+			}
+			vars, _ := prop(tr.Template.Resources[id], "Environment", "Variables").(map[string]any)
+			if v, ok := vars["AWS_ENDPOINT_URL"]; !ok || v != "" {
+				t.Errorf("%s: %s declares AWS_ENDPOINT_URL = %v (declared: %v), want it declared and empty", tpl, id, v, ok)
+			}
+			if _, ok := file[id]["AWS_ENDPOINT_URL"]; !ok {
+				t.Errorf("events/env.json: %s does not show AWS_ENDPOINT_URL, the variable to set for a local endpoint", id)
+			}
+		}
+		for fn, vars := range file {
+			r := tr.Template.Resources[fn]
+			if fn == "Parameters" {
+				continue
+			}
+			if r.Type != "AWS::Lambda::Function" {
+				t.Errorf("events/env.json: %s is not a function of %s", fn, tpl)
+				continue
+			}
+			declared, _ := prop(r, "Environment", "Variables").(map[string]any)
+			for v := range vars {
+				if _, ok := declared[v]; !ok {
+					t.Errorf("events/env.json: %s.%s is not declared by the template, so --env-vars ignores it", fn, v)
+				}
+			}
+		}
+	}
+}
+
 // The checks themselves must catch what they are for.
 func TestChecksCatchBadTemplates(t *testing.T) {
 	types := map[string][]string{
