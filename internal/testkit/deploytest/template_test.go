@@ -558,6 +558,24 @@ func TestLambdaLogFilterKeepsMetrics(t *testing.T) {
 	}
 }
 
+// TestSetupServiceTimeout: CloudFormation stops waiting for the Setup
+// custom resource soon after its function's own timeout, not after the
+// default hour, when no answer comes (a crash before the function could
+// answer). Not before it either: a slow answer inside the timeout counts.
+func TestSetupServiceTimeout(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		timeout, _ := prop(res["SetupFunction"], "Timeout").(float64)
+		st, ok := prop(res["Setup"], "ServiceTimeout").(float64)
+		if !ok || st != float64(int(st)) {
+			t.Fatalf("%s: Setup ServiceTimeout = %v, want a whole number of seconds (default: an hour)", tpl, prop(res["Setup"], "ServiceTimeout"))
+		}
+		if st <= timeout || st > timeout+120 || st > 3600 {
+			t.Errorf("%s: Setup ServiceTimeout = %v s, want just above SetupFunction's timeout of %v s (and at most 3600)", tpl, st, timeout)
+		}
+	}
+}
+
 // TestDomainConfigurationTLSPolicy: the custom domain's TLS policy is one of
 // the names AWS IoT Core documents (iot-endpoints-tls-config), spelled as
 // documented.
