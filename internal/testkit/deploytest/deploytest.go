@@ -30,7 +30,15 @@ type Translated struct {
 
 // Template is a CloudFormation template (JSON form).
 type Template struct {
-	Resources map[string]Resource `json:"Resources"`
+	Parameters map[string]Parameter `json:"Parameters"`
+	Conditions map[string]any       `json:"Conditions"`
+	Resources  map[string]Resource  `json:"Resources"`
+}
+
+// Parameter is one parameter of a template.
+type Parameter struct {
+	Type    string `json:"Type"`
+	Default any    `json:"Default"`
 }
 
 // Resource is one resource of a template.
@@ -482,6 +490,128 @@ var (
 	fillZero   = regexp.MustCompile(`(?i)\bFILL\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*0\s*\)`)
 	identifier = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
 )
+
+// Resolve evaluates v as CloudFormation would for a stack with the
+// parameter values params (the others take their defaults): Ref of a
+// parameter, Fn::If on the template's conditions (Fn::Equals, Fn::Not,
+// Fn::And, Fn::Or, Condition). It returns present false for AWS::NoValue. Any
+// other intrinsic function is returned as it is, inside lists and maps too.
+func Resolve(t Template, params map[string]string, v any) (value any, present bool, err error) {
+	switch x := v.(type) {
+	case map[string]any:
+		if len(x) == 1 {
+			if ref, ok := x["Ref"].(string); ok {
+				if ref == "AWS::NoValue" {
+					return nil, false, nil
+				}
+				if p, ok := t.Parameters[ref]; ok {
+					if pv, ok := params[ref]; ok {
+						return pv, true, nil
+					}
+					if p.Default == nil {
+						return nil, false, fmt.Errorf("parameter %s has no value and no default", ref)
+					}
+					return fmt.Sprint(p.Default), true, nil
+				}
+				return x, true, nil
+			}
+			if args, ok := x["Fn::If"].([]any); ok {
+				if len(args) != 3 {
+					return nil, false, fmt.Errorf("Fn::If with %d arguments", len(args))
+				}
+				name, _ := args[0].(string)
+				c, err := condition(t, params, map[string]any{"Condition": name})
+				if err != nil {
+					return nil, false, err
+				}
+				if c {
+					return Resolve(t, params, args[1])
+				}
+				return Resolve(t, params, args[2])
+			}
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			r, ok, err := Resolve(t, params, e)
+			if err != nil {
+				return nil, false, err
+			}
+			if ok {
+				out[k] = r
+			}
+		}
+		return out, true, nil
+	case []any:
+		out := make([]any, 0, len(x))
+		for _, e := range x {
+			r, ok, err := Resolve(t, params, e)
+			if err != nil {
+				return nil, false, err
+			}
+			if ok {
+				out = append(out, r)
+			}
+		}
+		return out, true, nil
+	}
+	return v, true, nil
+}
+
+// condition evaluates a condition expression of the template.
+func condition(t Template, params map[string]string, expr any) (bool, error) {
+	m, _ := expr.(map[string]any)
+	if len(m) != 1 {
+		return false, fmt.Errorf("condition %v: want one function", expr)
+	}
+	for fn, arg := range m {
+		args, _ := arg.([]any)
+		switch fn {
+		case "Condition":
+			name, _ := arg.(string)
+			def, ok := t.Conditions[name]
+			if !ok {
+				return false, fmt.Errorf("no condition %q", name)
+			}
+			return condition(t, params, def)
+		case "Fn::Equals":
+			if len(args) != 2 {
+				return false, fmt.Errorf("Fn::Equals with %d arguments", len(args))
+			}
+			var vals [2]string
+			for i, a := range args {
+				r, _, err := Resolve(t, params, a)
+				if err != nil {
+					return false, err
+				}
+				if _, unresolved := r.(map[string]any); unresolved {
+					return false, fmt.Errorf("Fn::Equals on %v: cannot be evaluated here", a)
+				}
+				vals[i] = fmt.Sprint(r)
+			}
+			return vals[0] == vals[1], nil
+		case "Fn::Not":
+			if len(args) != 1 {
+				return false, fmt.Errorf("Fn::Not with %d arguments", len(args))
+			}
+			c, err := condition(t, params, args[0])
+			return !c, err
+		case "Fn::And", "Fn::Or":
+			and := fn == "Fn::And"
+			for _, a := range args {
+				c, err := condition(t, params, a)
+				if err != nil {
+					return false, err
+				}
+				if c != and {
+					return c, nil
+				}
+			}
+			return and, nil
+		}
+		return false, fmt.Errorf("condition function %s not supported", fn)
+	}
+	return false, nil
+}
 
 // ParseTranslated decodes the output of scripts/sam-translate.py.
 func ParseTranslated(b []byte) (Translated, error) {

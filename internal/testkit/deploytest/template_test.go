@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -576,6 +577,99 @@ func TestSetupServiceTimeout(t *testing.T) {
 	}
 }
 
+// TestResolve: the evaluator of conditions and Fn::If the template tests
+// rely on.
+func TestResolve(t *testing.T) {
+	var tpl Template
+	if err := json.Unmarshal([]byte(`{
+	  "Parameters":{"N":{"Type":"String","Default":"10"},"E":{"Type":"String","Default":""}},
+	  "Conditions":{"HasN":{"Fn::Not":[{"Fn::Equals":[{"Ref":"N"},"0"]}]},
+	    "Both":{"Fn::And":[{"Condition":"HasN"},{"Fn::Equals":[{"Ref":"E"},"x"]}]},
+	    "Either":{"Fn::Or":[{"Condition":"HasN"},{"Fn::Equals":[{"Ref":"E"},"x"]}]}},
+	  "Resources":{}}`), &tpl); err != nil {
+		t.Fatal(err)
+	}
+	ifn := func(cond string) any {
+		return map[string]any{"Fn::If": []any{cond, map[string]any{"Ref": "N"}, map[string]any{"Ref": "AWS::NoValue"}}}
+	}
+	for _, c := range []struct {
+		v       any
+		params  map[string]string
+		want    any
+		present bool
+	}{
+		{ifn("HasN"), nil, "10", true},
+		{ifn("HasN"), map[string]string{"N": "0"}, nil, false},
+		{ifn("Both"), nil, nil, false},
+		{ifn("Both"), map[string]string{"E": "x"}, "10", true},
+		{ifn("Either"), map[string]string{"N": "0", "E": "x"}, "0", true},
+		{ifn("Either"), map[string]string{"N": "0"}, nil, false},
+		{map[string]any{"Ref": "Other"}, nil, map[string]any{"Ref": "Other"}, true},
+		{[]any{ifn("HasN"), "a"}, map[string]string{"N": "0"}, []any{"a"}, true},
+	} {
+		got, present, err := Resolve(tpl, c.params, c.v)
+		if err != nil || present != c.present || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Resolve(%v, %v) = %v, %v, %v; want %v, %v", c.v, c.params, got, present, err, c.want, c.present)
+		}
+	}
+	if _, _, err := Resolve(tpl, nil, ifn("Missing")); err == nil {
+		t.Error("Resolve with an unknown condition: no error")
+	}
+}
+
+// TestReservedConcurrencyOptional: JitrConcurrency and ReconcileConcurrency
+// of 0 leave the function unreserved (ReservedConcurrentExecutions absent:
+// an account whose concurrency quota is low, as new accounts' are, refuses
+// any reservation); otherwise the function reserves that many. A
+// ReservedConcurrentExecutions of 0 would throttle every invocation. No
+// other function reserves concurrency.
+func TestReservedConcurrencyOptional(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, c := range []struct {
+			fn, param string
+			values    map[string]any // parameter value -> reserved (nil: absent)
+			def       float64
+		}{
+			{"JitrFunction", "JitrConcurrency", map[string]any{"0": nil, "10": 10.0, "1": 1.0, "100": 100.0}, 10},
+			{"ReconcileFunction", "ReconcileConcurrency", map[string]any{"0": nil, "1": 1.0}, 1},
+		} {
+			reserved := func(params map[string]string) (any, bool) {
+				t.Helper()
+				v, ok, err := Resolve(tr.Template, params, prop(tr.Template.Resources[c.fn], "ReservedConcurrentExecutions"))
+				if err != nil {
+					t.Fatalf("%s: %s ReservedConcurrentExecutions: %v", tpl, c.fn, err)
+				}
+				if s, isString := v.(string); isString {
+					f, err := strconv.ParseFloat(s, 64)
+					if err != nil {
+						t.Fatalf("%s: %s ReservedConcurrentExecutions %q", tpl, c.fn, s)
+					}
+					v = f
+				}
+				return v, ok
+			}
+			if v, ok := reserved(nil); !ok || v != c.def {
+				t.Errorf("%s: %s reserves %v (present: %v) by default, want %v", tpl, c.fn, v, ok, c.def)
+			}
+			for pv, want := range c.values {
+				v, ok := reserved(map[string]string{c.param: pv})
+				switch {
+				case want == nil && ok:
+					t.Errorf("%s: %s=%s: %s ReservedConcurrentExecutions = %v, want absent (unreserved)", tpl, c.param, pv, c.fn, v)
+				case want != nil && (!ok || v != want):
+					t.Errorf("%s: %s=%s: %s ReservedConcurrentExecutions = %v (present: %v), want %v", tpl, c.param, pv, c.fn, v, ok, want)
+				}
+			}
+		}
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			r := tr.Template.Resources[id]
+			if r.Type == "AWS::Lambda::Function" && id != "JitrFunction" && id != "ReconcileFunction" && r.Properties["ReservedConcurrentExecutions"] != nil {
+				t.Errorf("%s: %s reserves concurrency %v", tpl, id, r.Properties["ReservedConcurrentExecutions"])
+			}
+		}
+	}
+}
+
 // TestDomainConfigurationTLSPolicy: the custom domain's TLS policy is one of
 // the names AWS IoT Core documents (iot-endpoints-tls-config), spelled as
 // documented.
@@ -641,7 +735,6 @@ func TestReconcileFunction(t *testing.T) {
 		}{
 			{[]any{"Timeout"}, 110.0},
 			{[]any{"MemorySize"}, 256.0},
-			{[]any{"ReservedConcurrentExecutions"}, 1.0},
 		} {
 			if got := prop(fn, c.path...); got != c.want {
 				t.Errorf("%s: ReconcileFunction %v = %v, want %v", tpl, c.path, got, c.want)
