@@ -1,7 +1,8 @@
 // Command invoke runs one function's real bootstrap under the Lambda Runtime
 // Interface Emulator with an event, as `sam local invoke -e` would, without
 // Docker (make invoke FN=jitr EVENT=events/jitr-registered.json). The
-// function talks to AWS_ENDPOINT_URL when set (moto_server), else to AWS.
+// function talks to AWS_ENDPOINT_URL when set, in events/env.json or else in
+// the shell (moto_server), and to AWS otherwise.
 package main
 
 import (
@@ -46,6 +47,14 @@ func run() error {
 	env, err := rie.LoadEnv(*envFile, rie.LogicalID(*fn))
 	if err != nil {
 		return err
+	}
+	// events/env.json declares AWS_ENDPOINT_URL empty (as the template
+	// does, so that sam local invoke --env-vars can set it): left empty
+	// there, the shell's value (e.g. moto_server) still applies.
+	if env["AWS_ENDPOINT_URL"] == "" {
+		if v := os.Getenv("AWS_ENDPOINT_URL"); v != "" {
+			env["AWS_ENDPOINT_URL"] = v
+		}
 	}
 	if _, ok := os.LookupEnv("AWS_REGION"); !ok {
 		if r := os.Getenv("AWS_DEFAULT_REGION"); r != "" {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -108,6 +109,40 @@ func TestLoadEndpointFromEnvReachesIoTAndDynamoDB(t *testing.T) {
 			t.Errorf("request signed for another region: %s", auth)
 		}
 	}
+}
+
+// TestLoadEmptyEndpointURLIsUnset: the template declares AWS_ENDPOINT_URL
+// empty in every function (so that sam local invoke --env-vars can set it);
+// the SDK must then resolve the region's AWS endpoints, as without it.
+func TestLoadEmptyEndpointURLIsUnset(t *testing.T) {
+	isolate(t) // AWS_ENDPOINT_URL and the per-service variables set, empty
+	if v, ok := os.LookupEnv("AWS_ENDPOINT_URL"); !ok || v != "" {
+		t.Fatalf("AWS_ENDPOINT_URL = %q (set: %v), want set and empty", v, ok)
+	}
+	cfg, err := Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BaseEndpoint != nil {
+		t.Fatalf("BaseEndpoint = %q, want none", *cfg.BaseEndpoint)
+	}
+	hosts := &hostRecorder{}
+	ctx := context.Background()
+	_, _ = iot.NewFromConfig(cfg, func(o *iot.Options) { o.HTTPClient = hosts; o.RetryMaxAttempts = 1 }).ListThings(ctx, &iot.ListThingsInput{})
+	_, _ = dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.HTTPClient = hosts; o.RetryMaxAttempts = 1 }).ListTables(ctx, &dynamodb.ListTablesInput{})
+	want := []string{"https://iot.eu-central-1.amazonaws.com", "https://dynamodb.eu-central-1.amazonaws.com"}
+	if strings.Join(hosts.urls, " ") != strings.Join(want, " ") {
+		t.Errorf("requests went to %v, want %v", hosts.urls, want)
+	}
+}
+
+// hostRecorder is an HTTP client that records where each request goes and
+// sends nothing.
+type hostRecorder struct{ urls []string }
+
+func (h *hostRecorder) Do(r *http.Request) (*http.Response, error) {
+	h.urls = append(h.urls, r.URL.Scheme+"://"+r.URL.Host)
+	return nil, errors.New("not sent")
 }
 
 func TestLoadRetryerIsAdaptive(t *testing.T) {

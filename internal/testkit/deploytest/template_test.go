@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -227,6 +228,39 @@ func TestEveryQueueHasAnAlarm(t *testing.T) {
 	}
 }
 
+// TestAlarmTopicTakesAlarms: CloudWatch alarms can publish to the alarm
+// topic. Under the AWS-managed alias/aws/sns key they cannot (its key policy
+// does not let cloudwatch.amazonaws.com use it and cannot be changed), and
+// no notification is ever delivered.
+func TestAlarmTopicTakesAlarms(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, p := range CheckAlarmTopicKey(tr.Template, "AlarmTopic") {
+			t.Errorf("%s: %s", tpl, p)
+		}
+		if k := tr.Template.Resources[refOrGetAtt(tr.Template.Resources["AlarmTopic"].Properties["KmsMasterKeyId"])]; k.Type == "AWS::KMS::Key" {
+			if prop(k, "EnableKeyRotation") != true {
+				t.Errorf("%s: the alarm topic's key does not rotate", tpl)
+			}
+		}
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			r := tr.Template.Resources[id]
+			if r.Type != "AWS::CloudWatch::Alarm" {
+				continue
+			}
+			alarm, _ := r.Properties["AlarmActions"].([]any)
+			ok, _ := r.Properties["OKActions"].([]any)
+			if len(alarm) == 0 {
+				t.Errorf("%s: alarm %s notifies no one", tpl, id)
+			}
+			for _, a := range append(alarm, ok...) {
+				if refOrGetAtt(a) != "AlarmTopic" {
+					t.Errorf("%s: alarm %s notifies %v, not the AlarmTopic", tpl, id, a)
+				}
+			}
+		}
+	}
+}
+
 // TestEnvFileMatchesTemplate: events/env.json sets every variable the
 // template gives each function (beyond the ones Lambda sets), and no other.
 func TestEnvFileMatchesTemplate(t *testing.T) {
@@ -251,6 +285,54 @@ func TestEnvFileMatchesTemplate(t *testing.T) {
 	}
 }
 
+// TestFunctionsDeclareEndpointURL: every function declares
+// AWS_ENDPOINT_URL, empty (the SDK reads an empty value as unset: AWS), so
+// that `sam local invoke --env-vars events/env.json` can point it at a
+// local endpoint: --env-vars only overrides the variables the template
+// declares, and silently drops the others, leaving the function on real AWS
+// with the caller's credentials. Every function entry of events/env.json
+// names a function of the template (SAM ignores the others).
+func TestFunctionsDeclareEndpointURL(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root(t), "events", "env.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]map[string]any
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatalf("events/env.json: %v", err)
+	}
+	for tpl, tr := range translate(t) {
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			if tr.Template.Resources[id].Type != "AWS::Lambda::Function" {
+				continue
+			}
+			vars, _ := prop(tr.Template.Resources[id], "Environment", "Variables").(map[string]any)
+			if v, ok := vars["AWS_ENDPOINT_URL"]; !ok || v != "" {
+				t.Errorf("%s: %s declares AWS_ENDPOINT_URL = %v (declared: %v), want it declared and empty", tpl, id, v, ok)
+			}
+			if _, ok := file[id]["AWS_ENDPOINT_URL"]; !ok {
+				t.Errorf("events/env.json: %s does not show AWS_ENDPOINT_URL, the variable to set for a local endpoint", id)
+			}
+		}
+		for fn, vars := range file {
+			r := tr.Template.Resources[fn]
+			if fn == "Parameters" {
+				continue
+			}
+			if r.Type != "AWS::Lambda::Function" {
+				t.Errorf("events/env.json: %s is not a function of %s", fn, tpl)
+				continue
+			}
+			declared, _ := prop(r, "Environment", "Variables").(map[string]any)
+			for v := range vars {
+				if _, ok := declared[v]; !ok {
+					t.Errorf("events/env.json: %s.%s is not declared by the template, so --env-vars ignores it", fn, v)
+				}
+			}
+		}
+	}
+}
+
 // The checks themselves must catch what they are for.
 func TestChecksCatchBadTemplates(t *testing.T) {
 	types := map[string][]string{
@@ -269,6 +351,17 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		return `{"Resources":{
 		  "F":{"Type":"AWS::Lambda::Function","Properties":` + good + `},
 		  "Rule":{"Type":"AWS::IoT::TopicRule","Properties":{"TopicRulePayload":{"Sql":"SELECT * FROM 'a'","Actions":[{"Lambda":{"FunctionArn":{"Fn::GetAtt":["F","Arn"]}}}],"ErrorAction":{"Sqs":{}}}}}` + extra + `}}`
+	}
+	topicKey := func(stmts string) string {
+		return `{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{"KmsMasterKeyId":{"Ref":"K"}}},
+		  "K":{"Type":"AWS::KMS::Key","Properties":{"KeyPolicy":{"Version":"2012-10-17","Statement":[` + stmts + `]}}}}}`
+	}
+	alarmTopicKey := func(t Template) []string { return CheckAlarmTopicKey(t, "T") }
+	alarmMath := func(expr string) string {
+		return `{"Resources":{"A":{"Type":"AWS::CloudWatch::Alarm","Properties":{"Metrics":[
+		  {"Id":"a","MetricStat":{"Metric":{"Namespace":"AWS/Lambda","MetricName":"Errors"},"Period":300,"Stat":"Sum"},"ReturnData":false},
+		  {"Id":"b","MetricStat":{"Metric":{"Namespace":"AWS/Lambda","MetricName":"Errors"},"Period":300,"Stat":"Sum"},"ReturnData":false},
+		  {"Id":"total","Expression":"` + expr + `","ReturnData":true}]}}}}`
 	}
 	tests := []struct {
 		name  string
@@ -297,6 +390,21 @@ func TestChecksCatchBadTemplates(t *testing.T) {
 		  "S":{"Type":"AWS::Scheduler::Schedule","Properties":{"Target":{"Arn":{"Fn::GetAtt":["F","Arn"]}}}}}}`, CheckDestinations, 2},
 		{"scheduled function without invoke config", `{"Resources":{"F":{"Type":"AWS::Lambda::Function","Properties":{}},
 		  "S":{"Type":"AWS::Scheduler::Schedule","Properties":{"Target":{"Arn":{"Fn::GetAtt":["F","Arn"]},"RetryPolicy":{"MaximumRetryAttempts":0},"DeadLetterConfig":{"Arn":"q"}}}}}}`, CheckDestinations, 1},
+		{"alarm topic under the AWS-managed key", `{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{"KmsMasterKeyId":"alias/aws/sns"}}}}`, alarmTopicKey, 1},
+		{"unencrypted alarm topic", `{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{}}}}`, alarmTopicKey, 0},
+		{"alarm topic key without a grant to CloudWatch", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"}`), alarmTopicKey, 1},
+		{"alarm topic key granting CloudWatch without a source condition", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
+		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*"}`), alarmTopicKey, 1},
+		{"alarm topic key granting CloudWatch Decrypt only", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
+		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 1},
+		{"alarm topic key without an administrator", topicKey(`{"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 1},
+		{"alarm topic key letting CloudWatch publish", topicKey(`{"Effect":"Allow","Principal":{"AWS":{"Fn::Sub":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},"Action":"kms:*","Resource":"*"},
+		  {"Effect":"Allow","Principal":{"Service":"cloudwatch.amazonaws.com"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}}}`), alarmTopicKey, 0},
+		{"alarm summing bare metrics", alarmMath("a + b"), CheckAlarmMathFills, 2},
+		{"alarm filling one term of two", alarmMath("FILL(a, 0) + b"), CheckAlarmMathFills, 1},
+		{"alarm filling with another value", alarmMath("FILL(a, 1) + FILL(b, 0)"), CheckAlarmMathFills, 1},
+		{"alarm filling every term", alarmMath("FILL(a, 0) + fill( b ,0)"), CheckAlarmMathFills, 0},
+		{"alarm on one metric", alarmMath("a * 100"), CheckAlarmMathFills, 0},
 		{"pipe without DLQ", `{"Resources":{"P":{"Type":"AWS::Pipes::Pipe","Properties":{"SourceParameters":{"DynamoDBStreamParameters":{"StartingPosition":"LATEST"}}}}}}`, CheckDestinations, 1},
 	}
 	for _, tt := range tests {
@@ -414,6 +522,154 @@ func TestAlarmExpressions(t *testing.T) {
 	}
 }
 
+// TestAlarmMathFillsIdleMetrics: an alarm that adds up several functions'
+// metrics fills each one's empty periods with 0. Lambda publishes no
+// Errors or Throttles datapoint for a function that was not invoked, and
+// the sum of an empty series is empty: the alarm would not fire while any
+// one of the functions is idle.
+func TestAlarmMathFillsIdleMetrics(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, p := range CheckAlarmMathFills(tr.Template) {
+			t.Errorf("%s: %s", tpl, p)
+		}
+		for _, id := range []string{"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "ObligationsAlarm"} {
+			if m, _ := prop(tr.Template.Resources[id], "Metrics").([]any); len(m) < 3 {
+				t.Errorf("%s: %s is no longer a sum of several metrics; the check sees nothing", tpl, id)
+			}
+		}
+	}
+}
+
+// TestLambdaLogFilterKeepsMetrics: Lambda's application log filter of
+// every function stays at obs.LambdaLogLevel, whatever LogLevel says. The
+// EMF lines carry no "level", which Lambda reads as INFO: tied to a
+// LogLevel of WARN or ERROR, the filter would drop every custom metric. The
+// functions filter their own logs at LOG_LEVEL, which follows LogLevel.
+func TestLambdaLogFilterKeepsMetrics(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, fn := range functions {
+			r := tr.Template.Resources[fn]
+			if got := prop(r, "LoggingConfig", "ApplicationLogLevel"); got != obs.LambdaLogLevel {
+				t.Errorf("%s: %s ApplicationLogLevel = %v, want %s (a filter above INFO drops the EMF lines)", tpl, fn, got, obs.LambdaLogLevel)
+			}
+			if got, _ := prop(r, "Environment", "Variables", "LOG_LEVEL").(map[string]any); got["Ref"] != "LogLevel" {
+				t.Errorf("%s: %s LOG_LEVEL = %v, want the LogLevel parameter", tpl, fn, prop(r, "Environment", "Variables", "LOG_LEVEL"))
+			}
+		}
+	}
+}
+
+// TestSetupServiceTimeout: CloudFormation stops waiting for the Setup
+// custom resource soon after its function's own timeout, not after the
+// default hour, when no answer comes (a crash before the function could
+// answer). Not before it either: a slow answer inside the timeout counts.
+func TestSetupServiceTimeout(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		res := tr.Template.Resources
+		timeout, _ := prop(res["SetupFunction"], "Timeout").(float64)
+		st, ok := prop(res["Setup"], "ServiceTimeout").(float64)
+		if !ok || st != float64(int(st)) {
+			t.Fatalf("%s: Setup ServiceTimeout = %v, want a whole number of seconds (default: an hour)", tpl, prop(res["Setup"], "ServiceTimeout"))
+		}
+		if st <= timeout || st > timeout+120 || st > 3600 {
+			t.Errorf("%s: Setup ServiceTimeout = %v s, want just above SetupFunction's timeout of %v s (and at most 3600)", tpl, st, timeout)
+		}
+	}
+}
+
+// TestResolve: the evaluator of conditions and Fn::If the template tests
+// rely on.
+func TestResolve(t *testing.T) {
+	var tpl Template
+	if err := json.Unmarshal([]byte(`{
+	  "Parameters":{"N":{"Type":"String","Default":"10"},"E":{"Type":"String","Default":""}},
+	  "Conditions":{"HasN":{"Fn::Not":[{"Fn::Equals":[{"Ref":"N"},"0"]}]},
+	    "Both":{"Fn::And":[{"Condition":"HasN"},{"Fn::Equals":[{"Ref":"E"},"x"]}]},
+	    "Either":{"Fn::Or":[{"Condition":"HasN"},{"Fn::Equals":[{"Ref":"E"},"x"]}]}},
+	  "Resources":{}}`), &tpl); err != nil {
+		t.Fatal(err)
+	}
+	ifn := func(cond string) any {
+		return map[string]any{"Fn::If": []any{cond, map[string]any{"Ref": "N"}, map[string]any{"Ref": "AWS::NoValue"}}}
+	}
+	for _, c := range []struct {
+		v       any
+		params  map[string]string
+		want    any
+		present bool
+	}{
+		{ifn("HasN"), nil, "10", true},
+		{ifn("HasN"), map[string]string{"N": "0"}, nil, false},
+		{ifn("Both"), nil, nil, false},
+		{ifn("Both"), map[string]string{"E": "x"}, "10", true},
+		{ifn("Either"), map[string]string{"N": "0", "E": "x"}, "0", true},
+		{ifn("Either"), map[string]string{"N": "0"}, nil, false},
+		{map[string]any{"Ref": "Other"}, nil, map[string]any{"Ref": "Other"}, true},
+		{[]any{ifn("HasN"), "a"}, map[string]string{"N": "0"}, []any{"a"}, true},
+	} {
+		got, present, err := Resolve(tpl, c.params, c.v)
+		if err != nil || present != c.present || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Resolve(%v, %v) = %v, %v, %v; want %v, %v", c.v, c.params, got, present, err, c.want, c.present)
+		}
+	}
+	if _, _, err := Resolve(tpl, nil, ifn("Missing")); err == nil {
+		t.Error("Resolve with an unknown condition: no error")
+	}
+}
+
+// TestReservedConcurrencyOptional: JitrConcurrency and ReconcileConcurrency
+// of 0 leave the function unreserved (ReservedConcurrentExecutions absent:
+// an account whose concurrency quota is low, as new accounts' are, refuses
+// any reservation); otherwise the function reserves that many. A
+// ReservedConcurrentExecutions of 0 would throttle every invocation. No
+// other function reserves concurrency.
+func TestReservedConcurrencyOptional(t *testing.T) {
+	for tpl, tr := range translate(t) {
+		for _, c := range []struct {
+			fn, param string
+			values    map[string]any // parameter value -> reserved (nil: absent)
+			def       float64
+		}{
+			{"JitrFunction", "JitrConcurrency", map[string]any{"0": nil, "10": 10.0, "1": 1.0, "100": 100.0}, 10},
+			{"ReconcileFunction", "ReconcileConcurrency", map[string]any{"0": nil, "1": 1.0}, 1},
+		} {
+			reserved := func(params map[string]string) (any, bool) {
+				t.Helper()
+				v, ok, err := Resolve(tr.Template, params, prop(tr.Template.Resources[c.fn], "ReservedConcurrentExecutions"))
+				if err != nil {
+					t.Fatalf("%s: %s ReservedConcurrentExecutions: %v", tpl, c.fn, err)
+				}
+				if s, isString := v.(string); isString {
+					f, err := strconv.ParseFloat(s, 64)
+					if err != nil {
+						t.Fatalf("%s: %s ReservedConcurrentExecutions %q", tpl, c.fn, s)
+					}
+					v = f
+				}
+				return v, ok
+			}
+			if v, ok := reserved(nil); !ok || v != c.def {
+				t.Errorf("%s: %s reserves %v (present: %v) by default, want %v", tpl, c.fn, v, ok, c.def)
+			}
+			for pv, want := range c.values {
+				v, ok := reserved(map[string]string{c.param: pv})
+				switch {
+				case want == nil && ok:
+					t.Errorf("%s: %s=%s: %s ReservedConcurrentExecutions = %v, want absent (unreserved)", tpl, c.param, pv, c.fn, v)
+				case want != nil && (!ok || v != want):
+					t.Errorf("%s: %s=%s: %s ReservedConcurrentExecutions = %v (present: %v), want %v", tpl, c.param, pv, c.fn, v, ok, want)
+				}
+			}
+		}
+		for _, id := range sortedKeys(tr.Template.Resources) {
+			r := tr.Template.Resources[id]
+			if r.Type == "AWS::Lambda::Function" && id != "JitrFunction" && id != "ReconcileFunction" && r.Properties["ReservedConcurrentExecutions"] != nil {
+				t.Errorf("%s: %s reserves concurrency %v", tpl, id, r.Properties["ReservedConcurrentExecutions"])
+			}
+		}
+	}
+}
+
 // TestDomainConfigurationTLSPolicy: the custom domain's TLS policy is one of
 // the names AWS IoT Core documents (iot-endpoints-tls-config), spelled as
 // documented.
@@ -479,7 +735,6 @@ func TestReconcileFunction(t *testing.T) {
 		}{
 			{[]any{"Timeout"}, 110.0},
 			{[]any{"MemorySize"}, 256.0},
-			{[]any{"ReservedConcurrentExecutions"}, 1.0},
 		} {
 			if got := prop(fn, c.path...); got != c.want {
 				t.Errorf("%s: ReconcileFunction %v = %v, want %v", tpl, c.path, got, c.want)
