@@ -1,4 +1,4 @@
-// Command reconcile is a region's reconciler Lambda, invoked every five
+// Command reconcile is a region's reconciler Lambda, invoked every two
 // minutes by an EventBridge Scheduler schedule (its payload is ignored:
 // events/reconcile-scheduled.json): internal/workflow/reconcile's handler over this
 // region's IoT registry, behind a share of its quotas, inventory replica and
