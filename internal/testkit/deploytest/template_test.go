@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -535,6 +536,25 @@ func TestAlarmMathFillsIdleMetrics(t *testing.T) {
 		for _, id := range []string{"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "ObligationsAlarm"} {
 			if m, _ := prop(tr.Template.Resources[id], "Metrics").([]any); len(m) < 3 {
 				t.Errorf("%s: %s is no longer a sum of several metrics; the check sees nothing", tpl, id)
+			}
+		}
+		// Every function but the custom resource (which answers
+		// CloudFormation itself) is watched for errors and throttles.
+		for _, id := range []string{"FunctionErrorsAlarm", "FunctionThrottlesAlarm"} {
+			watched := map[string]bool{}
+			ms, _ := prop(tr.Template.Resources[id], "Metrics").([]any)
+			for i := range ms {
+				dims, _ := prop(tr.Template.Resources[id], "Metrics", i, "MetricStat", "Metric", "Dimensions").([]any)
+				for j := range dims {
+					if ref, ok := prop(tr.Template.Resources[id], "Metrics", i, "MetricStat", "Metric", "Dimensions", j, "Value").(map[string]any); ok {
+						watched[fmt.Sprint(ref["Ref"])] = true
+					}
+				}
+			}
+			for _, fn := range functions {
+				if fn != "SetupFunction" && !watched[fn] {
+					t.Errorf("%s: %s does not watch %s", tpl, id, fn)
+				}
 			}
 		}
 	}
