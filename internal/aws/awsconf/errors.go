@@ -86,13 +86,11 @@ func On[T interface {
 	ErrorCode() string
 }](sentinel error) Exception {
 	var zero T
-	return Exception{is: IsA[T], code: zero.ErrorCode(), sentinel: sentinel}
-}
-
-// IsA reports whether err wraps an error of type T (errors.As).
-func IsA[T error](err error) bool {
-	var target T
-	return errors.As(err, &target)
+	is := func(err error) bool {
+		_, ok := errors.AsType[T](err)
+		return ok
+	}
+	return Exception{is: is, code: zero.ErrorCode(), sentinel: sentinel}
 }
 
 // Exceptions is a service's table of typed exceptions, with the codes that
