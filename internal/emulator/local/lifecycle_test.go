@@ -9,6 +9,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/local"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // eventually polls cond until it holds or the deadline passes.
@@ -30,7 +31,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // there (the tombstone), and when it comes back it is refused, not onboarded
 // again.
 func TestRevokeAndDecommissionEverywhere(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
+	tier.Tool(t, "mosquitto_pub")
 	st := startStack(t, local.Config{Regions: []string{"eu-west-1", "us-west-2", "ap-southeast-2"}})
 	ctx := context.Background()
 	rev := onboard(t, st, "to-revoke")

@@ -29,6 +29,7 @@ import (
 	"github.com/mriot/mriot/internal/emulator/policy"
 	"github.com/mriot/mriot/internal/testkit/motoserver"
 	"github.com/mriot/mriot/internal/testkit/rie"
+	"github.com/mriot/mriot/internal/testkit/tier"
 	"github.com/mriot/mriot/internal/workflow/converge"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
@@ -81,7 +82,7 @@ func emulator(t *testing.T) string {
 		rieBin, rieErr = rie.Install(ctx, gobinDir)
 	})
 	if errors.Is(rieErr, rie.ErrNotInstalled) {
-		unavailable(t, "%v", rieErr)
+		tier.Require(t, "%v", rieErr)
 	}
 	if rieErr != nil {
 		t.Fatal(rieErr)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mriot/mriot/internal/aws/ddbitem"
 	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/testkit/tier"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
@@ -40,20 +41,8 @@ func root(t testing.TB) string {
 	}
 }
 
-// unavailable skips the test, or fails it when CI=true.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true, required: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 func TestCfnLint(t *testing.T) {
-	lint, err := exec.LookPath("cfn-lint")
-	if err != nil {
-		unavailable(t, "cfn-lint not installed: %v", err)
-	}
+	lint := tier.Tool(t, "cfn-lint")
 	dir := root(t)
 	for _, tpl := range Templates {
 		t.Run(tpl, func(t *testing.T) {
@@ -114,7 +103,7 @@ func translate(t *testing.T) map[string]Translated {
 		}
 	})
 	if translateSkip != "" {
-		unavailable(t, "%s", translateSkip)
+		tier.Require(t, "%s", translateSkip)
 	}
 	if translateErr != nil {
 		t.Fatal(translateErr)

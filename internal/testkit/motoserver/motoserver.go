@@ -35,6 +35,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 //go:embed launcher.py
@@ -82,10 +84,7 @@ func Start(t testing.TB) *Server {
 		p, err := launch()
 		if err != nil {
 			if errors.Is(err, errNotInstalled) {
-				if os.Getenv("CI") == "true" {
-					t.Fatalf("%v (CI=true: moto is required)", err)
-				}
-				t.Skipf("%v", err)
+				tier.Require(t, "%v", err)
 			}
 			t.Fatalf("start moto_server: %v", err)
 		}
