@@ -3,7 +3,10 @@ package deploytest
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/mriot/mriot/internal/emulator/policy"
 )
 
 // Call is one AWS API call a function makes: the IAM action it needs and an
@@ -48,11 +51,11 @@ func Allows(t Template, role string, c Call) bool {
 		if st.Effect != "Allow" || !strings.HasPrefix(st.Where, role+"/") {
 			continue
 		}
-		if !matchAny(st.Actions, c.Action, false) {
+		if !slices.ContainsFunc(st.Actions, func(a string) bool { return actionMatch(a, c.Action) }) {
 			continue
 		}
 		for _, r := range st.Resource {
-			if s, ok := resourceString(r); ok && globMatch(s, c.Resource, true) {
+			if s, ok := resourceString(r); ok && policy.Match(s, c.Resource) {
 				return true
 			}
 		}
@@ -104,7 +107,7 @@ func CheckUnusedGrants(t Template, calls map[string][]Call) []string {
 					}
 					used := false
 					for _, c := range calls[fn] {
-						if globMatch(a, c.Action, false) && globMatch(res, c.Resource, true) {
+						if actionMatch(a, c.Action) && policy.Match(res, c.Resource) {
 							used = true
 							break
 						}
@@ -143,24 +146,10 @@ func resourceString(r any) (string, bool) {
 	return "", false
 }
 
-func matchAny(patterns []string, s string, caseSensitive bool) bool {
-	for _, p := range patterns {
-		if globMatch(p, s, caseSensitive) {
-			return true
-		}
-	}
-	return false
-}
-
-// globMatch matches s against an IAM pattern: * is any run of characters
-// (across "/" and ":"), ? one character. Actions compare case-insensitively.
-func globMatch(pattern, s string, caseSensitive bool) bool {
-	re := regexp.QuoteMeta(pattern)
-	re = strings.ReplaceAll(re, `\*`, `.*`)
-	re = strings.ReplaceAll(re, `\?`, `.`)
-	if !caseSensitive {
-		re = "(?i)" + re
-	}
-	ok, err := regexp.MatchString("^"+re+"$", s)
-	return err == nil && ok
+// actionMatch matches an IAM action against a pattern of a statement: the
+// IAM glob of policy.Match (* any run of characters, ? one), compared
+// case-insensitively as IAM compares actions. Resources match with
+// policy.Match itself: case-sensitively, * across "/" and ":".
+func actionMatch(pattern, action string) bool {
+	return policy.Match(strings.ToLower(pattern), strings.ToLower(action))
 }

@@ -148,6 +148,25 @@ func concat(lists ...[]Call) []Call {
 // TestPoliciesCoverCalls: every function's role allows every call its code
 // makes, on the resources it makes it on (a missing grant is an
 // AccessDenied on AWS that moto does not show).
+func TestActionMatch(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, action string
+		want            bool
+	}{
+		{"iot:*", "iot:DescribeThing", true},
+		{"IOT:describething", "iot:DescribeThing", true}, // IAM actions are case-insensitive
+		{"dynamodb:Get*", "dynamodb:GetItem", true},
+		{"dynamodb:?etItem", "dynamodb:GetItem", true},
+		{"dynamodb:Get?", "dynamodb:GetItem", false},
+		{"iot:*", "dynamodb:GetItem", false},
+		{"*", "iot:DescribeThing", true},
+	} {
+		if got := actionMatch(tt.pattern, tt.action); got != tt.want {
+			t.Errorf("actionMatch(%q, %q) = %v, want %v", tt.pattern, tt.action, got, tt.want)
+		}
+	}
+}
+
 func TestPoliciesCoverCalls(t *testing.T) {
 	for tpl, tr := range translate(t) {
 		for _, p := range CheckGrants(tr.Template, functionCalls) {
