@@ -113,16 +113,14 @@ type deviceView struct {
 // waitLive polls the API until the device is live in every region.
 func waitLive(t *testing.T, st *local.Stack, name string) deviceView {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var v deviceView
-	for time.Now().Before(deadline) {
+	tier.Eventually(t, 20*time.Second, name+" live in every region", func() error {
 		v = deviceView{}
-		if apiGet(t, st, "/devices/"+name, &v) == http.StatusOK && v.Live {
-			return v
+		if code := apiGet(t, st, "/devices/"+name, &v); code != http.StatusOK || !v.Live {
+			return fmt.Errorf("HTTP %d: %+v", code, v)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s never became live in every region: %+v", name, v)
+		return nil
+	})
 	return v
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/contract"
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 func device(name, cert string, status fleet.Status, version int64) fleet.Device {
@@ -214,17 +215,7 @@ func Inventory(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 // moto answer consistently at the first try.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	tier.Eventually(t, 10*time.Second, what, check)
 }
 
 // eventuallyByCertificate waits until inv.ByCertificate(certID) answers want

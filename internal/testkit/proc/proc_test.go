@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // exitSignal is the signal that ended cmd's process, or -1.
@@ -65,13 +68,12 @@ func TestCancelTerminatesTheGroup(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("stopped after %v, want at once", d)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !gone(child) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the shell's child %d outlived the group's SIGTERM", child)
+	tier.Eventually(t, 5*time.Second, "the shell's child ends with the group's SIGTERM", func() error {
+		if !gone(child) {
+			return fmt.Errorf("process %d is still there", child)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestKilledAfterGrace(t *testing.T) {

@@ -1,8 +1,11 @@
 package tier
 
 import (
+	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // recorder is a testing.TB that records the first Skipf or Fatalf, which
@@ -55,4 +58,30 @@ func TestTool(t *testing.T) {
 	if p := Tool(r, "mriot-no-such-tool"); p != "" || r.skipped == "" || r.failed != "" {
 		t.Errorf("Tool of a missing tool = %q, skipped %q, failed %q; want a skip", p, r.skipped, r.failed)
 	}
+}
+
+func TestEventually(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		calls := 0
+		Eventually(t, time.Second, "third time", func() error {
+			if calls++; calls < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		if calls != 3 || time.Since(start) != 2*pollInterval {
+			t.Errorf("%d calls in %v, want 3 in %v", calls, time.Since(start), 2*pollInterval)
+		}
+
+		r := &recorder{TB: t}
+		start = time.Now()
+		Eventually(r, time.Second, "never", func() error { return errors.New("still not") })
+		if want := "never: not within 1s: still not"; r.failed != want {
+			t.Errorf("failed %q, want %q", r.failed, want)
+		}
+		if d := time.Since(start); d < time.Second || d > time.Second+pollInterval {
+			t.Errorf("gave up after %v, want 1s", d)
+		}
+	})
 }
