@@ -346,6 +346,8 @@ func record(region, event, name string, d *fleet.Device) []byte {
 // lambda invokes fn as Lambda's asynchronous invocation does: a retryable
 // failure is delivered again after the retry interval (the world's clock
 // moves on a minute), up to three attempts in all. It returns the last error.
+// The scenarios run in synctest bubbles: the pause before a redelivery is of
+// the bubble's clock, so the other runs go on until they block, every time.
 func (w *world) lambda(ctx context.Context, fn func(context.Context) error) error {
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
