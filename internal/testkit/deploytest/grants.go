@@ -3,7 +3,6 @@ package deploytest
 import (
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/mriot/mriot/internal/emulator/policy"
@@ -51,11 +50,11 @@ func Allows(t Template, role string, c Call) bool {
 		if st.Effect != "Allow" || !strings.HasPrefix(st.Where, role+"/") {
 			continue
 		}
-		if !slices.ContainsFunc(st.Actions, func(a string) bool { return actionMatch(a, c.Action) }) {
+		if !matchAny(st.Actions, c.Action, false) {
 			continue
 		}
 		for _, r := range st.Resource {
-			if s, ok := resourceString(r); ok && policy.Match(s, c.Resource) {
+			if s, ok := resourceString(r); ok && globMatch(s, c.Resource, true) {
 				return true
 			}
 		}
@@ -107,7 +106,7 @@ func CheckUnusedGrants(t Template, calls map[string][]Call) []string {
 					}
 					used := false
 					for _, c := range calls[fn] {
-						if actionMatch(a, c.Action) && policy.Match(res, c.Resource) {
+						if globMatch(a, c.Action, false) && globMatch(res, c.Resource, true) {
 							used = true
 							break
 						}
@@ -146,10 +145,21 @@ func resourceString(r any) (string, bool) {
 	return "", false
 }
 
-// actionMatch matches an IAM action against a pattern of a statement: the
-// IAM glob of policy.Match (* any run of characters, ? one), compared
-// case-insensitively as IAM compares actions. Resources match with
-// policy.Match itself: case-sensitively, * across "/" and ":".
-func actionMatch(pattern, action string) bool {
-	return policy.Match(strings.ToLower(pattern), strings.ToLower(action))
+func matchAny(patterns []string, s string, caseSensitive bool) bool {
+	for _, p := range patterns {
+		if globMatch(p, s, caseSensitive) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches s against an IAM pattern with policy.Match: * is any
+// run of characters (across "/" and ":"), ? one character. Actions compare
+// case-insensitively (caseSensitive false), resources case-sensitively.
+func globMatch(pattern, s string, caseSensitive bool) bool {
+	if !caseSensitive {
+		pattern, s = strings.ToLower(pattern), strings.ToLower(s)
+	}
+	return policy.Match(pattern, s)
 }

@@ -148,21 +148,28 @@ func concat(lists ...[]Call) []Call {
 // TestPoliciesCoverCalls: every function's role allows every call its code
 // makes, on the resources it makes it on (a missing grant is an
 // AccessDenied on AWS that moto does not show).
-func TestActionMatch(t *testing.T) {
+func TestGlobMatch(t *testing.T) {
 	for _, tt := range []struct {
-		pattern, action string
-		want            bool
+		pattern, s    string
+		caseSensitive bool
+		want          bool
 	}{
-		{"iot:*", "iot:DescribeThing", true},
-		{"IOT:describething", "iot:DescribeThing", true}, // IAM actions are case-insensitive
-		{"dynamodb:Get*", "dynamodb:GetItem", true},
-		{"dynamodb:?etItem", "dynamodb:GetItem", true},
-		{"dynamodb:Get?", "dynamodb:GetItem", false},
-		{"iot:*", "dynamodb:GetItem", false},
-		{"*", "iot:DescribeThing", true},
+		{"iot:*", "iot:DescribeThing", false, true},
+		{"IOT:describething", "iot:DescribeThing", false, true}, // IAM actions are case-insensitive
+		{"dynamodb:Get*", "dynamodb:GetItem", false, true},
+		{"dynamodb:?etItem", "dynamodb:GetItem", false, true},
+		{"dynamodb:Get?", "dynamodb:GetItem", false, false},
+		{"iot:*", "dynamodb:GetItem", false, false},
+		// Resources: case-sensitive; * and ? cross "/" and ":".
+		{"arn:aws:dynamodb:*:*:table/mriot-*", certIndexARN, true, true},
+		{"arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/*", revocationIndexARN, true, true},
+		{"arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory", certIndexARN, true, false},
+		{"arn:aws:iot:eu-west-1:123456789012:thing/sensor-?", thingARNEx, true, true},
+		{"arn:aws:iot:eu-west-1:123456789012:thing?sensor-1", thingARNEx, true, true},
+		{"arn:aws:iot:eu-west-1:123456789012:THING/*", thingARNEx, true, false},
 	} {
-		if got := actionMatch(tt.pattern, tt.action); got != tt.want {
-			t.Errorf("actionMatch(%q, %q) = %v, want %v", tt.pattern, tt.action, got, tt.want)
+		if got := globMatch(tt.pattern, tt.s, tt.caseSensitive); got != tt.want {
+			t.Errorf("globMatch(%q, %q, %v) = %v, want %v", tt.pattern, tt.s, tt.caseSensitive, got, tt.want)
 		}
 	}
 }
