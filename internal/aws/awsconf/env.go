@@ -112,7 +112,7 @@ func (e Env) List(name string, def []string) []string {
 		return def
 	}
 	var out []string
-	for _, item := range strings.Split(v, ",") {
+	for item := range strings.SplitSeq(v, ",") {
 		if item = strings.TrimSpace(item); item != "" {
 			out = append(out, item)
 		}

@@ -3,6 +3,7 @@ package awsconf
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 
@@ -104,9 +105,7 @@ type Exceptions struct {
 // for.
 func NewExceptions(typed []Exception, extraCodes map[string]error) Exceptions {
 	codes := make(map[string]error, len(typed)+len(extraCodes))
-	for c, s := range extraCodes {
-		codes[c] = s
-	}
+	maps.Copy(codes, extraCodes)
 	for _, e := range typed {
 		codes[e.code] = e.sentinel
 	}

@@ -199,7 +199,7 @@ func TestCompensationFailureIsJoinedLoggedAndCounted(t *testing.T) {
 	}
 	// Every step logs saga, saga id, step, outcome, attempt and duration.
 	var sawUndoFailed bool
-	for _, line := range bytes.Split(bytes.TrimSpace(logs.Bytes()), []byte("\n")) {
+	for line := range bytes.SplitSeq(bytes.TrimSpace(logs.Bytes()), []byte("\n")) {
 		var m map[string]any
 		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatalf("log line is not JSON: %s", line)

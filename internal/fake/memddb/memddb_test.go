@@ -496,7 +496,7 @@ func TestSubscribeDoesNotBlockWriters(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	var want []string
-	for i := 0; i < 200; i++ {
+	for i := range 200 {
 		k := fmt.Sprintf("k%03d", i)
 		want = append(want, k)
 		if err := g.Replica(usw2).PutItem(ctx, item(k, "v"), nil); err != nil {
@@ -614,11 +614,9 @@ func TestConcurrentConvergence(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for w, r := range g.Regions() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			inv := NewInventory(g.Replica(r))
-			for i := 0; i < 200; i++ {
+			for i := range 200 {
 				name := fmt.Sprintf("dev-%d", i%17)
 				var err error
 				switch (i + w) % 4 {
@@ -633,7 +631,7 @@ func TestConcurrentConvergence(t *testing.T) {
 					t.Error(err)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	waitIdle(t, g)

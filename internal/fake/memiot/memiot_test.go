@@ -473,7 +473,7 @@ func TestQuotas(t *testing.T) {
 		t.Fatal(err)
 	}
 	burst := func(n int) (ok, throttled int) {
-		for i := 0; i < n; i++ {
+		for range n {
 			_, err := r.ListThingPrincipals(ctx, "t")
 			switch {
 			case err == nil:
@@ -572,11 +572,9 @@ func TestConcurrentOnboarding(t *testing.T) {
 		pems[i] = e.devicePEM(t, fmt.Sprint("dev-", i))
 	}
 	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		for j := 0; j < 2; j++ { // two racers per device
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+	for i := range n {
+		for range 2 { // two racers per device
+			wg.Go(func() {
 				name := fmt.Sprint("dev-", i)
 				c, _, err := e.r.AutoRegister(ctx, pems[i])
 				if err != nil {
@@ -596,7 +594,7 @@ func TestConcurrentOnboarding(t *testing.T) {
 					}
 				}
 				_ = e.r.Snapshot()
-			}()
+			})
 		}
 	}
 	wg.Wait()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -115,16 +116,12 @@ func startFunction(t *testing.T, fn, region string, s *motoserver.Server, extra 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{
+	maps.Copy(env, map[string]string{
 		"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_ENDPOINT_URL": s.URL,
 		"AWS_ACCESS_KEY_ID": "AKIDMOTOTEST", "AWS_SECRET_ACCESS_KEY": "moto-test-secret", "AWS_SESSION_TOKEN": "",
 		"AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true", "AWS_LAMBDA_FUNCTION_NAME": fn,
-	} {
-		env[k] = v
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	})
+	maps.Copy(env, extra)
 	var logs io.Writer
 	if testing.Verbose() {
 		logs = os.Stderr
@@ -186,7 +183,7 @@ func apiRequest(t *testing.T, method, path, query string) []byte {
 	ev.QueryStringParameters = nil
 	if query != "" {
 		ev.QueryStringParameters = map[string]string{}
-		for _, kv := range strings.Split(query, "&") {
+		for kv := range strings.SplitSeq(query, "&") {
 			k, v, _ := strings.Cut(kv, "=")
 			ev.QueryStringParameters[k] = v
 		}
@@ -721,7 +718,7 @@ func TestReconcileUnderRIE(t *testing.T) {
 // emfCounted reports whether an EMF line of logs counts metric with the
 // Kind dimension kind.
 func emfCounted(logs, metric, kind string) bool {
-	for _, line := range strings.Split(logs, "\n") {
+	for line := range strings.SplitSeq(logs, "\n") {
 		i := strings.Index(line, "{")
 		if i < 0 {
 			continue

@@ -311,7 +311,7 @@ func TestRegionSlots(t *testing.T) {
 	}
 	text := string(b)
 	var conds []string
-	for _, line := range strings.Split(text, "\n") {
+	for line := range strings.SplitSeq(text, "\n") {
 		if name, _, ok := strings.Cut(strings.TrimSpace(line), ": !Not [!Equals [\"\", !Select ["); ok && strings.HasPrefix(name, "HasRegion") {
 			conds = append(conds, name)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,12 +176,7 @@ func afterOp(op string) func(service, o string, before []string) bool {
 		if service != "iot" {
 			return false
 		}
-		for _, b := range before {
-			if b == "iot:"+op {
-				return true
-			}
-		}
-		return false
+		return slices.Contains(before, "iot:"+op)
 	}
 }
 
@@ -315,8 +311,8 @@ func (w *world) registered(region string, d device) []byte {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return []byte(fmt.Sprintf(`{"certificateId":%q,"caCertificateId":%q,"timestamp":1,"certificateStatus":"PENDING_ACTIVATION","awsAccountId":%q,"certificateRegistrationTimestamp":null}`,
-		c.ID, c.CACertificateID, account))
+	return fmt.Appendf(nil, `{"certificateId":%q,"caCertificateId":%q,"timestamp":1,"certificateStatus":"PENDING_ACTIVATION","awsAccountId":%q,"certificateRegistrationTimestamp":null}`,
+		c.ID, c.CACertificateID, account)
 }
 
 // record is the EventBridge event the Pipe puts on the bus for a stream
