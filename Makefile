@@ -57,12 +57,12 @@ vuln:
 	fi
 
 ## test: lint, then every test tier (integration tiers skip when their tool is
-## missing, and are required when CI=true), then the concurrent packages again
-## under the race detector (the 200-device load test is skipped there: -short).
-RACE_PKGS := ./internal/core/saga/... ./internal/fake/memddb/... ./internal/fake/memiot/... ./internal/workflow/jitr/... \
-	./internal/workflow/replicate/... ./internal/workflow/ingest/... ./internal/emulator/broker/... ./internal/emulator/router/... \
-	./internal/emulator/local/... ./internal/emulator/sim/... ./internal/workflow/api/... ./cmd/... \
-	./internal/workflow/converge/... ./internal/workflow/reconcile/... ./internal/testkit/dst/...
+## missing, and are required when CI=true), then the packages again under the
+## race detector (the 200-device load test is skipped there: -short).
+## RACE_PKGS is every package: no list to keep, and nothing concurrent left
+## out (even deploytest runs the RIE's log writer and an HTTP handler beside
+## its test). 74 s on 2 cores, against 49 s for the hand-kept list it replaces.
+RACE_PKGS := ./...
 
 test: lint
 	$(GO) test -count=1 ./...
