@@ -23,7 +23,10 @@ bin/%/bootstrap: FORCE
 .PHONY: FORCE
 FORCE:
 
-lint: fmt vet staticcheck
+## lint: gofmt, go vet, staticcheck, go.mod tidy, nothing left for go fix's
+## modernizers, and govulncheck (skipped when vuln.go.dev is unreachable).
+.PHONY: modtidy gofix vuln
+lint: fmt vet staticcheck modtidy gofix vuln
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -34,13 +37,32 @@ vet:
 staticcheck:
 	$(GO) tool staticcheck ./...
 
+modtidy:
+	$(GO) mod tidy -diff
+
+# go fix -diff prints the changes its modernizers suggest; any is a failure.
+gofix:
+	@out=$$($(GO) fix -diff ./...); rc=$$?; \
+	if [ -n "$$out" ] || [ $$rc -ne 0 ]; then echo "$$out"; echo "go fix suggests changes: review them, then go fix ./..."; exit 1; fi
+
+# govulncheck reads the Go vulnerability database at vuln.go.dev; where that
+# cannot be reached (this workplace's machines and CI), the step says so and
+# passes.
+VULN_DB := https://vuln.go.dev/index/db.json.gz
+vuln:
+	@if curl -sfI --max-time 10 $(VULN_DB) >/dev/null 2>&1; then \
+		$(GO) tool govulncheck ./...; \
+	else \
+		echo "govulncheck skipped: $(VULN_DB) is unreachable from this machine"; \
+	fi
+
 ## test: lint, then every test tier (integration tiers skip when their tool is
-## missing, and are required when CI=true), then the concurrent packages again
-## under the race detector (the 200-device load test is skipped there: -short).
-RACE_PKGS := ./internal/core/saga/... ./internal/fake/memddb/... ./internal/fake/memiot/... ./internal/workflow/jitr/... \
-	./internal/workflow/replicate/... ./internal/workflow/ingest/... ./internal/emulator/broker/... ./internal/emulator/router/... \
-	./internal/emulator/local/... ./internal/emulator/sim/... ./internal/workflow/api/... ./cmd/... \
-	./internal/workflow/converge/... ./internal/workflow/reconcile/... ./internal/testkit/dst/...
+## missing, and are required when CI=true), then the packages again under the
+## race detector (the 200-device load test is skipped there: -short).
+## RACE_PKGS is every package: no list to keep, and nothing concurrent left
+## out (even deploytest runs the RIE's log writer and an HTTP handler beside
+## its test). 74 s on 2 cores, against 49 s for the hand-kept list it replaces.
+RACE_PKGS := ./...
 
 test: lint
 	$(GO) test -count=1 ./...

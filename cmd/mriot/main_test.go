@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // run executes the CLI with args and returns its output.
@@ -112,18 +115,17 @@ func TestLocalRunsTheDemo(t *testing.T) {
 	cmd.SetErr(out)
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), "serving; Ctrl-C stops") {
+	tier.Eventually(t, time.Minute, "the demo", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("mriot local ended early: %v\n%s", err, out)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no demo within a minute:\n%s", out)
+		if !strings.Contains(out.String(), "serving; Ctrl-C stops") {
+			return fmt.Errorf("not serving yet:\n%s", out)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	text := out.String()
 	for _, want := range []string{"ready in", "global endpoint (iot.example.com)", "region 0 eu-west-1", "region 1 us-west-2",
 		"demo-001 refused", "demo-003 onboarded in eu-west-1, replicated: eu-west-1=ACTIVE us-west-2=ACTIVE",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,9 +27,7 @@ import (
 func TestReadSettings(t *testing.T) {
 	env := func(set map[string]string, drop ...string) map[string]string {
 		m := wiringtest.DeployedEnv(t, "ReconcileFunction", "eu-west-1", drop...)
-		for k, v := range set {
-			m[k] = v
-		}
+		maps.Copy(m, set)
 		return m
 	}
 	s, err := readSettings(wiringtest.Env(env(nil)))

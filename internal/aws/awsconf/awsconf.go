@@ -62,7 +62,7 @@ func Load(ctx context.Context, opts ...Option) (aws.Config, error) {
 	if o.tracing != nil {
 		tracing = *o.tracing
 	} else {
-		on, err := Bool(TracingEnv, false)
+		on, err := Env{}.Bool(TracingEnv, false)
 		if err != nil {
 			return aws.Config{}, fmt.Errorf("load AWS config: %w", err)
 		}

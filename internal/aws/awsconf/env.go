@@ -112,7 +112,7 @@ func (e Env) List(name string, def []string) []string {
 		return def
 	}
 	var out []string
-	for _, item := range strings.Split(v, ",") {
+	for item := range strings.SplitSeq(v, ",") {
 		if item = strings.TrimSpace(item); item != "" {
 			out = append(out, item)
 		}
@@ -129,29 +129,3 @@ func (e Env) MustList(name string) ([]string, error) {
 	}
 	return items, nil
 }
-
-// The process environment.
-var osEnv Env
-
-// MustString reads a required variable of the process environment.
-func MustString(name string) (string, error) { return osEnv.MustString(name) }
-
-// String reads a variable of the process environment, def when unset.
-func String(name, def string) string { return osEnv.String(name, def) }
-
-// Int reads an integer variable of the process environment, def when unset.
-func Int(name string, def int) (int, error) { return osEnv.Int(name, def) }
-
-// Duration reads a duration variable of the process environment, def when unset.
-func Duration(name string, def time.Duration) (time.Duration, error) {
-	return osEnv.Duration(name, def)
-}
-
-// Bool reads a boolean variable of the process environment, def when unset.
-func Bool(name string, def bool) (bool, error) { return osEnv.Bool(name, def) }
-
-// List reads a comma-separated variable of the process environment.
-func List(name string, def []string) []string { return osEnv.List(name, def) }
-
-// MustList reads a required comma-separated variable of the process environment.
-func MustList(name string) ([]string, error) { return osEnv.MustList(name) }

@@ -77,16 +77,18 @@ func TestEnvErrorNamesVariableAndValue(t *testing.T) {
 	}
 }
 
+// The zero Env reads the process environment.
 func TestProcessEnv(t *testing.T) {
 	t.Setenv("MRIOT_TEST_REGIONS", "a,b")
 	t.Setenv("MRIOT_TEST_N", "3")
-	if got := List("MRIOT_TEST_REGIONS", nil); !reflect.DeepEqual(got, []string{"a", "b"}) {
+	var env Env
+	if got := env.List("MRIOT_TEST_REGIONS", nil); !reflect.DeepEqual(got, []string{"a", "b"}) {
 		t.Errorf("List = %v", got)
 	}
-	if n, err := Int("MRIOT_TEST_N", 0); err != nil || n != 3 {
+	if n, err := env.Int("MRIOT_TEST_N", 0); err != nil || n != 3 {
 		t.Errorf("Int = %d, %v", n, err)
 	}
-	if _, err := MustString("MRIOT_TEST_UNSET_VARIABLE"); err == nil {
+	if _, err := env.MustString("MRIOT_TEST_UNSET_VARIABLE"); err == nil {
 		t.Error("MustString of an unset variable succeeded")
 	}
 }

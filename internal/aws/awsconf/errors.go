@@ -3,6 +3,7 @@ package awsconf
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 
@@ -86,13 +87,11 @@ func On[T interface {
 	ErrorCode() string
 }](sentinel error) Exception {
 	var zero T
-	return Exception{is: IsA[T], code: zero.ErrorCode(), sentinel: sentinel}
-}
-
-// IsA reports whether err wraps an error of type T (errors.As).
-func IsA[T error](err error) bool {
-	var target T
-	return errors.As(err, &target)
+	is := func(err error) bool {
+		_, ok := errors.AsType[T](err)
+		return ok
+	}
+	return Exception{is: is, code: zero.ErrorCode(), sentinel: sentinel}
 }
 
 // Exceptions is a service's table of typed exceptions, with the codes that
@@ -106,9 +105,7 @@ type Exceptions struct {
 // for.
 func NewExceptions(typed []Exception, extraCodes map[string]error) Exceptions {
 	codes := make(map[string]error, len(typed)+len(extraCodes))
-	for c, s := range extraCodes {
-		codes[c] = s
-	}
+	maps.Copy(codes, extraCodes)
 	for _, e := range typed {
 		codes[e.code] = e.sentinel
 	}

@@ -1,6 +1,7 @@
 package awsddb
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -48,7 +49,7 @@ func Sentinel(err error) error {
 	if err == nil {
 		return nil
 	}
-	if awsconf.IsA[*types.ResourceNotFoundException](err) {
+	if _, ok := errors.AsType[*types.ResourceNotFoundException](err); ok {
 		return fleet.ErrInvalid
 	}
 	return exceptions.Sentinel(err)
@@ -61,7 +62,7 @@ func (c *common) wrap(err error, format string, args ...any) error {
 		return nil
 	}
 	op := fmt.Sprintf(format, args...)
-	if awsconf.IsA[*types.ResourceNotFoundException](err) {
+	if _, ok := errors.AsType[*types.ResourceNotFoundException](err); ok {
 		return fmt.Errorf("%s: table %s does not exist in this region (check the configuration): %w: %w", op, c.table, fleet.ErrInvalid, err)
 	}
 	if s := Sentinel(err); s != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
@@ -198,7 +199,7 @@ func TestCompensationFailureIsJoinedLoggedAndCounted(t *testing.T) {
 	}
 	// Every step logs saga, saga id, step, outcome, attempt and duration.
 	var sawUndoFailed bool
-	for _, line := range bytes.Split(bytes.TrimSpace(logs.Bytes()), []byte("\n")) {
+	for line := range bytes.SplitSeq(bytes.TrimSpace(logs.Bytes()), []byte("\n")) {
 		var m map[string]any
 		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatalf("log line is not JSON: %s", line)
@@ -253,15 +254,17 @@ func TestCompensationSurvivesCancellationAndReserveIsKept(t *testing.T) {
 }
 
 func TestStepsStopWhenTheDeadlineLeavesNoTime(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-	defer cancel()
-	time.Sleep(5 * time.Millisecond)
-	ran := false
-	r := &saga.Runner{}
-	res, err := r.Run(ctx, saga.Saga{Name: "s", ID: "1", Steps: []saga.Step{{Name: "x", Do: func(context.Context) (bool, error) { ran = true; return true, nil }}}})
-	if ran || res.Outcome != saga.Stopped || !saga.IsRetryable(err) {
-		t.Fatalf("ran=%v outcome=%s err=%v; want a retryable stop before the step", ran, res.Outcome, err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		time.Sleep(5 * time.Millisecond) // the bubble's clock: the deadline has passed
+		ran := false
+		r := &saga.Runner{}
+		res, err := r.Run(ctx, saga.Saga{Name: "s", ID: "1", Steps: []saga.Step{{Name: "x", Do: func(context.Context) (bool, error) { ran = true; return true, nil }}}})
+		if ran || res.Outcome != saga.Stopped || !saga.IsRetryable(err) {
+			t.Fatalf("ran=%v outcome=%s err=%v; want a retryable stop before the step", ran, res.Outcome, err)
+		}
+	})
 }
 
 func TestPanicInStepRollsBack(t *testing.T) {

@@ -535,16 +535,14 @@ func (b *Broker) publishRegistered(c fleet.Certificate) {
 	}
 	topic := RegisteredTopicPrefix + c.CACertificateID
 	b.stats.RegisteredEvents.Add(1)
-	b.events.Add(1)
-	go func() {
-		defer b.events.Done()
+	b.events.Go(func() {
 		b.cfg.Publish(topic, payload)
 		if !b.closed.Load() {
 			if err := b.server.Publish(topic, payload, false, 0); err != nil {
 				b.log.Warn("deliver registered-certificate event to subscribers", "error", err)
 			}
 		}
-	}()
+	})
 }
 
 // hook plugs the rules into mochi.

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/mriot/mriot/internal/emulator/pki"
 	"github.com/mriot/mriot/internal/emulator/policy"
 	"github.com/mriot/mriot/internal/fake/memiot"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 var _ Registry = (*memiot.Registry)(nil)
@@ -233,10 +235,12 @@ func TestJITRFlow(t *testing.T) {
 		c.Disconnect(0)
 		t.Fatal("PENDING_ACTIVATION certificate was accepted")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for f.count(topic) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	tier.Eventually(t, 5*time.Second, "the second registered event", func() error {
+		if n := f.count(topic); n < 2 {
+			return fmt.Errorf("%d registered events", n)
+		}
+		return nil
+	})
 	if n := f.count(topic); n != 2 {
 		t.Fatalf("%d registered events after two connections, want 2", n)
 	}

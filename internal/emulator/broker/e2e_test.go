@@ -12,6 +12,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/router"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 func TestSetDown(t *testing.T) {
@@ -96,13 +97,7 @@ func TestThroughGlobalEndpoint(t *testing.T) {
 // TestMosquitto runs the article's test with the real mosquitto_pub, over
 // MQTT 3.1.1 and 5.
 func TestMosquitto(t *testing.T) {
-	bin, err := exec.LookPath("mosquitto_pub")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto_pub is not installed (apt-get install -y mosquitto-clients)")
-		}
-		t.Skip("mosquitto_pub is not installed")
-	}
+	bin := tier.Tool(t, "mosquitto_pub")
 	for _, version := range []string{"mqttv311", "mqttv5"} {
 		t.Run(version, func(t *testing.T) {
 			f := newFixture(t)

@@ -35,9 +35,7 @@ func (l *listener) Address() string         { return l.ln.Addr().String() }
 func (l *listener) Protocol() string        { return "tcp+tls" }
 
 func (l *listener) Serve(establish listeners.EstablishFn) {
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
+	l.wg.Go(func() {
 		for {
 			conn, err := l.ln.Accept()
 			if err != nil {
@@ -72,7 +70,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				_ = conn.Close()
 			}()
 		}
-	}()
+	})
 }
 
 func (l *listener) handle(conn net.Conn, establish listeners.EstablishFn) {

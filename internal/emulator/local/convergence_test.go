@@ -17,6 +17,7 @@ import (
 	"github.com/mriot/mriot/internal/emulator/local"
 	"github.com/mriot/mriot/internal/emulator/pki"
 	"github.com/mriot/mriot/internal/emulator/sim"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // TestRevokeAndDecommissionWhileTheFleetOnboards is the operator's scenario
@@ -29,7 +30,7 @@ import (
 // view) and a revoked or decommissioned device is refused by every regional
 // endpoint.
 func TestRevokeAndDecommissionWhileTheFleetOnboards(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
+	tier.Tool(t, "mosquitto_pub")
 	if testing.Short() {
 		t.Skip("the fleet takes tens of seconds to settle")
 	}

@@ -17,21 +17,8 @@ import (
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/local"
 	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
-
-// requireTool finds a command the test needs: skipped when absent locally,
-// a failure in CI, where .ci/run installs it.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (.ci/run installs it): %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
-}
 
 func startStack(t *testing.T, cfg local.Config) *local.Stack {
 	t.Helper()
@@ -72,7 +59,7 @@ type device struct{ name, cert, key, cafile string }
 // mosquittoPub runs the article's mosquitto_pub command against addr.
 func mosquittoPub(t *testing.T, addr string, d device, clientID, topic, msg string, extra ...string) (string, error) {
 	t.Helper()
-	bin := requireTool(t, "mosquitto_pub")
+	bin := tier.Tool(t, "mosquitto_pub")
 	host, port, _ := strings.Cut(addr, ":")
 	if host == "127.0.0.1" {
 		host = "localhost" // the server certificate's SAN, as iot.example.com would be
@@ -126,16 +113,14 @@ type deviceView struct {
 // waitLive polls the API until the device is live in every region.
 func waitLive(t *testing.T, st *local.Stack, name string) deviceView {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var v deviceView
-	for time.Now().Before(deadline) {
+	tier.Eventually(t, 20*time.Second, name+" live in every region", func() error {
 		v = deviceView{}
-		if apiGet(t, st, "/devices/"+name, &v) == http.StatusOK && v.Live {
-			return v
+		if code := apiGet(t, st, "/devices/"+name, &v); code != http.StatusOK || !v.Live {
+			return fmt.Errorf("HTTP %d: %+v", code, v)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s never became live in every region: %+v", name, v)
+		return nil
+	})
 	return v
 }
 
@@ -193,7 +178,7 @@ func articleTest(t *testing.T, st *local.Stack, d device) {
 }
 
 func TestArticleWithMriotPKI(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
+	tier.Tool(t, "mosquitto_pub")
 	st := startStack(t, local.Config{})
 	certFile, keyFile, err := st.PKI().Device("test_001")
 	if err != nil {
@@ -207,8 +192,8 @@ func TestArticleWithMriotPKI(t *testing.T) {
 // same test: --ca registers the intermediate, --server-cert replaces the
 // server certificate with the openssl-made one (file holding the chain).
 func TestArticleWithOpenSSLChain(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
-	openssl := requireTool(t, "openssl")
+	tier.Tool(t, "mosquitto_pub")
+	openssl := tier.Tool(t, "openssl")
 	dir := t.TempDir()
 	run := func(args ...string) {
 		t.Helper()
@@ -277,7 +262,7 @@ func onboard(t *testing.T, st *local.Stack, name string) device {
 }
 
 func TestPolicy(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
+	tier.Tool(t, "mosquitto_pub")
 	st := startStack(t, local.Config{})
 	a := onboard(t, st, "dev-a")
 	onboard(t, st, "dev-b")
@@ -327,7 +312,7 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestRegionDownFailsOver(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
+	tier.Tool(t, "mosquitto_pub")
 	st := startStack(t, local.Config{Regions: []string{"eu-west-1", "us-west-2", "ap-southeast-2"}})
 	d := onboard(t, st, "roamer")
 	primary, other := st.Regions()[0], st.Regions()[1]

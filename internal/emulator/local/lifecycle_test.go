@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,20 +10,8 @@ import (
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/local"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("never: %s", what)
-}
 
 // TestRevokeAndDecommissionEverywhere drives the fleet API: a revoked device
 // is REVOKED in every region and refused; a decommissioned device loses its
@@ -30,7 +19,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // there (the tombstone), and when it comes back it is refused, not onboarded
 // again.
 func TestRevokeAndDecommissionEverywhere(t *testing.T) {
-	requireTool(t, "mosquitto_pub")
+	tier.Tool(t, "mosquitto_pub")
 	st := startStack(t, local.Config{Regions: []string{"eu-west-1", "us-west-2", "ap-southeast-2"}})
 	ctx := context.Background()
 	rev := onboard(t, st, "to-revoke")
@@ -43,13 +32,13 @@ func TestRevokeAndDecommissionEverywhere(t *testing.T) {
 	if err != nil || d.Status != fleet.StatusRevoked || d.Version != 2 {
 		t.Fatalf("inventory after revoke: %+v %v", d, err)
 	}
-	eventually(t, "certificate REVOKED in every region", func() bool {
+	tier.Eventually(t, 20*time.Second, "certificate REVOKED in every region", func() error {
 		for _, r := range st.Regions() {
 			if c, ok := r.Registry.CertificateByID(d.CertificateID); !ok || c.Status != fleet.CertRevoked {
-				return false
+				return fmt.Errorf("%s: certificate %q (registered %v)", r.Name, c.Status, ok)
 			}
 		}
-		return true
+		return nil
 	})
 	if out, err := mosquittoPub(t, st.GlobalAddr(), rev, rev.name, "i/"+rev.name+"/m", `{"message":1}`); err == nil || strings.Contains(out, "received CONNACK (0)") {
 		t.Fatalf("a revoked device connected:\n%s", out)
@@ -62,26 +51,31 @@ func TestRevokeAndDecommissionEverywhere(t *testing.T) {
 	if err != nil || dd.Status != fleet.StatusDecommissioned {
 		t.Fatalf("inventory after decommission: %+v %v", dd, err)
 	}
-	eventually(t, "thing gone and certificate REVOKED and detached in every region", func() bool {
+	tier.Eventually(t, 20*time.Second, "thing gone and certificate REVOKED and detached in every region", func() error {
 		for _, r := range st.Regions() {
 			c, ok := r.Registry.CertificateByID(dd.CertificateID)
-			if !ok || c.Status != fleet.CertRevoked || len(r.Registry.PoliciesForPrincipal(c.ARN)) != 0 || len(r.Registry.ThingsForPrincipal(c.ARN)) != 0 {
-				return false
+			if !ok || c.Status != fleet.CertRevoked {
+				return fmt.Errorf("%s: certificate %q (registered %v)", r.Name, c.Status, ok)
+			}
+			if pols, things := r.Registry.PoliciesForPrincipal(c.ARN), r.Registry.ThingsForPrincipal(c.ARN); len(pols) != 0 || len(things) != 0 {
+				return fmt.Errorf("%s: certificate still attached to policies %v, things %v", r.Name, pols, things)
 			}
 			if _, err := r.Registry.DescribeThing(ctx, "to-decommission"); err == nil {
-				return false
+				return fmt.Errorf("%s: the thing is still there", r.Name)
 			}
 		}
-		return true
+		return nil
 	})
 	// The device comes back: its certificate is REVOKED, so it is refused.
 	if out, err := mosquittoPub(t, st.GlobalAddr(), dec, dec.name, "i/"+dec.name+"/m", `{"message":1}`); err == nil || strings.Contains(out, "received CONNACK (0)") {
 		t.Fatalf("a decommissioned device connected:\n%s", out)
 	}
 	nearest := st.Regions()[0]
-	eventually(t, "the returning certificate is REVOKED", func() bool {
-		c, ok := nearest.Registry.CertificateByID(dd.CertificateID)
-		return ok && c.Status == fleet.CertRevoked
+	tier.Eventually(t, 20*time.Second, "the returning certificate is REVOKED", func() error {
+		if c, ok := nearest.Registry.CertificateByID(dd.CertificateID); !ok || c.Status != fleet.CertRevoked {
+			return fmt.Errorf("certificate %q (registered %v)", c.Status, ok)
+		}
+		return nil
 	})
 	if _, err := nearest.Registry.DescribeThing(ctx, "to-decommission"); err == nil {
 		t.Error("the returning device got its thing back")

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -195,11 +196,12 @@ func (l *Leaf) CertPEM() string { return CertPEM(l.Cert) }
 
 // ChainPEM is the leaf followed by its issuing CAs, as a server presents it.
 func (l *Leaf) ChainPEM() string {
-	s := CertPEM(l.Cert)
+	var s strings.Builder
+	s.WriteString(CertPEM(l.Cert))
 	for _, c := range l.Chain {
-		s += CertPEM(c)
+		s.WriteString(CertPEM(c))
 	}
-	return s
+	return s.String()
 }
 
 // KeyPEM is the leaf key in PEM (PKCS #8).

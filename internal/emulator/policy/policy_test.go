@@ -175,6 +175,16 @@ func TestMatch(t *testing.T) {
 		{"**a", "a", true},
 		{"a+#", "a+#", true},
 		{"a+", "ab", false},
+		// IAM's * and ? cross "/" and ":" (path.Match's do not).
+		{"a?c", "a/c", true},
+		{"a?c", "a:c", true},
+		{"table/?", "table/ab", false},
+		{"table/*", "table/t/index/CertificateIndex", true},
+		{"arn:aws:iot:*:123456789012:thing/*", "arn:aws:iot:eu-west-1:123456789012:thing/a/b", true},
+		{"arn:aws:iot:*:123456789012:thing/*", "arn:aws:iot:eu-west-1:210987654321:thing/a", false},
+		{"*/index/*", "table/t", false},
+		{"a?", "a?", true},   // a literal ? in the string is one character
+		{"A*", "abc", false}, // case-sensitive
 	}
 	for _, tt := range tests {
 		if got := Match(tt.pattern, tt.s); got != tt.want {

@@ -94,7 +94,7 @@ func ParseLatencies(s string) (map[string]time.Duration, error) {
 	if strings.TrimSpace(s) == "" {
 		return out, nil
 	}
-	for _, part := range strings.Split(s, ",") {
+	for part := range strings.SplitSeq(s, ",") {
 		region, d, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok || region == "" {
 			return nil, fmt.Errorf("latency %q: want REGION=DURATION", part)
@@ -186,12 +186,10 @@ func (r *Router) serve() {
 			_ = c.Close()
 			return
 		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
+		r.wg.Go(func() {
 			defer r.untrack(c)
 			r.proxy(c)
-		}()
+		})
 	}
 }
 

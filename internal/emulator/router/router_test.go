@@ -25,9 +25,7 @@ func regionServer(t *testing.T, region string) string {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -36,15 +34,13 @@ func regionServer(t *testing.T, region string) string {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer c.Close()
 				fmt.Fprintf(c, "%s\n", region)
 				_, _ = io.Copy(c, c)
-			}()
+			})
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		_ = ln.Close()
 		mu.Lock()
@@ -194,9 +190,7 @@ func TestConcurrentConnectionsAndData(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			region, c, err := dialRegion(t, r.Addr())
 			if err != nil {
 				errs <- err
@@ -216,7 +210,7 @@ func TestConcurrentConnectionsAndData(t *testing.T) {
 			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
 				errs <- fmt.Errorf("echo %q: %q, %v", msg, buf, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

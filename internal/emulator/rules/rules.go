@@ -114,7 +114,7 @@ func (r *Rule) parseSelect(list string) error {
 		r.star = true
 		return nil
 	}
-	for _, raw := range strings.Split(list, ",") {
+	for raw := range strings.SplitSeq(list, ",") {
 		item := strings.TrimSpace(raw)
 		var it selectItem
 		expr, alias := item, ""
@@ -188,7 +188,7 @@ func isIdent(s string) bool {
 }
 
 func isPath(s string) bool {
-	for _, p := range strings.Split(s, ".") {
+	for p := range strings.SplitSeq(s, ".") {
 		if !isIdent(p) {
 			return false
 		}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -243,9 +244,7 @@ func (r *reasons) snapshot() map[string]int64 {
 		return nil
 	}
 	out := make(map[string]int64, len(r.m))
-	for k, v := range r.m {
-		out[k] = v
-	}
+	maps.Copy(out, r.m)
 	return out
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mriot/mriot/internal/emulator/pki"
 	"github.com/mriot/mriot/internal/emulator/sim"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 func fastBackoff() sim.Backoff {
@@ -249,20 +250,14 @@ func TestRunStopsOnCancel(t *testing.T) {
 			Rate: 50, Backoff: fastBackoff(), Progress: &progress, ProgressInterval: 20 * time.Millisecond})
 		done <- result{s, err}
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		least := 1 << 30
+	tier.Eventually(t, 20*time.Second, "every device publishes 5 messages", func() error {
 		for _, d := range devs {
-			least = min(least, len(hook.publishedTo(sim.Topic(d.Name))))
+			if n := len(hook.publishedTo(sim.Topic(d.Name))); n < 5 {
+				return fmt.Errorf("%s published %d", d.Name, n)
+			}
 		}
-		if least >= 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("devices did not publish")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if connected := atomic.LoadInt64(&srv.Info.ClientsConnected); connected != 4 {
 		t.Fatalf("%d clients connected, want 4", connected)
 	}
@@ -285,12 +280,12 @@ func TestRunStopsOnCancel(t *testing.T) {
 	if s.Errors != 0 {
 		t.Fatalf("a cancel is no error: %s", s)
 	}
-	for time.Now().Before(deadline) && atomic.LoadInt64(&srv.Info.ClientsConnected) != 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := atomic.LoadInt64(&srv.Info.ClientsConnected); n != 0 {
-		t.Fatalf("%d clients still connected after Run returned", n)
-	}
+	tier.Eventually(t, 5*time.Second, "every client disconnects after Run returned", func() error {
+		if n := atomic.LoadInt64(&srv.Info.ClientsConnected); n != 0 {
+			return fmt.Errorf("%d clients still connected", n)
+		}
+		return nil
+	})
 	out := progress.String()
 	if !strings.Contains(out, "connected 4/4") || !strings.Contains(out, "onboarded 4/4") {
 		t.Fatalf("progress lines:\n%s", out)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -495,7 +496,7 @@ func TestSubscribeDoesNotBlockWriters(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	var want []string
-	for i := 0; i < 200; i++ {
+	for i := range 200 {
 		k := fmt.Sprintf("k%03d", i)
 		want = append(want, k)
 		if err := g.Replica(usw2).PutItem(ctx, item(k, "v"), nil); err != nil {
@@ -514,35 +515,39 @@ func TestSubscribeDoesNotBlockWriters(t *testing.T) {
 	}
 }
 
+// TestUnsubscribeAndClose runs in a synctest bubble: synctest.Wait returns
+// once the delivery goroutine has delivered and waits for more.
 func TestUnsubscribeAndClose(t *testing.T) {
-	g := NewGlobalTable("T", KeySchema{HashKey: "ThingName"}, []string{usw2, euw1}, WithReplicationLag(time.Hour))
-	ctx := context.Background()
-	c := &collector{}
-	unsub := g.Replica(usw2).Subscribe(c.add)
-	if err := g.Replica(usw2).PutItem(ctx, item("a", "1"), nil); err != nil {
-		t.Fatal(err)
-	}
-	// The replication is pending for an hour; only the delivery can finish.
-	deadline := time.Now().Add(5 * time.Second)
-	for len(c.get()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	unsub()
-	unsub() // twice is harmless
-	if err := g.Replica(usw2).PutItem(ctx, item("b", "1"), nil); err != nil {
-		t.Fatal(err)
-	}
-	g.Close()
-	waitIdle(t, g) // Close drops pending work
-	if got := len(c.get()); got != 1 {
-		t.Errorf("%d records after unsubscribe, want 1", got)
-	}
-	if err := g.Replica(usw2).PutItem(ctx, item("c", "1"), nil); !errors.Is(err, fleet.ErrUnavailable) {
-		t.Errorf("write after Close: %v, want ErrUnavailable", err)
-	}
-	if _, err := NewInventory(g.Replica(euw1)).Get(ctx, "a"); !errors.Is(err, fleet.ErrUnavailable) {
-		t.Errorf("read after Close: %v, want ErrUnavailable", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		g := NewGlobalTable("T", KeySchema{HashKey: "ThingName"}, []string{usw2, euw1}, WithReplicationLag(time.Hour))
+		ctx := context.Background()
+		c := &collector{}
+		unsub := g.Replica(usw2).Subscribe(c.add)
+		if err := g.Replica(usw2).PutItem(ctx, item("a", "1"), nil); err != nil {
+			t.Fatal(err)
+		}
+		// The replication is pending for an hour; only the delivery can finish.
+		synctest.Wait()
+		if got := len(c.get()); got != 1 {
+			t.Fatalf("%d records delivered, want 1", got)
+		}
+		unsub()
+		unsub() // twice is harmless
+		if err := g.Replica(usw2).PutItem(ctx, item("b", "1"), nil); err != nil {
+			t.Fatal(err)
+		}
+		g.Close()
+		waitIdle(t, g) // Close drops pending work
+		if got := len(c.get()); got != 1 {
+			t.Errorf("%d records after unsubscribe, want 1", got)
+		}
+		if err := g.Replica(usw2).PutItem(ctx, item("c", "1"), nil); !errors.Is(err, fleet.ErrUnavailable) {
+			t.Errorf("write after Close: %v, want ErrUnavailable", err)
+		}
+		if _, err := NewInventory(g.Replica(euw1)).Get(ctx, "a"); !errors.Is(err, fleet.ErrUnavailable) {
+			t.Errorf("read after Close: %v, want ErrUnavailable", err)
+		}
+	})
 }
 
 func TestInventoryStreamDecodes(t *testing.T) {
@@ -609,11 +614,9 @@ func TestConcurrentConvergence(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for w, r := range g.Regions() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			inv := NewInventory(g.Replica(r))
-			for i := 0; i < 200; i++ {
+			for i := range 200 {
 				name := fmt.Sprintf("dev-%d", i%17)
 				var err error
 				switch (i + w) % 4 {
@@ -628,7 +631,7 @@ func TestConcurrentConvergence(t *testing.T) {
 					t.Error(err)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	waitIdle(t, g)

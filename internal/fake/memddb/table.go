@@ -1127,10 +1127,7 @@ func (t *Table) StreamSince(seq int64) ([]events.DynamoDBEventRecord, int64) {
 	if t.seq <= seq {
 		return nil, t.seq
 	}
-	first := len(t.log) - int(t.seq-seq)
-	if first < 0 {
-		first = 0 // trimmed: what is left
-	}
+	first := max(len(t.log)-int(t.seq-seq), 0) // trimmed: what is left
 	return slices.Clone(t.log[first:]), t.seq
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
@@ -186,56 +187,60 @@ func TestRegisterCertificateValidity(t *testing.T) {
 	}
 }
 
+// TestAutoRegister runs in a synctest bubble, whose clock the test moves on
+// exactly (memiot reads time.Now).
 func TestAutoRegister(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t, true)
-	pem := e.devicePEM(t, "jitr-1")
-	c, created, err := e.r.AutoRegister(ctx, pem)
-	if err != nil || !created {
-		t.Fatalf("AutoRegister = %v, %v; want created", created, err)
-	}
-	if c.Status != fleet.CertPendingActivation || c.CACertificateID != e.caID {
-		t.Errorf("auto-registered %+v, want PENDING_ACTIVATION from %s", c, e.caID)
-	}
-	again, created, err := e.r.AutoRegister(ctx, pem)
-	if err != nil || created || again != c {
-		t.Errorf("second AutoRegister = %+v, %v, %v; want the same certificate, not created", again, created, err)
-	}
-	if got, ok := e.r.CertificateByID(c.ID); !ok || got != c {
-		t.Errorf("CertificateByID = %+v, %v", got, ok)
-	}
-	first, ok := e.r.CertificateRegisteredAt(c.ID)
-	if !ok || first.IsZero() {
-		t.Fatalf("CertificateRegisteredAt = %v, %v", first, ok)
-	}
-	// Deleted and registered again: a new registration, a new timestamp.
-	if err := e.r.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.r.DeleteCertificate(ctx, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Millisecond)
-	if _, created, err := e.r.AutoRegister(ctx, pem); err != nil || !created {
-		t.Fatalf("AutoRegister after delete = %v, %v", created, err)
-	}
-	if again, _ := e.r.CertificateRegisteredAt(c.ID); !again.After(first) {
-		t.Errorf("registered again at %v, first at %v: want a later time", again, first)
-	}
-	if _, ok := e.r.CertificateRegisteredAt("nope"); ok {
-		t.Error("CertificateRegisteredAt of an unknown certificate")
-	}
-	if _, _, err := e.r.AutoRegister(ctx, "junk"); !errors.Is(err, fleet.ErrInvalid) {
-		t.Errorf("junk PEM: %v, want ErrInvalid", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		e := newEnv(t, true)
+		pem := e.devicePEM(t, "jitr-1")
+		c, created, err := e.r.AutoRegister(ctx, pem)
+		if err != nil || !created {
+			t.Fatalf("AutoRegister = %v, %v; want created", created, err)
+		}
+		if c.Status != fleet.CertPendingActivation || c.CACertificateID != e.caID {
+			t.Errorf("auto-registered %+v, want PENDING_ACTIVATION from %s", c, e.caID)
+		}
+		again, created, err := e.r.AutoRegister(ctx, pem)
+		if err != nil || created || again != c {
+			t.Errorf("second AutoRegister = %+v, %v, %v; want the same certificate, not created", again, created, err)
+		}
+		if got, ok := e.r.CertificateByID(c.ID); !ok || got != c {
+			t.Errorf("CertificateByID = %+v, %v", got, ok)
+		}
+		first, ok := e.r.CertificateRegisteredAt(c.ID)
+		if !ok || first.IsZero() {
+			t.Fatalf("CertificateRegisteredAt = %v, %v", first, ok)
+		}
+		// Deleted and registered again: a new registration, a new timestamp.
+		if err := e.r.UpdateCertificate(ctx, c.ID, fleet.CertInactive); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.r.DeleteCertificate(ctx, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the bubble's clock: exactly one second later
+		if _, created, err := e.r.AutoRegister(ctx, pem); err != nil || !created {
+			t.Fatalf("AutoRegister after delete = %v, %v", created, err)
+		}
+		if again, _ := e.r.CertificateRegisteredAt(c.ID); !again.Equal(first.Add(time.Second)) {
+			t.Errorf("registered again at %v, first at %v: want a second later", again, first)
+		}
+		if _, ok := e.r.CertificateRegisteredAt("nope"); ok {
+			t.Error("CertificateRegisteredAt of an unknown certificate")
+		}
+		if _, _, err := e.r.AutoRegister(ctx, "junk"); !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("junk PEM: %v, want ErrInvalid", err)
+		}
 
-	noAuto := newEnv(t, false)
-	if _, _, err := noAuto.r.AutoRegister(ctx, noAuto.devicePEM(t, "d")); !errors.Is(err, fleet.ErrInvalid) {
-		t.Errorf("CA without auto-registration: %v, want ErrInvalid", err)
-	}
-	if n := len(noAuto.r.CertificateList()); n != 0 {
-		t.Errorf("%d certificates after refused auto-registration, want 0", n)
-	}
+		noAuto := newEnv(t, false)
+		if _, _, err := noAuto.r.AutoRegister(ctx, noAuto.devicePEM(t, "d")); !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("CA without auto-registration: %v, want ErrInvalid", err)
+		}
+		if n := len(noAuto.r.CertificateList()); n != 0 {
+			t.Errorf("%d certificates after refused auto-registration, want 0", n)
+		}
+	})
 }
 
 func TestUpdateCertificateRules(t *testing.T) {
@@ -468,7 +473,7 @@ func TestQuotas(t *testing.T) {
 		t.Fatal(err)
 	}
 	burst := func(n int) (ok, throttled int) {
-		for i := 0; i < n; i++ {
+		for range n {
 			_, err := r.ListThingPrincipals(ctx, "t")
 			switch {
 			case err == nil:
@@ -567,11 +572,9 @@ func TestConcurrentOnboarding(t *testing.T) {
 		pems[i] = e.devicePEM(t, fmt.Sprint("dev-", i))
 	}
 	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		for j := 0; j < 2; j++ { // two racers per device
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+	for i := range n {
+		for range 2 { // two racers per device
+			wg.Go(func() {
 				name := fmt.Sprint("dev-", i)
 				c, _, err := e.r.AutoRegister(ctx, pems[i])
 				if err != nil {
@@ -591,7 +594,7 @@ func TestConcurrentOnboarding(t *testing.T) {
 					}
 				}
 				_ = e.r.Snapshot()
-			}()
+			})
 		}
 	}
 	wg.Wait()

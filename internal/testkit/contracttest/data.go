@@ -12,6 +12,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/contract"
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 func device(name, cert string, status fleet.Status, version int64) fleet.Device {
@@ -57,17 +58,17 @@ func Inventory(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 		}{
 			{"absent", nil, func(n string) fleet.Device { return device(n, "c1", fleet.StatusActive, 1) }, nil},
 			{"same certificate, ACTIVE (concurrent onboarding elsewhere)",
-				ptr(device("", "c1", fleet.StatusActive, 1)),
+				new(device("", "c1", fleet.StatusActive, 1)),
 				func(n string) fleet.Device {
 					d := device(n, "c1", fleet.StatusActive, 1)
 					d.OriginRegion = "us-west-2"
 					return d
 				}, nil},
-			{"other certificate", ptr(device("", "c1", fleet.StatusActive, 1)),
+			{"other certificate", new(device("", "c1", fleet.StatusActive, 1)),
 				func(n string) fleet.Device { return device(n, "c2", fleet.StatusActive, 1) }, fleet.ErrConditionFailed},
-			{"same certificate, REVOKED", ptr(device("", "c1", fleet.StatusRevoked, 2)),
+			{"same certificate, REVOKED", new(device("", "c1", fleet.StatusRevoked, 2)),
 				func(n string) fleet.Device { return device(n, "c1", fleet.StatusActive, 1) }, fleet.ErrConditionFailed},
-			{"same certificate, DECOMMISSIONED tombstone", ptr(device("", "c1", fleet.StatusDecommissioned, 3)),
+			{"same certificate, DECOMMISSIONED tombstone", new(device("", "c1", fleet.StatusDecommissioned, 3)),
 				func(n string) fleet.Device { return device(n, "c1", fleet.StatusActive, 1) }, fleet.ErrConditionFailed},
 		}
 		for i, tt := range tests {
@@ -140,8 +141,8 @@ func Inventory(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 			version  int64
 			wantErr  error
 		}{
-			{"same version deletes", ptr(device("", "c1", fleet.StatusActive, 1)), 1, nil},
-			{"other version refuses and keeps the item", ptr(device("", "c1", fleet.StatusRevoked, 2)), 1, fleet.ErrConditionFailed},
+			{"same version deletes", new(device("", "c1", fleet.StatusActive, 1)), 1, nil},
+			{"other version refuses and keeps the item", new(device("", "c1", fleet.StatusRevoked, 2)), 1, fleet.ErrConditionFailed},
 			{"absent is a success", nil, 1, nil},
 		}
 		for i, tt := range tests {
@@ -173,7 +174,7 @@ func Inventory(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 		inv := newInv(t)
 		sfx := randomSuffix(t)
 		want := map[string]bool{}
-		for i := 0; i < 7; i++ {
+		for i := range 7 {
 			name := fmt.Sprintf("list-%s-%d", sfx, i)
 			wantErr(t, "Create", inv.Create(ctx, device(name, "c", fleet.StatusActive, 1)), nil)
 			want[name] = true
@@ -214,17 +215,7 @@ func Inventory(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 // moto answer consistently at the first try.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	tier.Eventually(t, 10*time.Second, what, check)
 }
 
 // eventuallyByCertificate waits until inv.ByCertificate(certID) answers want
@@ -427,7 +418,7 @@ func testRevocations(t *testing.T, newInv func(t *testing.T) contract.Inventory)
 				name := fmt.Sprintf("revoke-invalid-%s-%d", sfx, i)
 				var existing *fleet.Revocation
 				if tt.existing != "" {
-					existing = ptr(revocation(name, "c1", tt.existing))
+					existing = new(revocation(name, "c1", tt.existing))
 					wantErr(t, "arrange Revoke", inv.Revoke(ctx, *existing), nil)
 				}
 				wantErr(t, "Revoke", inv.Revoke(ctx, tt.r(name)), fleet.ErrInvalid)
@@ -627,8 +618,6 @@ func testRevocationBeside(t *testing.T, newInv func(t *testing.T) contract.Inven
 		wantRevocation(t, inv, name, st.wantRecord)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func message(device string, ts int64, id, payload string) fleet.Message {
 	return fleet.Message{

@@ -543,7 +543,7 @@ func testThingPrincipals(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
 		}
 	})
 	t.Run("attach is idempotent", func(t *testing.T) {
-		for i := 0; i < 2; i++ {
+		for range 2 {
 			wantErr(t, "AttachThingPrincipal", f.r.AttachThingPrincipal(f.ctx, name, c.ARN), nil)
 		}
 		if prs := list(t); !slices.Equal(prs, []string{c.ARN}) {
@@ -558,7 +558,7 @@ func testThingPrincipals(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
 		wantErr(t, "ListThingPrincipals unknown thing", err, fleet.ErrNotFound)
 	})
 	t.Run("detach is idempotent", func(t *testing.T) {
-		for i := 0; i < 2; i++ {
+		for i := range 2 {
 			err := f.r.DetachThingPrincipal(f.ctx, name, c.ARN)
 			// DetachNotAttachedIsNotFound: moto refuses the second detach.
 			if i > 0 && f.env.Quirks.DetachNotAttachedIsNotFound && errors.Is(err, fleet.ErrNotFound) {
@@ -588,7 +588,7 @@ func testPolicies(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
 		}
 	})
 	t.Run("attach is idempotent", func(t *testing.T) {
-		for i := 0; i < 2; i++ {
+		for range 2 {
 			wantErr(t, "AttachPolicy", f.r.AttachPolicy(f.ctx, pol, c.ARN), nil)
 		}
 		if pols := list(t); !slices.Equal(pols, []string{pol}) {
@@ -601,7 +601,7 @@ func testPolicies(t *testing.T, newEnv func(t *testing.T) RegistryEnv) {
 		wantErr(t, "DetachPolicy unknown policy", f.r.DetachPolicy(f.ctx, f.name("nopol"), c.ARN), fleet.ErrNotFound)
 	})
 	t.Run("detach is idempotent", func(t *testing.T) {
-		for i := 0; i < 2; i++ {
+		for i := range 2 {
 			err := f.r.DetachPolicy(f.ctx, pol, c.ARN)
 			// DetachNotAttachedIsNotFound: moto refuses the second detach.
 			if i > 0 && f.env.Quirks.DetachNotAttachedIsNotFound && errors.Is(err, fleet.ErrNotFound) {

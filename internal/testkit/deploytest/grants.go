@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/mriot/mriot/internal/emulator/policy"
 )
 
 // Call is one AWS API call a function makes: the IAM action it needs and an
@@ -152,15 +154,12 @@ func matchAny(patterns []string, s string, caseSensitive bool) bool {
 	return false
 }
 
-// globMatch matches s against an IAM pattern: * is any run of characters
-// (across "/" and ":"), ? one character. Actions compare case-insensitively.
+// globMatch matches s against an IAM pattern with policy.Match: * is any
+// run of characters (across "/" and ":"), ? one character. Actions compare
+// case-insensitively (caseSensitive false), resources case-sensitively.
 func globMatch(pattern, s string, caseSensitive bool) bool {
-	re := regexp.QuoteMeta(pattern)
-	re = strings.ReplaceAll(re, `\*`, `.*`)
-	re = strings.ReplaceAll(re, `\?`, `.`)
 	if !caseSensitive {
-		re = "(?i)" + re
+		pattern, s = strings.ToLower(pattern), strings.ToLower(s)
 	}
-	ok, err := regexp.MatchString("^"+re+"$", s)
-	return err == nil && ok
+	return policy.Match(pattern, s)
 }

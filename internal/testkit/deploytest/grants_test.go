@@ -148,6 +148,32 @@ func concat(lists ...[]Call) []Call {
 // TestPoliciesCoverCalls: every function's role allows every call its code
 // makes, on the resources it makes it on (a missing grant is an
 // AccessDenied on AWS that moto does not show).
+func TestGlobMatch(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, s    string
+		caseSensitive bool
+		want          bool
+	}{
+		{"iot:*", "iot:DescribeThing", false, true},
+		{"IOT:describething", "iot:DescribeThing", false, true}, // IAM actions are case-insensitive
+		{"dynamodb:Get*", "dynamodb:GetItem", false, true},
+		{"dynamodb:?etItem", "dynamodb:GetItem", false, true},
+		{"dynamodb:Get?", "dynamodb:GetItem", false, false},
+		{"iot:*", "dynamodb:GetItem", false, false},
+		// Resources: case-sensitive; * and ? cross "/" and ":".
+		{"arn:aws:dynamodb:*:*:table/mriot-*", certIndexARN, true, true},
+		{"arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/*", revocationIndexARN, true, true},
+		{"arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory", certIndexARN, true, false},
+		{"arn:aws:iot:eu-west-1:123456789012:thing/sensor-?", thingARNEx, true, true},
+		{"arn:aws:iot:eu-west-1:123456789012:thing?sensor-1", thingARNEx, true, true},
+		{"arn:aws:iot:eu-west-1:123456789012:THING/*", thingARNEx, true, false},
+	} {
+		if got := globMatch(tt.pattern, tt.s, tt.caseSensitive); got != tt.want {
+			t.Errorf("globMatch(%q, %q, %v) = %v, want %v", tt.pattern, tt.s, tt.caseSensitive, got, tt.want)
+		}
+	}
+}
+
 func TestPoliciesCoverCalls(t *testing.T) {
 	for tpl, tr := range translate(t) {
 		for _, p := range CheckGrants(tr.Template, functionCalls) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"github.com/mriot/mriot/internal/emulator/policy"
 	"github.com/mriot/mriot/internal/testkit/motoserver"
 	"github.com/mriot/mriot/internal/testkit/rie"
+	"github.com/mriot/mriot/internal/testkit/tier"
 	"github.com/mriot/mriot/internal/workflow/converge"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
@@ -81,7 +83,7 @@ func emulator(t *testing.T) string {
 		rieBin, rieErr = rie.Install(ctx, gobinDir)
 	})
 	if errors.Is(rieErr, rie.ErrNotInstalled) {
-		unavailable(t, "%v", rieErr)
+		tier.Require(t, "%v", rieErr)
 	}
 	if rieErr != nil {
 		t.Fatal(rieErr)
@@ -114,16 +116,12 @@ func startFunction(t *testing.T, fn, region string, s *motoserver.Server, extra 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{
+	maps.Copy(env, map[string]string{
 		"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_ENDPOINT_URL": s.URL,
 		"AWS_ACCESS_KEY_ID": "AKIDMOTOTEST", "AWS_SECRET_ACCESS_KEY": "moto-test-secret", "AWS_SESSION_TOKEN": "",
 		"AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true", "AWS_LAMBDA_FUNCTION_NAME": fn,
-	} {
-		env[k] = v
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	})
+	maps.Copy(env, extra)
 	var logs io.Writer
 	if testing.Verbose() {
 		logs = os.Stderr
@@ -185,7 +183,7 @@ func apiRequest(t *testing.T, method, path, query string) []byte {
 	ev.QueryStringParameters = nil
 	if query != "" {
 		ev.QueryStringParameters = map[string]string{}
-		for _, kv := range strings.Split(query, "&") {
+		for kv := range strings.SplitSeq(query, "&") {
 			k, v, _ := strings.Cut(kv, "=")
 			ev.QueryStringParameters[k] = v
 		}
@@ -720,7 +718,7 @@ func TestReconcileUnderRIE(t *testing.T) {
 // emfCounted reports whether an EMF line of logs counts metric with the
 // Kind dimension kind.
 func emfCounted(logs, metric, kind string) bool {
-	for _, line := range strings.Split(logs, "\n") {
+	for line := range strings.SplitSeq(logs, "\n") {
 		i := strings.Index(line, "{")
 		if i < 0 {
 			continue

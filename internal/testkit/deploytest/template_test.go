@@ -20,6 +20,7 @@ import (
 
 	"github.com/mriot/mriot/internal/aws/ddbitem"
 	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/testkit/tier"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
@@ -42,20 +43,8 @@ func root(t testing.TB) string {
 	}
 }
 
-// unavailable skips the test, or fails it when CI=true.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true, required: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 func TestCfnLint(t *testing.T) {
-	lint, err := exec.LookPath("cfn-lint")
-	if err != nil {
-		unavailable(t, "cfn-lint not installed: %v", err)
-	}
+	lint := tier.Tool(t, "cfn-lint")
 	dir := root(t)
 	for _, tpl := range Templates {
 		t.Run(tpl, func(t *testing.T) {
@@ -116,7 +105,7 @@ func translate(t *testing.T) map[string]Translated {
 		}
 	})
 	if translateSkip != "" {
-		unavailable(t, "%s", translateSkip)
+		tier.Require(t, "%s", translateSkip)
 	}
 	if translateErr != nil {
 		t.Fatal(translateErr)
@@ -431,7 +420,7 @@ func TestRegionSlots(t *testing.T) {
 	}
 	text := string(b)
 	var conds []string
-	for _, line := range strings.Split(text, "\n") {
+	for line := range strings.SplitSeq(text, "\n") {
 		if name, _, ok := strings.Cut(strings.TrimSpace(line), ": !Not [!Equals [\"\", !Select ["); ok && strings.HasPrefix(name, "HasRegion") {
 			conds = append(conds, name)
 		}

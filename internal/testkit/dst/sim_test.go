@@ -184,7 +184,7 @@ func TestSimulationCatchesBrokenDesigns(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			for seed := uint64(0); seed < budget; seed++ {
+			for seed := range uint64(budget) {
 				cfg := Defaults(seed)
 				cfg.Mutations = tt.m
 				s, err := New(cfg)

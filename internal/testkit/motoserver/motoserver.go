@@ -27,7 +27,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +34,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/mriot/mriot/internal/testkit/proc"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 //go:embed launcher.py
@@ -82,10 +84,7 @@ func Start(t testing.TB) *Server {
 		p, err := launch()
 		if err != nil {
 			if errors.Is(err, errNotInstalled) {
-				if os.Getenv("CI") == "true" {
-					t.Fatalf("%v (CI=true: moto is required)", err)
-				}
-				t.Skipf("%v", err)
+				tier.Require(t, "%v", err)
 			}
 			t.Fatalf("start moto_server: %v", err)
 		}
@@ -148,10 +147,11 @@ func (s *Server) Config(region string) aws.Config {
 
 // process is a running moto_server.
 type process struct {
-	cmd   *exec.Cmd
-	url   string
-	stdin io.WriteCloser
-	done  chan struct{}
+	cmd    *exec.Cmd
+	cancel context.CancelFunc // stops it: SIGTERM, SIGKILL after stopGrace
+	url    string
+	stdin  io.WriteCloser
+	done   chan struct{}
 
 	logMu sync.Mutex
 	tail  []string // the last lines of stderr, for error messages
@@ -193,20 +193,24 @@ func launch() (*process, error) {
 			return nil, fmt.Errorf("%w: no python3 on PATH: %w", errNotInstalled, err)
 		}
 	}
-	cmd := exec.Command(python, "-c", launcher, "--host", "127.0.0.1", "--port", "0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, python, "-c", launcher, "--host", "127.0.0.1", "--port", "0")
+	proc.Group(cmd, stopGrace)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("stdin pipe: %w", err)
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
+		cancel()
 		return nil, fmt.Errorf("%w: run %s: %w", errNotInstalled, python, err)
 	}
-	p := &process{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	p := &process{cmd: cmd, cancel: cancel, stdin: stdin, done: make(chan struct{})}
 	urls := make(chan string, 1)
 	readDone := make(chan struct{})
 	go func() {
@@ -280,16 +284,13 @@ func (p *process) waitHTTP(deadline <-chan time.Time) error {
 	}
 }
 
-// stop ends the process group and waits for the process to exit.
+// stopGrace is how long moto has to exit on SIGTERM before it is killed.
+const stopGrace = 5 * time.Second
+
+// stop ends the process (SIGTERM to its group; killed if it is still there
+// stopGrace later) and waits for it to exit.
 func (p *process) stop() {
 	_ = p.stdin.Close()
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(5 * time.Second):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	p.cancel()
 	<-p.done
 }

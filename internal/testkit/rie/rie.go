@@ -20,9 +20,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode"
+
+	"github.com/mriot/mriot/internal/testkit/proc"
 )
 
 // Module is the emulator's command at the pinned version, for go install.
@@ -149,11 +150,12 @@ type Emulator struct {
 	// URL is the invoke endpoint.
 	URL string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	mu   sync.Mutex
-	logs bytes.Buffer
-	tee  io.Writer
+	cmd    *exec.Cmd
+	cancel context.CancelFunc // stops it: SIGTERM, SIGKILL after stopGrace
+	done   chan struct{}
+	mu     sync.Mutex
+	logs   bytes.Buffer
+	tee    io.Writer
 }
 
 // Write collects the emulator's and the function's output.
@@ -192,16 +194,23 @@ func Start(ctx context.Context, rieBin, bootstrap string, env map[string]string,
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap path: %w", err)
 	}
-	e.cmd = exec.Command(rieBin,
+	// The emulator lives until Stop, not until ctx ends: ctx bounds the start.
+	procCtx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	cmd := exec.CommandContext(procCtx, rieBin,
 		"--runtime-interface-emulator-address", addr,
 		"--runtime-api-address", "127.0.0.1:"+apiPort,
 		"--log-level", "warn",
 		abs)
-	e.cmd.Dir = filepath.Dir(abs)
-	e.cmd.Env = mergeEnv(os.Environ(), env)
-	e.cmd.Stdout, e.cmd.Stderr = e, e
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := e.cmd.Start(); err != nil {
+	cmd.Dir = filepath.Dir(abs)
+	cmd.Env = mergeEnv(os.Environ(), env)
+	cmd.Stdout, cmd.Stderr = e, e
+	// The group holds the function's bootstrap too: Stop's SIGTERM reaches
+	// both; a Ctrl-C of make invoke reaches the script, which stops them.
+	proc.Group(cmd, stopGrace)
+	e.cmd = cmd
+	if err := cmd.Start(); err != nil {
+		cancel()
 		return nil, fmt.Errorf("start %s: %w", rieBin, err)
 	}
 	go func() { _ = e.cmd.Wait(); close(e.done) }()
@@ -266,16 +275,15 @@ func (e *Emulator) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 	return body, nil
 }
 
-// Stop ends the emulator and its function (the whole process group).
+// stopGrace is how long the emulator has to exit on SIGTERM before it is
+// killed.
+const stopGrace = 3 * time.Second
+
+// Stop ends the emulator and its function (SIGTERM to their process group;
+// the emulator is killed if it is still there stopGrace later) and waits
+// until it has exited.
 func (e *Emulator) Stop() {
-	pgid := e.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-e.done:
-		return
-	case <-time.After(3 * time.Second):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	e.cancel()
 	<-e.done
 }
 

@@ -5,6 +5,7 @@ package wiringtest
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,9 +31,7 @@ func DeployedEnv(t testing.TB, logicalID, region string, drop ...string) map[str
 		t.Fatalf("events/env.json has no %s", logicalID)
 	}
 	env := map[string]string{"AWS_REGION": region}
-	for k, v := range vars {
-		env[k] = v
-	}
+	maps.Copy(env, vars)
 	for _, k := range drop {
 		delete(env, k)
 	}

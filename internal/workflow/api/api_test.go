@@ -725,7 +725,7 @@ func TestRequestLogging(t *testing.T) {
 	h := newHandler(t, cfg)
 	do(t, h, "GET", "/devices/nobody?x=1", "")
 	var line map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line %q: %v", l, err)

@@ -66,6 +66,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
@@ -706,10 +707,5 @@ func (r *run) promote(ctx context.Context, item fleet.Device) error {
 }
 
 func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(ids, id)
 }

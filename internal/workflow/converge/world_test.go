@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,12 +176,7 @@ func afterOp(op string) func(service, o string, before []string) bool {
 		if service != "iot" {
 			return false
 		}
-		for _, b := range before {
-			if b == "iot:"+op {
-				return true
-			}
-		}
-		return false
+		return slices.Contains(before, "iot:"+op)
 	}
 }
 
@@ -315,8 +311,8 @@ func (w *world) registered(region string, d device) []byte {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return []byte(fmt.Sprintf(`{"certificateId":%q,"caCertificateId":%q,"timestamp":1,"certificateStatus":"PENDING_ACTIVATION","awsAccountId":%q,"certificateRegistrationTimestamp":null}`,
-		c.ID, c.CACertificateID, account))
+	return fmt.Appendf(nil, `{"certificateId":%q,"caCertificateId":%q,"timestamp":1,"certificateStatus":"PENDING_ACTIVATION","awsAccountId":%q,"certificateRegistrationTimestamp":null}`,
+		c.ID, c.CACertificateID, account)
 }
 
 // record is the EventBridge event the Pipe puts on the bus for a stream
@@ -346,6 +342,8 @@ func record(region, event, name string, d *fleet.Device) []byte {
 // lambda invokes fn as Lambda's asynchronous invocation does: a retryable
 // failure is delivered again after the retry interval (the world's clock
 // moves on a minute), up to three attempts in all. It returns the last error.
+// The scenarios run in synctest bubbles: the pause before a redelivery is of
+// the bubble's clock, so the other runs go on until they block, every time.
 func (w *world) lambda(ctx context.Context, fn func(context.Context) error) error {
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {

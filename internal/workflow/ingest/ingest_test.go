@@ -52,7 +52,7 @@ func newWorld(cfg Config) (*world, error) {
 }
 
 func event(device, message string, ts int64, id string) []byte {
-	return []byte(fmt.Sprintf(`{"message":%s,"device":%q,"ts":%d,"id":%q}`, message, device, ts, id))
+	return fmt.Appendf(nil, `{"message":%s,"device":%q,"ts":%d,"id":%q}`, message, device, ts, id)
 }
 
 func (w *world) close() { w.g.Close() }

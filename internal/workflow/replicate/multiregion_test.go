@@ -85,13 +85,11 @@ func TestTwoRegionsOnboardTheSameDeviceAtOnce(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ev := []byte(fmt.Sprintf(`{"certificateId":%q,"caCertificateId":%q,"timestamp":1,"certificateStatus":"PENDING_ACTIVATION","awsAccountId":%q,"certificateRegistrationTimestamp":null}`,
-					c.ID, c.CACertificateID, account))
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				ev := fmt.Appendf(nil, `{"certificateId":%q,"caCertificateId":%q,"timestamp":1,"certificateStatus":"PENDING_ACTIVATION","awsAccountId":%q,"certificateRegistrationTimestamp":null}`,
+					c.ID, c.CACertificateID, account)
+				wg.Go(func() {
 					_, jerrs[k] = r.jitr.Invoke(ctx, ev)
-				}()
+				})
 			}
 			wg.Wait()
 			if err := g.WaitIdle(ctx); err != nil {
