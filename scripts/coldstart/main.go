@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -41,6 +42,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mriot/mriot/internal/testkit/proc"
 	"github.com/mriot/mriot/internal/testkit/rie"
 )
 
@@ -208,9 +210,7 @@ func (s *subject) coldStart(ctx context.Context, rieBin, src string) (float64, e
 		if err != nil {
 			return 0, err
 		}
-		for k, v := range fenv {
-			env[k] = v
-		}
+		maps.Copy(env, fenv)
 	}
 	port, err := freePort()
 	if err != nil {
@@ -229,8 +229,7 @@ func (s *subject) coldStart(ctx context.Context, rieBin, src string) (float64, e
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"))
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 2 * time.Second
+	proc.Group(cmd, 2*time.Second) // the bootstrap stops with the emulator
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"regexp"
 	"testing"
 
 	"github.com/mriot/mriot/internal/testkit/rie"
+	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // TestPrintsRatios runs the benchmark on the smallest scale: one round of
@@ -20,10 +20,7 @@ func TestPrintsRatios(t *testing.T) {
 	var out, errs bytes.Buffer
 	err := run(context.Background(), []string{"-rounds", "1", "-fn", "ingest"}, &out, &errs)
 	if errors.Is(err, rie.ErrNotInstalled) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true, required: %v", err)
-		}
-		t.Skip(err)
+		tier.Require(t, "%v", err)
 	}
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errs.String())

@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -40,9 +41,7 @@ func TestReadRegistrySettings(t *testing.T) {
 					m[k] = v
 				}
 			}
-			for k, v := range tt.set {
-				m[k] = v
-			}
+			maps.Copy(m, tt.set)
 			s, err := ReadRegistrySettings(envOf(m))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
