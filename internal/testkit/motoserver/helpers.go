@@ -2,6 +2,7 @@ package motoserver
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 	defer cancel()
 	db := dynamodb.NewFromConfig(cfg)
 	s := ddbtypes.ScalarAttributeTypeS
-	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+	err := createTable(ctx, db, &dynamodb.CreateTableInput{
 		TableName:   aws.String(inventoryName),
 		BillingMode: ddbtypes.BillingModePayPerRequest,
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{
@@ -49,7 +50,7 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 	if err != nil {
 		t.Fatalf("create inventory table %s: %v", inventoryName, err)
 	}
-	_, err = db.CreateTable(ctx, &dynamodb.CreateTableInput{
+	err = createTable(ctx, db, &dynamodb.CreateTableInput{
 		TableName:   aws.String(dataName),
 		BillingMode: ddbtypes.BillingModePayPerRequest,
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{
@@ -93,7 +94,7 @@ func CreateClaimsTable(t testing.TB, cfg aws.Config, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	db := dynamodb.NewFromConfig(cfg)
-	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+	err := createTable(ctx, db, &dynamodb.CreateTableInput{
 		TableName:            aws.String(name),
 		BillingMode:          ddbtypes.BillingModePayPerRequest,
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String(ddbitem.ClaimsHashKey), AttributeType: ddbtypes.ScalarAttributeTypeS}},
@@ -127,7 +128,7 @@ func CreateLeasesTable(t testing.TB, cfg aws.Config, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	db := dynamodb.NewFromConfig(cfg)
-	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+	err := createTable(ctx, db, &dynamodb.CreateTableInput{
 		TableName:            aws.String(name),
 		BillingMode:          ddbtypes.BillingModePayPerRequest,
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String(ddbitem.LeasesHashKey), AttributeType: ddbtypes.ScalarAttributeTypeS}},
@@ -173,4 +174,16 @@ func RegisterCA(t testing.TB, cfg aws.Config, caPEM string) string {
 		t.Fatalf("register CA certificate: %v", err)
 	}
 	return aws.ToString(out.CertificateId)
+}
+
+// createTable creates a table whose name is this test's own. The SDK
+// retries a CreateTable whose answer was lost (a reset or a timeout from a
+// loaded moto_server) though moto made the table: the retry's
+// ResourceInUseException then means the table is there, made by this call.
+func createTable(ctx context.Context, db *dynamodb.Client, in *dynamodb.CreateTableInput) error {
+	_, err := db.CreateTable(ctx, in)
+	if _, inUse := errors.AsType[*ddbtypes.ResourceInUseException](err); inUse {
+		return nil
+	}
+	return err
 }
