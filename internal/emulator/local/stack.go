@@ -74,7 +74,11 @@ type Config struct {
 	// MQTTPort+1+i. 0 picks free ports (tests).
 	MQTTPort int
 	// APIAddr is the HTTP API's address ("" disables it; port 0 picks one).
+	// An address other machines can reach needs APIToken.
 	APIAddr string
+	// APIToken, when set, is required as "Authorization: Bearer <token>"
+	// on every API route but GET /healthz.
+	APIToken string
 	// CAFiles are extra CA certificates registered in every region (SNI_ONLY,
 	// auto-registration on), e.g. an intermediate CA made with openssl.
 	CAFiles []string
@@ -170,7 +174,7 @@ func (c *Config) defaults() error {
 	seen := map[string]bool{}
 	for _, r := range c.Regions {
 		if r == "" || seen[r] {
-			return fmt.Errorf("regions %v: empty or repeated region", c.Regions)
+			return fmt.Errorf("%w: regions %v: empty or repeated region", ErrConfig, c.Regions)
 		}
 		seen[r] = true
 	}
@@ -209,15 +213,15 @@ func (c *Config) defaults() error {
 	}
 	for r := range c.Latency {
 		if !seen[r] {
-			return fmt.Errorf("latency for %s, which is not one of the regions %v", r, c.Regions)
+			return fmt.Errorf("%w: latency for %s, which is not one of the regions %v", ErrConfig, r, c.Regions)
 		}
 	}
 	for op, rate := range c.Faults {
 		if rate < 0 || rate > 1 {
-			return fmt.Errorf("fault rate for %s is %v, want a number in [0,1]", op, rate)
+			return fmt.Errorf("%w: fault rate for %s is %v, want a number in [0,1]", ErrConfig, op, rate)
 		}
 	}
-	return nil
+	return c.validate()
 }
 
 // Start builds and starts the stack; everything listens when it returns.
@@ -225,6 +229,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	// One JSON object per line without repeated keys (dedupKeys).
+	cfg.Log = slog.New(dedupKeys(cfg.Log.Handler()))
 	s := &Stack{cfg: cfg, log: cfg.Log, metrics: cfg.Metrics, byName: map[string]*Region{}, pki: pki.Store{Dir: cfg.StateDir},
 		stop: make(chan struct{})}
 	ok := false
@@ -561,7 +567,7 @@ func (s *Stack) startAPI() error {
 		return fmt.Errorf("HTTP API on %s: %w", s.cfg.APIAddr, err)
 	}
 	s.apiLn = ln
-	s.apiSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.apiSrv = &http.Server{Handler: requireToken(s.cfg.APIToken, h, s.log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.apiSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("HTTP API stopped", "error", err.Error())
