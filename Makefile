@@ -11,7 +11,7 @@ LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
 ## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
-	$(GO) build -o bin/mriot ./cmd/mriot
+	$(GO) build -buildvcs=auto -o bin/mriot ./cmd/mriot
 	./bin/mriot local
 
 ## build: one linux/arm64 bootstrap per function under bin/<function>/bootstrap.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,8 @@ func newLocalCmd() *cobra.Command {
 		logLevel       string
 		logFile        string
 		reconcileEvery time.Duration
+		bind           string
+		apiToken       string
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -47,11 +50,20 @@ Ports: the global endpoint on --mqtt-port, region i (0-based, in --regions
 order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validLogLevel(logLevel); err != nil {
+				return err
+			}
+			if apiToken == "" {
+				apiToken = os.Getenv(apiTokenEnv)
+			}
 			cfg := local.Config{
-				Regions: regions, StateDir: stateDir(cmd), MQTTPort: mqttPort, APIAddr: apiAddr,
+				Regions: regions, StateDir: stateDir(cmd), Host: bind, MQTTPort: mqttPort, APIAddr: apiAddr, APIToken: apiToken,
 				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
 				ReplicationLag: replicationLag, APILatency: apiLatency,
 				Metrics: obs.NewRecorder(), ReconcileInterval: reconcileEvery,
+			}
+			if reconcileEvery < 0 {
+				return fmt.Errorf("--reconcile-interval %s is negative (0: only on demand)", reconcileEvery)
 			}
 			if reconcileEvery == 0 {
 				cfg.ReconcileInterval = -1 // 0 turns the schedule off
@@ -84,7 +96,9 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f := cmd.Flags()
 	f.StringSliceVar(&regions, "regions", []string{"eu-west-1", "us-west-2"}, "regions to run, the primary first")
 	f.IntVar(&mqttPort, "mqtt-port", 8883, "port of the global endpoint (iot.example.com); region i listens on this+1+i")
-	f.StringVar(&apiAddr, "api-addr", "127.0.0.1:8080", "address of the HTTP API")
+	f.StringVar(&apiAddr, "api-addr", "127.0.0.1:8080", "address of the HTTP API (one other machines can reach needs --api-token)")
+	f.StringVar(&apiToken, "api-token", "", "require 'Authorization: Bearer TOKEN' on every API route but /healthz (default $"+apiTokenEnv+")")
+	f.StringVar(&bind, "bind", "127.0.0.1", "address the MQTT endpoints listen on (0.0.0.0: every interface, for devices on the LAN)")
 	f.StringArrayVar(&cas, "ca", nil, "a CA certificate (PEM) to register in every region with auto-registration (repeatable)")
 	f.StringVar(&serverCert, "server-cert", "", "server certificate (PEM, may hold the chain) replacing the generated one")
 	f.StringVar(&serverKey, "server-key", "", "key of --server-cert")
@@ -94,7 +108,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f.StringArrayVar(&faults, "fault", nil, "inject ServiceUnavailable errors: API=RATE, e.g. CreateThing=0.1 (repeatable)")
 	f.StringVar(&quotas, "quotas", "none", "registry rate limits: aws (AWS IoT's default control-plane TPS per region) or none")
 	f.BoolVar(&demo, "demo", true, "onboard a few demo devices and show what happens in each region")
-	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs")
+	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs: debug, info, warn or error")
 	f.DurationVar(&reconcileEvery, "reconcile-interval", 30*time.Second, "how often every region's reconciler repairs drift (0: only on demand, mriot reconcile)")
 	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
 	return cmd
@@ -129,10 +143,21 @@ func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) e
 		line(fmt.Sprintf("region %d %s", i, r.Name), "mqtts://"+r.Broker.Addr())
 	}
 	if a := st.APIAddr(); a != "" {
-		line("HTTP API", "http://"+a)
+		auth := ""
+		if cfg.APIToken != "" {
+			auth = " (Authorization: Bearer <token> on every route but /healthz)"
+		}
+		line("HTTP API", "http://"+a+auth)
 	}
-	line("device CA file (--cafile)", st.PKI().Path(pki.RootCertFile))
-	fmt.Fprintf(out, "ready in %.1fs\n", time.Since(start).Seconds())
+	// Clients verify the server with the CA that signed its certificate:
+	// the local root, unless --server-cert came from another PKI.
+	if cfg.ServerCertFile != "" {
+		line("server CA (--cafile)", "the CA that signed "+cfg.ServerCertFile)
+	} else {
+		line("server CA (--cafile)", st.PKI().Path(pki.RootCertFile))
+	}
+	line("device certificates", "mriot pki device NAME --state-dir "+cfg.StateDir)
+	fmt.Fprintf(out, "ready in %s\n", time.Since(start).Round(time.Millisecond))
 	if demo {
 		if err := st.Demo(ctx, out, local.DemoDevices); err != nil {
 			if ctx.Err() != nil {
@@ -157,4 +182,17 @@ func portOf(addr string) string {
 		return addr[i+1:]
 	}
 	return addr
+}
+
+// apiTokenEnv is where --api-token is read from when the flag is not given,
+// so that the token stays out of the process list.
+const apiTokenEnv = "MRIOT_API_TOKEN"
+
+// validLogLevel refuses a --log-level that would silently log at info.
+func validLogLevel(level string) error {
+	switch strings.ToLower(level) {
+	case "debug", "info", "warn", "warning", "error":
+		return nil
+	}
+	return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 }
