@@ -15,6 +15,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/emulator/sim"
 )
 
 // DemoDevices are the devices the demo onboards.
@@ -48,7 +49,7 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 		case err == nil:
 			fmt.Fprintf(out, "demo:   %s was onboarded already: connected at once\n", name)
 		default:
-			fmt.Fprintf(out, "demo:   %s refused (%s): the certificate is now PENDING_ACTIVATION and JITR runs\n", name, shortErr(err))
+			fmt.Fprintf(out, "demo:   %s refused: %s; its certificate is now PENDING_ACTIVATION and JITR runs\n", name, shortErr(err))
 		}
 	}
 	for _, name := range names {
@@ -172,10 +173,5 @@ func publishOnce(ctx context.Context, addr string, roots *x509.CertPool, name st
 	return ctx.Err()
 }
 
-func shortErr(err error) string {
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 && len(s) > 60 {
-		s = s[i+2:]
-	}
-	return s
-}
+// shortErr is what a person reads of a connection error (sim.Explain).
+func shortErr(err error) string { return sim.Explain(err) }

@@ -248,6 +248,24 @@ func (r *reasons) snapshot() map[string]int64 {
 	return out
 }
 
+// StuckAfter is the number of refusals in a row after which the run says,
+// once, that a device may never be let in.
+const StuckAfter = 5
+
+// hintStuck tells the person watching the progress, once per run, that a
+// device keeps being refused and what that usually means: a new device is
+// in after one refusal.
+func (r *run) hintStuck(name string, err error) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	r.stuck.Do(func() {
+		fmt.Fprintf(r.cfg.Progress, "hint: %s was refused %d times in a row: %s. A new device is onboarded after its first refusal; "+
+			"one that stays refused has a certificate that is revoked, decommissioned, inactive or from a CA this region does not know "+
+			"(its state: GET /devices/%s on the HTTP API). It keeps retrying with backoff.\n", name, StuckAfter, Explain(err), name)
+	})
+}
+
 // run is one simulation in progress.
 type run struct {
 	cfg   Config
@@ -260,6 +278,7 @@ type run struct {
 	refused, sent, acked  atomic.Int64
 	errs                  atomic.Int64
 	refusalWhy, errorsWhy reasons
+	stuck                 sync.Once // hintStuck
 
 	mu    sync.Mutex
 	first []time.Duration
@@ -546,7 +565,10 @@ func (r *run) device(ctx context.Context, dev Device) {
 			}
 			failures++
 			r.refused.Add(1)
-			r.refusalWhy.add("connect: " + err.Error())
+			r.refusalWhy.add("connect: " + Explain(err))
+			if failures == StuckAfter {
+				r.hintStuck(dev.Name, err)
+			}
 			delay := r.cfg.Backoff.Delay(failures, r.cfg.Jitter)
 			log.Debug("sim: connection refused", "attempt", attempts, "error", err.Error(), "retryIn", delay)
 			if !sleep(ctx, delay) {

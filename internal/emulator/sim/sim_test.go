@@ -176,6 +176,35 @@ func TestRunGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 }
 
+// TestRunHintsAtAStuckDevice: a device refused StuckAfter times in a row
+// gets one hint on the progress output (not one per refusal), with what a
+// person can do about it.
+func TestRunHintsAtAStuckDevice(t *testing.T) {
+	p := newPKI(t)
+	addr, _ := startBroker(t, p, newJITRHook(-1, drop))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out syncBuffer
+	_, err := sim.Run(ctx, sim.Config{Endpoint: addr, RootPool: p.rootPool(),
+		Devices:  []sim.Device{p.device(t, p.inter, "revoked-1"), p.device(t, p.inter, "revoked-2")},
+		Messages: 1, Backoff: fastBackoff(), MaxAttempts: sim.StuckAfter + 2, Progress: &out, ProgressInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if n := strings.Count(text, "hint: "); n != 1 {
+		t.Fatalf("%d hints, want 1:\n%s", n, text)
+	}
+	for _, want := range []string{"refused 5 times in a row", sim.ClosedWithoutConnack, "revoked", "GET /devices/revoked-"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("hint lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "network Error") {
+		t.Errorf("the hint quotes paho's error:\n%s", text)
+	}
+}
+
 // TestRunBacksOffAfterLostConnections: a device the server drops after it
 // connected (here on every publish, as IoT Core does on a denied publish)
 // backs off before reconnecting, more each time, instead of reconnecting in a
