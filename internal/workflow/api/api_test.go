@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -233,8 +234,17 @@ func TestBadRequests(t *testing.T) {
 			if r.status != tc.status {
 				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
 			}
-			if msg := r.errorText(t); !strings.Contains(msg, tc.contains) {
+			msg := r.errorText(t)
+			if !strings.Contains(msg, tc.contains) {
 				t.Fatalf("error %q does not mention %q", msg, tc.contains)
+			}
+			// Said once: "get device X: get device X: not found" repeats
+			// what the request was.
+			parts := strings.Split(msg, ": ")
+			for i := 1; i < len(parts); i++ {
+				if slices.Contains(parts[:i], parts[i]) || strings.Contains(strings.Join(parts[i:], ": "), parts[0]) {
+					t.Fatalf("error %q repeats itself", msg)
+				}
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,7 +126,13 @@ func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what stri
 		lvl = h.log.Error
 	}
 	lvl("api: "+what+" failed", "path", r.URL.Path, "status", status, "error", err.Error())
-	writeError(w, status, fmt.Sprintf("%s: %v", what, err))
+	// The port's error often says what was asked already ("get device X:
+	// not found"): say it once.
+	msg := err.Error()
+	if !strings.HasPrefix(msg, what+": ") {
+		msg = what + ": " + msg
+	}
+	writeError(w, status, msg)
 }
 
 // thingName reads and checks the {thingName} path value; on a bad name it
