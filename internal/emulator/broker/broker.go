@@ -12,15 +12,26 @@
 //     dropped.
 //   - An ACTIVE certificate may do only what the IoT policies attached to it
 //     allow: iot:Connect on client/<clientId>, iot:Publish on topic/<topic>
-//     (a denied publish is dropped without PUBACK and the client is
-//     disconnected; with the RETAIN flag iot:RetainPublish is needed too), iot:Subscribe on topicfilter/<filter> (SUBACK 0x80 for a
-//     denied filter) and iot:Receive on topic/<topic> (the message is not
+//     (with the RETAIN flag iot:RetainPublish is needed too), iot:Subscribe
+//     on topicfilter/<filter> (SUBACK 0x87 for a denied filter over MQTT 5,
+//     0x80 over 3.1.1) and iot:Receive on topic/<topic> (the message is not
 //     delivered). ${iot:Connection.Thing.ThingName} is the client id when a
 //     thing of that name is attached to the certificate, else it is unset.
+//   - A denied publish, as IoT Core answers it: over MQTT 5 a QoS 1 publish
+//     gets PUBACK 0x87 (Not authorized) and a QoS 0 one is dropped, and the
+//     session stays; over MQTT 3.1.1 the connection is closed. It is logged
+//     without its payload. Devices cannot publish to $aws/events/.
 //   - QoS 2 is not supported: a PUBLISH or SUBSCRIBE asking for it gets no
 //     PUBACK or SUBACK; the connection is closed.
 //   - Messages on allowed topics reach subscribers and the rules engine (the
-//     EventPublisher). Devices cannot publish to $aws/events/.
+//     EventPublisher).
+//   - When a certificate leaves ACTIVE (the registry's OnCertificateChange),
+//     every session that authenticated with it is ended at once; an MQTT 5
+//     client gets DISCONNECT 0x87 (Not authorized).
+//   - A newer connection with a session's client id takes it over: the older
+//     MQTT 5 client gets DISCONNECT 0x8E (Session taken over).
+//   - An MQTT 3.1.1 client never gets a DISCONNECT packet (3.1.1 has none
+//     from the server): the server closes its connection instead.
 //
 // A connection is refused the way IoT Core refuses it: the server closes it
 // without a CONNACK.
@@ -70,6 +81,10 @@ type Registry interface {
 	ThingsForPrincipal(certARN string) []string
 	// CertificateRegisteredAt returns when a certificate was registered.
 	CertificateRegisteredAt(id string) (time.Time, bool)
+	// OnCertificateChange registers fn to be told of every change of a
+	// device certificate's status, not holding the registry's lock; cancel
+	// unregisters it.
+	OnCertificateChange(fn func(id string, status fleet.CertStatus)) (cancel func())
 }
 
 // EventPublisher is the rules engine's entry: it receives every message
@@ -115,9 +130,13 @@ type Broker struct {
 	caCache  sync.Map // CA id -> *x509.Certificate
 	events   sync.WaitGroup
 	stats    Stats
-	closeMu  sync.Mutex
+	closeMu  sync.Mutex // guards started, unwatch, and events.Go against Close
 	started  bool
+	unwatch  func()
 	closeErr error
+
+	certMu sync.Mutex
+	byCert map[string]map[*mqtt.Client]struct{} // certificate id -> its sessions
 }
 
 // Stats counts what the endpoint did.
@@ -130,6 +149,7 @@ type Stats struct {
 	PublishDenied     atomic.Int64
 	SubscribeDenied   atomic.Int64
 	ReceiveSuppressed atomic.Int64
+	CertificateEnded  atomic.Int64 // sessions ended because their certificate left ACTIVE
 }
 
 // session is what the endpoint knows about one connected client.
@@ -140,6 +160,9 @@ type session struct {
 
 	mu      sync.Mutex
 	pending map[string]bool // filters of the SUBSCRIBE being processed -> allowed
+
+	established atomic.Bool // CONNACK sent
+	ending      atomic.Bool // endSession called
 }
 
 // New makes a data endpoint; Start opens it.
@@ -184,7 +207,8 @@ func New(cfg Config) (*Broker, error) {
 	b.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true,
-		Logger:       cfg.Logger.With("component", "mochi", "region", cfg.Region),
+		// mochi logs whole packets; the redactor keeps their payloads out.
+		Logger: slog.New(redactPackets{cfg.Logger.Handler()}).With("component", "mochi", "region", cfg.Region),
 	})
 	if err := b.server.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker %s: add hook: %w", cfg.Region, err)
@@ -204,12 +228,16 @@ func (b *Broker) Start(ctx context.Context) error {
 		_ = nl.Close()
 		return fmt.Errorf("broker %s: add listener: %w", b.cfg.Region, err)
 	}
+	// Watching before serving: no session can authenticate unwatched.
+	unwatch := b.cfg.Registry.OnCertificateChange(b.certificateChanged)
 	if err := b.server.Serve(); err != nil {
+		unwatch()
 		_ = nl.Close()
 		return fmt.Errorf("broker %s: serve: %w", b.cfg.Region, err)
 	}
 	b.closeMu.Lock()
 	b.started = true
+	b.unwatch = unwatch
 	b.closeMu.Unlock()
 	b.log.Info("data endpoint listening", "addr", nl.Addr().String())
 	return nil
@@ -254,9 +282,12 @@ func (b *Broker) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
-	b.closeMu.Lock()
-	started := b.started
+	b.closeMu.Lock() // after this, goTracked starts nothing
+	started, unwatch := b.started, b.unwatch
 	b.closeMu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
 	if started {
 		if err := b.server.Close(); err != nil {
 			b.closeErr = fmt.Errorf("broker %s: close: %w", b.cfg.Region, err)
@@ -386,6 +417,16 @@ func (b *Broker) authenticate(cl *mqtt.Client) bool {
 		}
 	}
 	b.sessions.Store(cl, s)
+	b.track(cl, s.certID)
+	// The certificate may have left ACTIVE since it was read above: then
+	// certificateChanged either found this session in the index or ran
+	// before it was there, and the registry says so now.
+	if !b.stillActive(s) {
+		b.sessions.Delete(cl)
+		b.untrack(cl, s.certID)
+		log.Info("connection refused", "reason", "certificate_status")
+		return false
+	}
 	return true
 }
 
@@ -407,26 +448,6 @@ func (b *Broker) mayPublish(log *slog.Logger, s *session, topic string) bool {
 	return b.allowed(log, s, policy.ActionPublish, "topic", topic)
 }
 
-// mayRetain authorizes the RETAIN flag of a publish that iot:Publish allowed:
-// IoT Core also requires iot:RetainPublish on the topic, and treats a
-// retained publish without it as any denied publish (disconnected, no
-// PUBACK).
-func (b *Broker) mayRetain(cl *mqtt.Client, topic string) bool {
-	v, ok := b.sessions.Load(cl)
-	if !ok {
-		cl.Stop(packets.ErrNotAuthorized)
-		return false
-	}
-	log := b.log.With("clientId", cl.ID)
-	if b.allowed(log, v.(*session), policy.ActionRetainPublish, "topic", topic) {
-		return true
-	}
-	b.stats.PublishDenied.Add(1)
-	log.Info("retained publish denied (iot:RetainPublish); disconnecting", "topic", topic)
-	cl.Stop(packets.ErrNotAuthorized)
-	return false
-}
-
 // stillActive reports whether the session's certificate is still ACTIVE; IoT
 // Core disconnects a device whose certificate is deactivated or revoked.
 func (b *Broker) stillActive(s *session) bool {
@@ -434,27 +455,75 @@ func (b *Broker) stillActive(s *session) bool {
 	return ok && c.Status == fleet.CertActive
 }
 
-// acl authorizes a publish (write), a subscription or a delivery.
+// authorizePublish applies IoT Core's rules to a device's PUBLISH, once mochi
+// has resolved its topic alias: nil lets it through, ErrRejectPacket drops
+// it. A denied publish is answered as IoT Core answers it: over MQTT 5,
+// PUBACK 0x87 (Not authorized) for QoS 1 and nothing for QoS 0, the session
+// kept; over MQTT 3.1.1 the connection is closed. The log line has no
+// payload.
+func (b *Broker) authorizePublish(cl *mqtt.Client, pk packets.Packet) error {
+	s, ok := b.session(cl)
+	if !ok {
+		cl.Stop(packets.ErrNotAuthorized)
+		return packets.ErrRejectPacket
+	}
+	log := b.log.With("clientId", cl.ID)
+	if !b.stillActive(s) {
+		b.endSession(cl, s, packets.ErrNotAuthorized, "certificate no longer ACTIVE")
+		return packets.ErrRejectPacket
+	}
+	var reason string
+	switch {
+	case strings.HasPrefix(pk.TopicName, "$aws/events/"):
+		reason = "reserved_topic"
+	case !b.allowed(log, s, policy.ActionPublish, "topic", pk.TopicName):
+		reason = policy.ActionPublish
+	case pk.FixedHeader.Retain && !b.allowed(log, s, policy.ActionRetainPublish, "topic", pk.TopicName):
+		reason = policy.ActionRetainPublish
+	default:
+		return nil
+	}
+	b.stats.PublishDenied.Add(1)
+	log = log.With("topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "retain", pk.FixedHeader.Retain,
+		"protocolVersion", cl.Properties.ProtocolVersion, "reason", reason, "payloadBytes", len(pk.Payload))
+	switch {
+	case cl.Properties.ProtocolVersion < 5:
+		log.Info("publish denied; connection closed (MQTT 3.1.1)")
+		cl.Stop(packets.ErrNotAuthorized)
+		return packets.ErrRejectPacket
+	case pk.FixedHeader.Qos > 0:
+		log.Info("publish denied; PUBACK 0x87 (Not authorized)")
+		// Written here rather than by mochi (for a packets.Code returned),
+		// which would log the whole packet, payload included, as an error.
+		ack := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Puback},
+			PacketID:    pk.PacketID,
+			ReasonCode:  packets.ErrNotAuthorized.Code,
+			Properties:  packets.Properties{ReasonString: packets.ErrNotAuthorized.Reason},
+		}
+		if err := cl.WritePacket(ack); err != nil {
+			log.Info("PUBACK not written", "error", err)
+		}
+		return packets.ErrRejectPacket
+	default:
+		log.Info("publish denied; dropped (QoS 0)")
+		return packets.ErrRejectPacket
+	}
+}
+
+// acl authorizes a subscription or a delivery; publishes are authorized by
+// authorizePublish.
 func (b *Broker) acl(cl *mqtt.Client, topic string, write bool) bool {
-	v, ok := b.sessions.Load(cl)
+	if write {
+		return true
+	}
+	s, ok := b.session(cl)
 	if !ok {
 		return false
 	}
-	s := v.(*session)
 	log := b.log.With("clientId", cl.ID)
 	if !b.stillActive(s) {
-		log.Info("disconnecting: certificate no longer ACTIVE", "certificateId", s.certID)
-		cl.Stop(packets.ErrNotAuthorized)
-		return false
-	}
-	if write {
-		if b.mayPublish(log, s, topic) {
-			return true
-		}
-		b.stats.PublishDenied.Add(1)
-		log.Info("publish denied; disconnecting", "topic", topic)
-		// Closing first means no PUBACK can be written for the packet.
-		cl.Stop(packets.ErrNotAuthorized)
+		b.endSession(cl, s, packets.ErrNotAuthorized, "certificate no longer ACTIVE")
 		return false
 	}
 	s.mu.Lock()
@@ -535,7 +604,7 @@ func (b *Broker) publishRegistered(c fleet.Certificate) {
 	}
 	topic := RegisteredTopicPrefix + c.CACertificateID
 	b.stats.RegisteredEvents.Add(1)
-	b.events.Go(func() {
+	b.goTracked(func() {
 		b.cfg.Publish(topic, payload)
 		if !b.closed.Load() {
 			if err := b.server.Publish(topic, payload, false, 0); err != nil {
@@ -555,7 +624,7 @@ func (h *hook) ID() string { return "iot-core-rules" }
 
 func (h *hook) Provides(bt byte) bool {
 	return oneOf(bt, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed,
-		mqtt.OnPublish, mqtt.OnDisconnect, mqtt.OnSessionEstablished, mqtt.OnPacketRead)
+		mqtt.OnPublish, mqtt.OnDisconnect, mqtt.OnSessionEstablished, mqtt.OnPacketRead, mqtt.OnPacketEncode)
 }
 
 // errQoS2 closes a connection that requests QoS 2: IoT Core supports QoS 0
@@ -591,6 +660,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 }
 
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if s, ok := h.b.session(cl); ok {
+		s.established.Store(true)
+	}
 	h.b.stats.Connected.Add(1)
 	h.b.log.Info("client connected", "clientId", cl.ID, "protocolVersion", cl.Properties.ProtocolVersion)
 }
@@ -612,8 +684,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the endpoint's own events were handed to the rules already
 	}
-	if pk.FixedHeader.Retain && !h.b.mayRetain(cl, pk.TopicName) {
-		return pk, packets.ErrRejectPacket // the client is stopped: no PUBACK
+	if err := h.b.authorizePublish(cl, pk); err != nil {
+		return pk, err
 	}
 	h.b.stats.Published.Add(1)
 	h.b.cfg.Publish(pk.TopicName, slices.Clone(pk.Payload))
@@ -621,7 +693,20 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
-	if _, ok := h.b.sessions.LoadAndDelete(cl); ok {
-		h.b.log.Info("client disconnected", "clientId", cl.ID, "error", err)
+	if v, ok := h.b.sessions.LoadAndDelete(cl); ok {
+		h.b.untrack(cl, v.(*session).certID)
+		h.b.log.Info("client disconnected", "clientId", cl.ID, "error", err, "cause", cl.StopCause(), "takenOver", cl.IsTakenOver())
 	}
+}
+
+// OnPacketEncode keeps DISCONNECT packets from MQTT 3.1.1 clients, which
+// the protocol forbids (mosquitto ends with "A network protocol error
+// occurred"): mochi sends one to every client it disconnects, whatever its
+// version, so the connection is closed here instead and the write that
+// follows fails on it.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 && !cl.Net.Inline {
+		cl.Stop(packets.Code{Code: pk.ReasonCode, Reason: pk.Properties.ReasonString})
+	}
+	return pk
 }

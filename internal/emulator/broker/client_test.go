@@ -71,19 +71,27 @@ func connectPaho(addr string, tlsCfg *tls.Config, clientID string) (*pahoClient,
 	return &pahoClient{Client: c, lost: lost}, nil
 }
 
-// v5Client is a minimal MQTT 5 client made of mochi's packet codec: enough
-// to connect, publish, subscribe and read what the server sends.
+// v5Client is a minimal MQTT client made of mochi's packet codec, MQTT 5
+// unless dialled with dialMQTT: enough to connect, publish, subscribe and
+// read what the server sends, packet by packet.
 type v5Client struct {
-	conn net.Conn
-	r    *bufio.Reader
+	conn    net.Conn
+	r       *bufio.Reader
+	version byte // 4 (MQTT 3.1.1) or 5
 }
 
 func dialV5(addr string, tlsCfg *tls.Config, clientID string) (*v5Client, packets.Packet, error) {
+	return dialMQTT(addr, tlsCfg, clientID, 5)
+}
+
+// dialMQTT connects with protocol version 4 (MQTT 3.1.1) or 5 and returns
+// the CONNACK.
+func dialMQTT(addr string, tlsCfg *tls.Config, clientID string, version byte) (*v5Client, packets.Packet, error) {
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, tlsCfg)
 	if err != nil {
 		return nil, packets.Packet{}, err
 	}
-	c := &v5Client{conn: conn, r: bufio.NewReader(conn)}
+	c := &v5Client{conn: conn, r: bufio.NewReader(conn), version: version}
 	err = c.write(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Connect},
 		Connect: packets.ConnectParams{
@@ -109,7 +117,7 @@ func dialV5(addr string, tlsCfg *tls.Config, clientID string) (*v5Client, packet
 func (c *v5Client) Close() { _ = c.conn.Close() }
 
 func (c *v5Client) write(pk packets.Packet) error {
-	pk.ProtocolVersion = 5
+	pk.ProtocolVersion = c.version
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
@@ -152,7 +160,7 @@ func (c *v5Client) read(timeout time.Duration) (packets.Packet, error) {
 	if _, err := io.ReadFull(c.r, body); err != nil {
 		return packets.Packet{}, err
 	}
-	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
+	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: c.version}
 	switch fh.Type {
 	case packets.Connack:
 		err = pk.ConnackDecode(body)

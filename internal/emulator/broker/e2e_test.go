@@ -2,15 +2,18 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/emulator/pki"
 	"github.com/mriot/mriot/internal/emulator/router"
 	"github.com/mriot/mriot/internal/testkit/tier"
 )
@@ -149,4 +152,136 @@ func TestMosquitto(t *testing.T) {
 
 func containsPUBACK(out []byte) bool {
 	return strings.Contains(string(out), "received PUBACK")
+}
+
+// proc is a client process whose combined output is kept.
+type proc struct {
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan struct{}
+	err  error // once done is closed
+}
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// deviceFiles writes the root certificate and the device's certificate and
+// key for a command-line client.
+func deviceFiles(t *testing.T, f *fixture, leaf *pki.Leaf) (cafile, cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	keyPEM, err := leaf.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cafile, cert, key = filepath.Join(dir, "root.pem"), filepath.Join(dir, "dev.pem"), filepath.Join(dir, "dev.key")
+	for name, content := range map[string]string{cafile: f.root.CertPEM(), cert: leaf.CertPEM(), key: keyPEM} {
+		if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cafile, cert, key
+}
+
+// stop ends the process with SIGTERM, as Ctrl-C would (its buffered output
+// is flushed), and returns its output.
+func (p *proc) stop(t *testing.T) string {
+	t.Helper()
+	if !p.exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s did not end on SIGTERM", p.cmd.Path)
+		}
+	}
+	return p.out.String()
+}
+
+// TestMosquittoTakeover: two mosquitto_sub with one client id. The second
+// takes the session over; the first, over MQTT 3.1.1, sees its connection
+// closed (no DISCONNECT packet, which 3.1.1 forbids and mosquitto answers
+// with "A network protocol error occurred") and reconnects; over MQTT 5 it
+// gets DISCONNECT 0x8E (Session taken over).
+func TestMosquittoTakeover(t *testing.T) {
+	bin := tier.Tool(t, "mosquitto_sub")
+	for _, version := range []string{"mqttv311", "mqttv5"} {
+		t.Run(version, func(t *testing.T) {
+			f := newFixture(t)
+			leaf := f.device("dev1")
+			c := f.onboard(leaf, devicePol)
+			cafile, cert, key := deviceFiles(t, f, leaf)
+			_, port, err := net.SplitHostPort(f.b.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub := func() *proc {
+				return startProc(t, bin, "-h", "127.0.0.1", "-p", port, "-V", version,
+					"--cafile", cafile, "--cert", cert, "--key", key,
+					"-i", "dev1", "-t", "e/dev1/#", "-q", "1", "-d")
+			}
+			// mosquitto_sub's -d output is buffered: progress is seen
+			// from the endpoint (its errors go to stderr, unbuffered).
+			connected := func(p *proc, n int64) func() error {
+				return func() error {
+					if p.exited() {
+						return fmt.Errorf("exited (%v):\n%s", p.err, p.out.String())
+					}
+					if got := f.b.Stats().Connected.Load(); got < n {
+						return fmt.Errorf("%d connections", got)
+					}
+					return nil
+				}
+			}
+			first := sub()
+			tier.Eventually(t, 10*time.Second, "the first mosquitto_sub connected", connected(first, 1))
+			second := sub()
+			tier.Eventually(t, 10*time.Second, "the second mosquitto_sub connected", connected(second, 2))
+			// The first lost its session: it reconnects (taking the session
+			// back), or it exits.
+			tier.Eventually(t, 10*time.Second, "the first mosquitto_sub reconnected or exited", func() error {
+				if first.exited() || f.b.Stats().Connected.Load() >= 3 {
+					return nil
+				}
+				return fmt.Errorf("%d connections", f.b.Stats().Connected.Load())
+			})
+			exited, exitErr := first.exited(), first.err
+			out := first.stop(t)
+			second.stop(t)
+			t.Logf("first mosquitto_sub (exited by itself: %v %v):\n%s", exited, exitErr, out)
+			if strings.Contains(strings.ToLower(out), "protocol error") {
+				t.Fatalf("the first mosquitto_sub saw a protocol error:\n%s", out)
+			}
+			if version == "mqttv5" && !strings.Contains(out, "Received DISCONNECT (142)") {
+				t.Errorf("the first mosquitto_sub did not get DISCONNECT 0x8E (142, Session taken over):\n%s", out)
+			}
+			if n := f.b.Sessions(c.ID); n > 1 {
+				t.Errorf("Sessions = %d; one client id has one session", n)
+			}
+		})
+	}
 }

@@ -35,6 +35,8 @@ type Registry struct {
 	policies map[string]string              // name -> document
 	thingPr  map[string]map[string]struct{} // thing -> principal ARNs
 	prPol    map[string]map[string]struct{} // principal ARN -> policy names
+
+	watch watchers // OnCertificateChange
 }
 
 type certRec struct {
@@ -220,6 +222,7 @@ func (r *Registry) RegisterCertificate(ctx context.Context, pemText string, stat
 	if err != nil {
 		return fleet.Certificate{}, err
 	}
+	r.certificateChanged(c.ID, c.Status)
 	r.f.afterHook(ctx, op)
 	return c, nil
 }
@@ -274,6 +277,7 @@ func (r *Registry) UpdateCertificate(ctx context.Context, id string, status flee
 	r.mu.Lock()
 	rec := r.certs[id]
 	var err error
+	changed := false
 	switch {
 	case rec == nil:
 		err = fmt.Errorf("%s: certificate %s: %w", op, id, fleet.ErrNotFound)
@@ -284,10 +288,14 @@ func (r *Registry) UpdateCertificate(ctx context.Context, id string, status flee
 		err = fmt.Errorf("%s: status %s cannot be set: %w", op, status, fleet.ErrInvalid)
 	default:
 		rec.c.Status = status
+		changed = true
 	}
 	r.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if changed {
+		r.certificateChanged(id, status)
 	}
 	r.f.afterHook(ctx, op)
 	return nil
@@ -322,6 +330,7 @@ func (r *Registry) DeleteCertificate(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	r.certificateChanged(id, CertificateDeleted)
 	r.f.afterHook(ctx, op)
 	return nil
 }
@@ -810,7 +819,11 @@ func (r *Registry) AutoRegister(ctx context.Context, deviceCertPEM string) (flee
 	if now := r.f.now(); now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
 		return fleet.Certificate{}, false, fmt.Errorf("%s: certificate is outside its validity period: %w", op, fleet.ErrInvalid)
 	}
-	return r.register(op, cert, fleet.CertPendingActivation, true)
+	c, created, err := r.register(op, cert, fleet.CertPendingActivation, true)
+	if created {
+		r.certificateChanged(c.ID, c.Status)
+	}
+	return c, created, err
 }
 
 // CreatePolicy creates a policy. The name follows AWS's policy-name rules and
