@@ -24,7 +24,7 @@ func newDeviceCmd() *cobra.Command {
 		duration time.Duration
 	)
 	run := &cobra.Command{
-		Use:   "run",
+		Use:   "run --name NAME",
 		Short: "Connect as a device (or --count devices), back off while refused, then publish telemetry with QoS 1",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,7 +68,7 @@ func newDeviceCmd() *cobra.Command {
 		},
 	}
 	f := run.Flags()
-	f.StringVar(&name, "name", "", "thing name (with --count, the prefix of NAME-00001 ...)")
+	f.StringVar(&name, "name", "", "thing name, required (with --count, the prefix of NAME-00001 ...)")
 	f.IntVar(&count, "count", 1, "number of devices")
 	f.StringVar(&endpoint, "endpoint", "localhost:8883", "MQTT endpoint host:port (iot.example.com's address)")
 	f.StringVar(&caFile, "cafile", "", "CA file that verifies the server (default: <state-dir>/root-ca.crt)")

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestCLIRefusesBadValues: a value that would run other than asked is an
+// error naming the flag, before anything starts.
+func TestCLIRefusesBadValues(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"local", "--log-level", "bogus"}, `--log-level "bogus"`},
+		{[]string{"local", "--fault", "CreateThings=0.1", "--api-addr", "", "--mqtt-port", "0"}, `fault on "CreateThings"`},
+		{[]string{"local", "--fault", "CreateThing=2"}, "--fault"},
+		{[]string{"local", "--replication-lag", "-1s", "--api-addr", "", "--mqtt-port", "0"}, "replication lag -1s is negative"},
+		{[]string{"local", "--reconcile-interval", "-5s"}, "--reconcile-interval"},
+		{[]string{"local", "--api-addr", "0.0.0.0:0", "--mqtt-port", "0"}, "--api-token"},
+		{[]string{"local", "--regions", "eu-west1", "--api-addr", "", "--mqtt-port", "0"}, `region "eu-west1"`},
+		{[]string{"local", "--quotas", "all"}, "--quotas"},
+		{[]string{"device", "run"}, `required flag(s) "name"`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := newRootCmd()
+			var out strings.Builder
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			cmd.SetArgs(append(tc.args, "--state-dir", t.TempDir()))
+			err := cmd.Execute()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDeviceRunHelpSaysNameIsRequired(t *testing.T) {
+	cmd := newRootCmd()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"device", "run", "--help"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "run --name NAME") || !strings.Contains(out.String(), "thing name, required") {
+		t.Fatalf("help:\n%s", out.String())
+	}
+}
