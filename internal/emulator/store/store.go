@@ -2,11 +2,15 @@
 // journal.Journal on go.etcd.io/bbolt, an embedded, pure-Go, single-file
 // B+tree store with ACID transactions.
 //
-// Writes are group-committed: every group appended while a transaction
-// commits goes into the next transaction, which one goroutine commits as
-// soon as the previous one is done. A lone writer waits for one commit and
-// no timer (unlike bbolt's DB.Batch, which waits up to MaxBatchDelay for
-// company); a thousand concurrent writers share a handful of commits. Each
+// Writes are group-committed by one goroutine: every group appended while a
+// transaction commits goes into the next one. A group someone waits for is
+// committed as soon as the previous transaction is done, with no timer
+// (unlike bbolt's DB.Batch, which waits up to MaxBatchDelay for company);
+// groups nobody waits for (a change whose loss in a crash is harmless, such
+// as a replicated copy whose outbox entry stays until it commits) linger up
+// to Options.Linger for one that is waited for and go in its transaction.
+// So a thousand concurrent writers share a handful of commits, and a lone
+// device's publish costs one commit however many changes it causes. Each
 // commit is written and, unless Options.NoSync, fsynced before the waiters
 // are released, so what a waiter was told is durable survives a kill -9 and
 // a power cut alike.
@@ -54,6 +58,9 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process to release
 	// the file (default 1s).
 	LockTimeout time.Duration
+	// Linger is how long changes nobody waits for may wait for one that is
+	// waited for before they are committed on their own (default 5ms).
+	Linger time.Duration
 	// Log receives commit failures (default: discarded).
 	Log *slog.Logger
 }
@@ -67,9 +74,12 @@ type Store struct {
 	mu     sync.Mutex
 	cur    *group
 	closed bool
-	err    error // the first commit failure: every later group fails with it
-	wake   chan struct{}
+	err    error         // the first commit failure: every later group fails with it
+	wake   chan struct{} // something was appended; closed by Close
+	urgent chan struct{} // someone waits for the group being collected
+	quit   chan struct{} // closed by Close: no lingering
 	exited chan struct{}
+	linger time.Duration
 
 	commits, ops atomic.Int64
 }
@@ -87,6 +97,9 @@ func newGroup() *group { return &group{done: make(chan struct{})} }
 func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
+	}
+	if opts.Linger <= 0 {
+		opts.Linger = 5 * time.Millisecond
 	}
 	if opts.Log == nil {
 		opts.Log = obs.Discard()
@@ -108,7 +121,8 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, log: opts.Log, cur: newGroup(), wake: make(chan struct{}, 1), exited: make(chan struct{})}
+	s := &Store{db: db, path: path, log: opts.Log, cur: newGroup(), linger: opts.Linger,
+		wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
@@ -153,6 +167,15 @@ func (s *Store) Append(ops ...journal.Op) func() error {
 	}
 	s.mu.Unlock()
 	return func() error {
+		select {
+		case <-g.done:
+			return g.err
+		default:
+		}
+		select {
+		case s.urgent <- struct{}{}:
+		default: // the writer is hurried already
+		}
 		<-g.done
 		return g.err
 	}
@@ -162,8 +185,21 @@ func (s *Store) Append(ops ...journal.Op) func() error {
 // Close closes wake (then it commits what is left and returns).
 func (s *Store) writer() {
 	defer close(s.exited)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		_, open := <-s.wake
+		if open {
+			// Commit when someone waits, or when the changes have
+			// lingered long enough.
+			linger.Reset(s.linger)
+			select {
+			case <-s.urgent:
+			case <-linger.C:
+			case <-s.quit:
+			}
+			linger.Stop()
+		}
 		s.mu.Lock()
 		g := s.cur
 		s.cur = newGroup()
@@ -266,6 +302,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	close(s.wake) // under mu: no Append is sending
+	close(s.quit)
 	s.mu.Unlock()
 	<-s.exited
 	if err := s.db.Close(); err != nil {

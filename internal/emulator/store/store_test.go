@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -202,3 +203,60 @@ func TestOpenRefuses(t *testing.T) {
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }
+
+// TestLinger: changes nobody waits for wait for company (up to Linger),
+// and a waiter's commit takes them along at once.
+func TestLinger(t *testing.T) {
+	put := func(k string) journal.Op { return journal.Put("a", []byte(k), []byte("v")) }
+	t.Run("a waiter does not linger", func(t *testing.T) {
+		s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Linger: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		s.Append(put("lazy"))
+		done := make(chan error, 1)
+		go func() { done <- s.Append(put("waited"))() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a waited-for group lingered")
+		}
+		if st := s.Stats(); st.Commits != 1 || st.Ops != 2 {
+			t.Errorf("%+v: want the lazy change in the waiter's commit", st)
+		}
+	})
+	t.Run("changes nobody waits for are committed after Linger", func(t *testing.T) {
+		s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Linger: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		s.Append(put("lazy"))
+		deadline := time.Now().Add(30 * time.Second)
+		for s.Stats().Commits == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("a change nobody waits for was never committed")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	t.Run("Close does not linger", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		s, err := Open(path, Options{Linger: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Append(put("lazy"))
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s2 := open(t, path)
+		if got := contents(t, s2, "a"); len(got) != 1 {
+			t.Errorf("after Close: %v", got)
+		}
+	})
+}
