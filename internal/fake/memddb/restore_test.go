@@ -486,3 +486,25 @@ func FuzzDecodeRecord(f *testing.F) {
 		_, _ = decodeDelivery(journal.SeqKey(1), b)
 	})
 }
+
+// TestDeferredDurability: a write of a table WithDeferredDurability does not
+// wait for its commit (the journal keeps it in order all the same).
+func TestDeferredDurability(t *testing.T) {
+	j := journal.NewMemory()
+	g := NewGlobalTable("data", DataKey, []string{euw1}, WithDeferredDurability())
+	defer g.Close()
+	if err := g.Restore(j); err != nil {
+		t.Fatal(err)
+	}
+	tel := NewTelemetry(g.Replica(euw1))
+	if err := tel.Put(context.Background(), fleet.Message{Device: "d", Timestamp: 1700000000000, ID: "1", Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if j.Len(g.Replica(euw1).buckets.items) != 1 {
+		t.Error("the write was not journaled")
+	}
+	j.Fail(errors.New("no space left on device"))
+	if err := tel.Put(context.Background(), fleet.Message{Device: "d", Timestamp: 1700000000000, ID: "2", Payload: []byte(`{}`)}); err != nil {
+		t.Errorf("a deferred write waited for its commit: %v", err)
+	}
+}

@@ -105,6 +105,14 @@ func WithIndex(name, hashAttr string) Option {
 // Without it, a record is held in memory only, and lost in a restart.
 func WithDurableStream() Option { return func(g *GlobalTable) { g.durableStream = true } }
 
+// WithDeferredDurability makes a journaled write return without waiting
+// for its change to be durable. The journal keeps the changes in order, so
+// the change is durable once anything appended after it is: for a table
+// written by functions whose events a durable queue keeps until they end
+// (the data table, written by ingest), a change lost in a crash is made
+// again when the event runs again, and a write need not wait for a commit.
+func WithDeferredDurability() Option { return func(g *GlobalTable) { g.deferDurability = true } }
+
 // WithManualReplication starts no replication goroutine: a write queues its
 // copy for every other replica, and the copy lands only when the caller calls
 // Table.ApplyNext on that replica (the deterministic simulation decides when,
@@ -128,8 +136,9 @@ type GlobalTable struct {
 	manual  bool
 
 	// j journals every change once Restore has given it (nil: memory only).
-	j             journal.Journal
-	durableStream bool
+	j               journal.Journal
+	durableStream   bool
+	deferDurability bool
 
 	replicas map[string]*Table
 	regions  []string
@@ -584,7 +593,7 @@ func (t *Table) write(h, r string, fn func(old map[string]types.AttributeValue) 
 	err := t.writeLocked(h, r, fn, nil)
 	wait := t.appendJournal()
 	t.mu.Unlock()
-	if err != nil {
+	if err != nil || t.g.deferDurability {
 		return err
 	}
 	return journaled(wait)
