@@ -20,6 +20,11 @@ import (
 // the records found are handed to the replica's subscribers, or kept for
 // the first one.
 //
+// A replica of which j holds nothing (no entry, no replication) while
+// another holds entries was added to the table since: it is filled from the
+// first replica that has entries, as DynamoDB fills a new replica, each
+// item emitting a record on its stream (so that a subscriber learns of it).
+//
 // A record that does not decode fails Restore with journal.ErrCorrupt, and
 // the table journals nothing: the caller should not use it.
 func (g *GlobalTable) Restore(j journal.Journal) error {
@@ -50,6 +55,7 @@ func (g *GlobalTable) Restore(j journal.Journal) error {
 		}
 	}
 	g.j = j
+	g.backfill(pending)
 	for i, r := range g.regions {
 		t := g.replicas[r]
 		t.mu.Lock()
@@ -71,6 +77,35 @@ func (g *GlobalTable) Restore(j journal.Journal) error {
 		}
 	}
 	return nil
+}
+
+// backfill fills the replicas added since the journal was written (see
+// Restore) from the first replica that has entries.
+func (g *GlobalTable) backfill(pending [][]replication) {
+	var src *Table
+	for _, r := range g.regions {
+		if t := g.replicas[r]; len(t.items) > 0 {
+			src = t
+			break
+		}
+	}
+	if src == nil {
+		return
+	}
+	for i, r := range g.regions {
+		t := g.replicas[r]
+		if len(t.items) > 0 || len(pending[i]) > 0 {
+			continue
+		}
+		t.mu.Lock()
+		for h, rs := range src.items {
+			for rk, e := range rs {
+				t.apply(h, rk, nil, e.item, e.ts, e.origin, nil)
+			}
+		}
+		_ = t.appendJournal() // nothing waits: a lost backfill is made again
+		t.mu.Unlock()
+	}
 }
 
 // restoreItems loads the replica's entries and indexes them. An entry's

@@ -508,3 +508,70 @@ func TestDeferredDurability(t *testing.T) {
 		t.Errorf("a deferred write waited for its commit: %v", err)
 	}
 }
+
+// TestRestoreFillsAnAddedReplica: a region added to the table since the
+// journal was written gets the items (and tombstones) of an existing
+// replica, and a record on its stream for each item; a replica that is
+// empty because its copies are still in its outbox is not filled.
+func TestRestoreFillsAnAddedReplica(t *testing.T) {
+	ctx := context.Background()
+	j := journal.NewMemory()
+	two := func() *GlobalTable {
+		return NewGlobalTable("inv", InventoryKey, []string{euw1, usw2}, WithDurableStream(), WithReplicationLag(time.Millisecond))
+	}
+	g := two()
+	if err := g.Restore(j); err != nil {
+		t.Fatal(err)
+	}
+	_ = g.Replica(euw1).PutItem(ctx, item("a", "1"), nil)
+	_ = g.Replica(euw1).PutItem(ctx, item("b", "2"), nil)
+	_ = g.Replica(euw1).DeleteItem(ctx, key("b"), nil)
+	waitIdle(t, g)
+	g.Close()
+
+	const aps1 = "ap-south-1"
+	g3 := NewGlobalTable("inv", InventoryKey, []string{euw1, usw2, aps1}, WithDurableStream(), WithReplicationLag(time.Millisecond))
+	defer g3.Close()
+	got := subscribe(t, g3.Replica(aps1))
+	if err := g3.Restore(j); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, g3)
+	if want := entries(g3.Replica(euw1)); !slices.Equal(entries(g3.Replica(aps1)), want) {
+		t.Errorf("the added replica:\n%v\nwant\n%v", entries(g3.Replica(aps1)), want)
+	}
+	if recs := got.get(); len(recs) != 1 || recs[0].EventName != "INSERT" || recs[0].Change.Keys[ddbitem.AttrThingName].String() != "a" {
+		t.Errorf("records on the added replica's stream: %v", names(recs))
+	}
+	// Later writes reach it, and it is restored as any replica next time.
+	_ = g3.Replica(usw2).PutItem(ctx, item("c", "3"), nil)
+	waitIdle(t, g3)
+	if it, _ := g3.Replica(aps1).GetItem(ctx, key("c")); val2(it) != "3" {
+		t.Errorf("a later write did not reach the added replica: %v", it)
+	}
+
+	t.Run("not a replica whose copies are pending", func(t *testing.T) {
+		j := journal.NewMemory()
+		g := NewGlobalTable("inv", InventoryKey, []string{euw1, usw2}, WithReplicationLag(time.Hour))
+		if err := g.Restore(j); err != nil {
+			t.Fatal(err)
+		}
+		_ = g.Replica(euw1).PutItem(ctx, item("a", "1"), nil)
+		_ = g.Replica(euw1).DeleteItem(ctx, key("a"), nil)
+		g.Close()
+		g2 := NewGlobalTable("inv", InventoryKey, []string{euw1, usw2})
+		defer g2.Close()
+		if err := g2.Restore(j); err != nil {
+			t.Fatal(err)
+		}
+		waitIdle(t, g2)
+		// Filled from euw1, usw2 would get the tombstone only; applying its
+		// outbox gives it the same in the end, through its own stream.
+		if want := entries(g2.Replica(euw1)); !slices.Equal(entries(g2.Replica(usw2)), want) {
+			t.Errorf("usw2 %v, want %v", entries(g2.Replica(usw2)), want)
+		}
+		if n := len(g2.Replica(usw2).Records()); n != 2 {
+			t.Errorf("usw2 emitted %d records, want the 2 of its outbox (INSERT, REMOVE)", n)
+		}
+	})
+}
