@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 
@@ -35,7 +36,11 @@ type StateInfo struct {
 }
 
 // State tells where the stack keeps its state and what Start restored.
-func (s *Stack) State() StateInfo { return s.state }
+func (s *Stack) State() StateInfo {
+	st := s.state
+	st.Things = maps.Clone(st.Things)
+	return st
+}
 
 // openState opens the state file (after deleting it with Config.Reset),
 // unless the stack keeps nothing.
