@@ -37,6 +37,7 @@ func newLocalCmd() *cobra.Command {
 		reconcileEvery time.Duration
 		bind           string
 		apiToken       string
+		reset          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -61,6 +62,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
 				ReplicationLag: replicationLag, APILatency: apiLatency,
 				Metrics: obs.NewRecorder(), ReconcileInterval: reconcileEvery,
+				Persist: true, Reset: reset,
 			}
 			if reconcileEvery < 0 {
 				return fmt.Errorf("--reconcile-interval %s is negative (0: only on demand)", reconcileEvery)
@@ -111,6 +113,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs: debug, info, warn or error")
 	f.DurationVar(&reconcileEvery, "reconcile-interval", 30*time.Second, "how often every region's reconciler repairs drift (0: only on demand, mriot reconcile)")
 	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
+	f.BoolVar(&reset, "reset", false, "start with an empty state: delete <state-dir>/"+local.StateFile+" (devices, telemetry, queues); the PKI is kept")
 	return cmd
 }
 
@@ -138,6 +141,7 @@ func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) e
 	defer st.Close()
 	fmt.Fprintf(out, "mriot local: state in %s, logs in %s\n", cfg.StateDir, logName(cfg.StateDir, logFile))
 	line := func(label, value string) { fmt.Fprintf(out, "  %-34s %s\n", label, value) }
+	line("state (--reset empties it)", stateLine(st.State()))
 	line("global endpoint (iot.example.com)", "mqtts://"+st.GlobalAddr())
 	for i, r := range st.Regions() {
 		line(fmt.Sprintf("region %d %s", i, r.Name), "mqtts://"+r.Broker.Addr())
@@ -175,6 +179,18 @@ func runLocal(cmd *cobra.Command, cfg local.Config, demo bool, logFile string) e
 	defer cancel()
 	_ = st.WaitIdle(shutdown)
 	return nil
+}
+
+// stateLine tells where the state lives and what was restored.
+func stateLine(s local.StateInfo) string {
+	if s.Path == "" {
+		return "kept in memory only"
+	}
+	text := fmt.Sprintf("%s: %d devices restored", s.Path, s.Devices)
+	if s.Resumed > 0 {
+		text += fmt.Sprintf(", %d queued events resumed", s.Resumed)
+	}
+	return text
 }
 
 func portOf(addr string) string {

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/core/saga"
 	"github.com/mriot/mriot/internal/emulator/rules"
+	"github.com/mriot/mriot/internal/fake/journal"
 )
 
 // Function is what lambda.Start runs: the handler's decoding entry point. The
@@ -58,6 +60,12 @@ type Invoker struct {
 	cancel  context.CancelFunc
 	once    sync.Once
 	slots   chan struct{}
+
+	// The durable queue (Restore): where the queued events are journaled,
+	// and the key of the last one.
+	queue  journal.Journal
+	bucket string
+	lastID atomic.Uint64
 }
 
 func (iv *Invoker) init() {
@@ -84,26 +92,64 @@ func (iv *Invoker) init() {
 	})
 }
 
-// InvokeAsync queues payload for the function and returns at once.
+// InvokeAsync queues payload for the function. With a durable queue
+// (Restore) it returns once the event is journaled, as Lambda accepts an
+// asynchronous invocation once its event queue holds the event: an event
+// handed over survives a crash and is invoked after the restart.
 func (iv *Invoker) InvokeAsync(payload []byte) {
 	iv.init()
 	iv.mu.Lock()
+	var id uint64
+	var wait func() error
+	if iv.queue != nil {
+		id = iv.lastID.Add(1)
+		wait = iv.queue.Append(journal.Put(iv.bucket, journal.SeqKey(id), payload))
+	}
 	if iv.closed {
 		iv.mu.Unlock()
+		if wait != nil && wait() == nil {
+			iv.Log.Info("event queued during shutdown; it runs at the next start", "function", iv.Name, "region", iv.Region)
+			return
+		}
 		iv.deadLetter(payload, fmt.Errorf("stack shutting down"), 0)
 		return
 	}
+	iv.start(id, payload)
+	iv.mu.Unlock()
+	if wait != nil {
+		if err := wait(); err != nil {
+			// It runs all the same; only a crash before it ends loses it.
+			iv.Log.Error("event not kept in the durable queue", "function", iv.Name, "region", iv.Region, "error", err.Error())
+		}
+	}
+}
+
+// start runs the event of queue key id (0: not journaled). The caller
+// holds iv.mu.
+func (iv *Invoker) start(id uint64, payload []byte) {
 	iv.wg.Add(1)
 	iv.pending.Add(1)
-	iv.mu.Unlock()
 	go func() {
 		defer iv.wg.Done()
 		defer iv.pending.Add(-1)
-		iv.run(payload)
+		iv.run(id, payload)
 	}()
 }
 
-func (iv *Invoker) run(payload []byte) {
+func (iv *Invoker) run(id uint64, payload []byte) {
+	// The event leaves the durable queue when its invocation ends, in
+	// success or in the dead-letter list; one the shutdown interrupted
+	// stays there for the next start. Nothing waits: a deletion lost in a
+	// crash only runs the event once more.
+	if iv.attempts(id, payload) && id != 0 {
+		_ = iv.queue.Append(journal.Delete(iv.bucket, journal.SeqKey(id)))
+	}
+}
+
+// attempts invokes the event until it succeeds or its attempts are spent
+// (then it goes to the dead-letter list), and reports whether it ended;
+// false when the shutdown interrupted it and the durable queue keeps it.
+func (iv *Invoker) attempts(id uint64, payload []byte) bool {
 	delay := iv.Backoff
 	var err error
 	for attempt := 1; attempt <= iv.Attempts; attempt++ {
@@ -111,8 +157,7 @@ func (iv *Invoker) run(payload []byte) {
 			select {
 			case <-time.After(delay):
 			case <-iv.ctx.Done():
-				iv.deadLetter(payload, fmt.Errorf("stack shut down before retry: %w", err), attempt-1)
-				return
+				return iv.interrupted(id, payload, fmt.Errorf("stack shut down before retry: %w", err), attempt-1)
 			}
 			delay *= 2
 		}
@@ -120,8 +165,7 @@ func (iv *Invoker) run(payload []byte) {
 			select {
 			case iv.slots <- struct{}{}:
 			case <-iv.ctx.Done():
-				iv.deadLetter(payload, fmt.Errorf("stack shut down while queued: %w", iv.ctx.Err()), attempt-1)
-				return
+				return iv.interrupted(id, payload, fmt.Errorf("stack shut down while queued: %w", iv.ctx.Err()), attempt-1)
 			}
 		}
 		_, err = iv.Invoke(iv.ctx, payload, attempt)
@@ -129,10 +173,67 @@ func (iv *Invoker) run(payload []byte) {
 			<-iv.slots
 		}
 		if err == nil {
-			return
+			return true
 		}
 	}
+	if iv.ctx.Err() != nil {
+		// The last attempt failed because the shutdown cancelled it.
+		return iv.interrupted(id, payload, err, iv.Attempts)
+	}
 	iv.deadLetter(payload, err, iv.Attempts)
+	return true
+}
+
+// interrupted is an event the shutdown stopped: kept in the durable queue
+// for the next start (false), or without one sent to the dead-letter list
+// (true: it ended).
+func (iv *Invoker) interrupted(id uint64, payload []byte, err error, attempts int) bool {
+	if id == 0 {
+		iv.deadLetter(payload, err, attempts)
+		return true
+	}
+	iv.Log.Info("invocation interrupted by the shutdown; the event runs again at the next start",
+		"function", iv.Name, "region", iv.Region, "attempts", attempts)
+	return false
+}
+
+// Restore makes the invoker's event queue durable in bucket of j, and
+// invokes the events j holds there: those queued or running when the
+// process stopped (invoked at least once, then: the handlers are
+// idempotent). Call it once, before the first InvokeAsync. It returns how
+// many events it resumed.
+func (iv *Invoker) Restore(j journal.Journal, bucket string) (int, error) {
+	iv.init()
+	type event struct {
+		id      uint64
+		payload []byte
+	}
+	var events []event
+	err := j.Scan(bucket, func(k, v []byte) error {
+		id, err := journal.ParseSeqKey(k)
+		if err != nil || id == 0 {
+			return fmt.Errorf("queued event key %x: %w", k, journal.ErrCorrupt)
+		}
+		events = append(events, event{id: id, payload: bytes.Clone(v)})
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("restore the event queue of %s in %s: %w", iv.Name, iv.Region, err)
+	}
+	iv.mu.Lock()
+	defer iv.mu.Unlock()
+	if iv.queue != nil {
+		return 0, fmt.Errorf("restore the event queue of %s in %s: restored already", iv.Name, iv.Region)
+	}
+	iv.queue, iv.bucket = j, bucket
+	for _, e := range events {
+		iv.lastID.Store(max(iv.lastID.Load(), e.id))
+		if iv.closed {
+			continue // kept for the next start
+		}
+		iv.start(e.id, e.payload)
+	}
+	return len(events), nil
 }
 
 // Invoke runs the function once, synchronously, as the Lambda runtime would:

@@ -30,9 +30,9 @@ import (
 	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/emulator/broker"
 	"github.com/mriot/mriot/internal/emulator/pki"
-	"github.com/mriot/mriot/internal/emulator/policy"
 	"github.com/mriot/mriot/internal/emulator/router"
 	"github.com/mriot/mriot/internal/emulator/rules"
+	"github.com/mriot/mriot/internal/emulator/store"
 	"github.com/mriot/mriot/internal/fake/memddb"
 	"github.com/mriot/mriot/internal/fake/memiot"
 	"github.com/mriot/mriot/internal/workflow/api"
@@ -66,8 +66,20 @@ const (
 type Config struct {
 	// Regions, the first being the primary (owner of the global tables).
 	Regions []string
-	// StateDir holds the PKI (created when missing).
+	// StateDir holds the PKI (created when missing), and with Persist the
+	// state file.
 	StateDir string
+	// Persist keeps the stack's state in StateDir/state.db (StateFile) and
+	// restores it at Start: the registries, the replicas of the global
+	// tables, the claims and lease tables, the replications not yet
+	// applied, the stream records not yet delivered and the functions'
+	// queued events.
+	Persist bool
+	// Reset deletes the state file before Start (the PKI is kept).
+	Reset bool
+	// StateNoSync commits the state without fsync: it survives the process
+	// being killed, not the machine losing power (store.Options.NoSync).
+	StateNoSync bool
 	// Host to listen on (default 127.0.0.1).
 	Host string
 	// MQTTPort is the global endpoint's port; region i listens on
@@ -160,6 +172,8 @@ type Stack struct {
 	pki       pki.Store
 	rootPEM   []byte
 	serverTLS tls.Certificate
+	store     *store.Store
+	state     StateInfo
 
 	mu          sync.Mutex
 	deadLetters []DeadLetter
@@ -243,11 +257,19 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.openState(); err != nil {
+		return nil, err
+	}
 	s.inventory = memddb.NewGlobalTable(InventoryTable, memddb.InventoryKey, cfg.Regions,
 		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewImage), memddb.WithAccount(AccountID),
-		memddb.InventoryIndexes)
+		memddb.InventoryIndexes, memddb.WithDurableStream())
 	s.data = memddb.NewGlobalTable(DataTable, memddb.DataKey, cfg.Regions,
-		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewAndOldImages), memddb.WithAccount(AccountID))
+		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewAndOldImages), memddb.WithAccount(AccountID),
+		memddb.WithDeferredDurability())
+	if err := s.restoreTables(s.inventory, s.data); err != nil {
+		return nil, err
+	}
+	s.countDevices()
 
 	for i, name := range cfg.Regions {
 		r, err := s.newRegion(ctx, name, caPEMs)
@@ -411,8 +433,11 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 		}))
 	}
 	reg := memiot.New(name, AccountID, opts...)
-	if err := reg.CreatePolicy(ctx, DevicePolicyName, policy.DevicePolicy(name, AccountID)); err != nil {
-		return nil, fmt.Errorf("region %s device policy: %w", name, err)
+	if err := s.restoreRegistry(reg); err != nil {
+		return nil, err
+	}
+	if err := devicePolicy(ctx, reg, name); err != nil {
+		return nil, err
 	}
 	for _, ca := range caPEMs {
 		if _, err := reg.RegisterCACertificate(ctx, ca, true); err != nil && !errors.Is(err, fleet.ErrAlreadyExists) {
@@ -429,6 +454,9 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 			leases.Close()
 		}
 	}()
+	if err := s.restoreTables(claims, leases); err != nil {
+		return nil, err
+	}
 	r := &Region{
 		Name: name, Registry: reg,
 		Inventory: memddb.NewInventory(s.inventory.Replica(name)),
@@ -476,6 +504,9 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 	// The EventBridge Pipe: this replica's inventory stream onto the custom
 	// bus, whose rule targets this region's replicate function.
 	r.unsubscribe = s.inventory.Replica(name).Subscribe(r.pipe)
+	if err := s.resumeQueues(r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -743,4 +774,5 @@ func (s *Stack) Close() {
 			r.Leases.Table().Global().Close()
 		}
 	}
+	s.closeState()
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math/big"
@@ -27,6 +28,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -34,6 +36,7 @@ import (
 
 	"github.com/mriot/mriot/internal/aws/ddbitem"
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/fake/journal"
 )
 
 // KeySchema names a table's key attributes. RangeKey is empty for a table
@@ -93,6 +96,23 @@ func WithIndex(name, hashAttr string) Option {
 	return func(g *GlobalTable) { g.indexes = append(g.indexes, secondaryIndex{name: name, hashAttr: hashAttr}) }
 }
 
+// WithDurableStream makes the replicas' stream records durable once the
+// table journals (Restore): a record is journaled until every subscriber it
+// was handed to has delivered it, and one emitted while the replica has no
+// subscriber is kept for the first that subscribes. After a restart, the
+// records not yet delivered are delivered again (at least once), as a
+// stream's shard keeps its records for 24 hours whatever its readers do.
+// Without it, a record is held in memory only, and lost in a restart.
+func WithDurableStream() Option { return func(g *GlobalTable) { g.durableStream = true } }
+
+// WithDeferredDurability makes a journaled write return without waiting
+// for its change to be durable. The journal keeps the changes in order, so
+// the change is durable once anything appended after it is: for a table
+// written by functions whose events a durable queue keeps until they end
+// (the data table, written by ingest), a change lost in a crash is made
+// again when the event runs again, and a write need not wait for a commit.
+func WithDeferredDurability() Option { return func(g *GlobalTable) { g.deferDurability = true } }
+
 // WithManualReplication starts no replication goroutine: a write queues its
 // copy for every other replica, and the copy lands only when the caller calls
 // Table.ApplyNext on that replica (the deterministic simulation decides when,
@@ -114,6 +134,11 @@ type GlobalTable struct {
 	label   string
 	indexes []secondaryIndex
 	manual  bool
+
+	// j journals every change once Restore has given it (nil: memory only).
+	j               journal.Journal
+	durableStream   bool
+	deferDurability bool
 
 	replicas map[string]*Table
 	regions  []string
@@ -163,7 +188,9 @@ func NewGlobalTable(name string, key KeySchema, regions []string, opts ...Option
 			panic("memddb: region " + r + " twice")
 		}
 		t := &Table{g: g, region: r, items: map[string]map[string]*entry{}, idx: map[string]map[string]map[[2]string]struct{}{},
-			hook: g.hook, wake: make(chan struct{}, 1)}
+			hook: g.hook, wake: make(chan struct{}, 1), undelivered: map[int64]int{}}
+		prefix := "ddb/" + name + "/" + r + "/"
+		t.buckets = buckets{items: prefix + "items", outbox: prefix + "outbox", stream: prefix + "stream"}
 		for _, ix := range g.indexes {
 			t.idx[ix.name] = map[string]map[[2]string]struct{}{}
 		}
@@ -310,6 +337,7 @@ func (e *entry) newerThan(ts time.Time, origin string) bool {
 
 type replication struct {
 	due    time.Time
+	seq    uint64 // its key in the target's journaled outbox (0: not journaled)
 	hash   string
 	rng    string
 	item   map[string]types.AttributeValue
@@ -337,7 +365,20 @@ type Table struct {
 	rmu  sync.Mutex
 	rq   []replication // replications to apply here, in arrival order
 	wake chan struct{}
+
+	// Journaling (Restore): the changes made under mu not yet appended,
+	// the last key of this replica's outbox, the subscribers each
+	// journaled record still waits for, and the records kept for the
+	// first subscriber.
+	jops        []journal.Op
+	outSeq      atomic.Uint64
+	undelivered map[int64]int
+	backlog     []delivery
+	buckets     buckets
 }
+
+// buckets are a replica's journal buckets.
+type buckets struct{ items, outbox, stream string }
 
 // Region returns the replica's region.
 func (t *Table) Region() string { return t.region }
@@ -540,10 +581,44 @@ func check(cond Condition, old map[string]types.AttributeValue) error {
 // write applies a local write: fn maps the current item to the new one (nil
 // deletes). A change emits a stream record and is queued for every other
 // replica.
+//
+// With a journal, the change (the item and its pending replications) is
+// appended while t.mu is held, so the journal has the replica's changes in
+// their order, and write returns once it is durable: a write that returned
+// survives a crash. A reader may see a change a moment before it is
+// durable; if the process dies in that moment, the change is lost with
+// whatever was waiting for it.
 func (t *Table) write(h, r string, fn func(old map[string]types.AttributeValue) (map[string]types.AttributeValue, error)) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.writeLocked(h, r, fn, nil)
+	err := t.writeLocked(h, r, fn, nil)
+	wait := t.appendJournal()
+	t.mu.Unlock()
+	if err != nil || t.g.deferDurability {
+		return err
+	}
+	return journaled(wait)
+}
+
+// appendJournal appends the changes made under t.mu since the last call as
+// one group. The caller holds t.mu.
+func (t *Table) appendJournal() func() error {
+	if len(t.jops) == 0 {
+		return nil
+	}
+	ops := t.jops
+	t.jops = nil
+	return t.g.j.Append(ops...)
+}
+
+// journaled waits for a group to be durable (nil: nothing was appended).
+func journaled(wait func() error) error {
+	if wait == nil {
+		return nil
+	}
+	if err := wait(); err != nil {
+		return fmt.Errorf("the change was made but not kept (%w): %w", err, fleet.ErrUnavailable)
+	}
+	return nil
 }
 
 // writeLocked is write with t.mu held; who is the record's userIdentity
@@ -568,15 +643,23 @@ func (t *Table) writeLocked(h, r string, fn func(old map[string]types.AttributeV
 	if e != nil && !ts.After(e.ts) {
 		ts = e.ts.Add(time.Nanosecond) // the local write is always the newest here
 	}
-	t.apply(h, r, old, item, ts, t.region, who)
+	enc := t.apply(h, r, old, item, ts, t.region, who)
 	lag := t.g.currentLag()
 	for _, other := range t.g.regions {
 		if other == t.region {
 			continue
 		}
-		t.g.replicas[other].enqueue(replication{
-			due: time.Now().Add(lag), hash: h, rng: r, item: item, ts: ts, origin: t.region,
-		})
+		target := t.g.replicas[other]
+		rep := replication{due: time.Now().Add(lag), hash: h, rng: r, item: item, ts: ts, origin: t.region}
+		if t.g.j != nil {
+			// The copy is journaled in the target's outbox in the same
+			// group as the write: a write that was made is copied, even
+			// after a restart.
+			rep.seq = target.outSeq.Add(1)
+			t.jops = append(t.jops, journal.Put(target.buckets.outbox, journal.SeqKey(rep.seq),
+				encodeReplication(h, r, ts, t.region, enc)))
+		}
+		target.enqueue(rep)
 	}
 	return nil
 }
@@ -584,8 +667,18 @@ func (t *Table) writeLocked(h, r string, fn func(old map[string]types.AttributeV
 // apply stores the new version, updates the indexes and emits its stream
 // record. It is the only place where a replica's items change (local and
 // replicated writes alike), so the indexes follow every change. The caller
-// holds t.mu.
-func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts time.Time, origin string, who *events.DynamoDBUserIdentity) {
+// holds t.mu. With a journal, it queues the new version in t.jops and
+// returns the item's stored form.
+func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts time.Time, origin string, who *events.DynamoDBUserIdentity) []byte {
+	var enc []byte
+	if t.g.j != nil {
+		var err error
+		if enc, err = encodeItem(item); err != nil {
+			// Stored items hold only SDK member types, which all encode.
+			panic("memddb: stored item cannot be journaled: " + err.Error())
+		}
+		t.jops = append(t.jops, journal.Put(t.buckets.items, entryKey(h, r), encodeEntry(ts, origin, enc)))
+	}
 	if t.items[h] == nil {
 		t.items[h] = map[string]*entry{}
 	}
@@ -596,9 +689,10 @@ func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts
 	t.reindex([2]string{h, r}, prev, item)
 	t.items[h][r] = &entry{item: item, ts: ts, origin: origin}
 	if reflect.DeepEqual(old, item) {
-		return
+		return enc
 	}
 	t.emit(old, item, who)
+	return enc
 }
 
 func (t *Table) enqueue(rep replication) {
@@ -680,9 +774,16 @@ func (t *Table) ApplyNext() bool {
 }
 
 // applyReplicated applies a write from another replica, last writer wins.
+// With a journal, the new version and the removal of the replication from
+// the outbox are one group; nothing waits for it, since a replication lost
+// in a crash is still in the outbox.
 func (t *Table) applyReplicated(rep replication) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if rep.seq != 0 {
+		defer func() { _ = t.appendJournal() }() // nothing waits: see above
+		t.jops = append(t.jops, journal.Delete(t.buckets.outbox, journal.SeqKey(rep.seq)))
+	}
 	e := t.items[rep.hash][rep.rng]
 	if e != nil && e.newerThan(rep.ts, rep.origin) {
 		return
@@ -1000,8 +1101,22 @@ func (t *Table) emit(old, item map[string]types.AttributeValue, who *events.Dyna
 	if len(t.log) > streamLogCap {
 		t.log = slices.Delete(t.log, 0, len(t.log)-streamLogCap)
 	}
+	d := delivery{rec: rec}
+	if t.g.j != nil && t.g.durableStream {
+		d.seq = t.seq
+		b, err := json.Marshal(rec)
+		if err != nil {
+			panic("memddb: stream record cannot be journaled: " + err.Error()) // its images converted above
+		}
+		t.jops = append(t.jops, journal.Put(t.buckets.stream, journal.SeqKey(uint64(d.seq)), b))
+		if len(t.subs) == 0 {
+			t.backlog = append(t.backlog, d)
+			return
+		}
+		t.undelivered[d.seq] = len(t.subs)
+	}
 	for _, s := range t.subs {
-		s.push(rec)
+		s.push(d)
 	}
 }
 
@@ -1082,7 +1197,11 @@ func (t *Table) ExpireTTL(attr string, now time.Time) int {
 	}
 	who := &events.DynamoDBUserIdentity{Type: "Service", PrincipalID: "dynamodb.amazonaws.com"}
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer func() {
+		wait := t.appendJournal()
+		t.mu.Unlock()
+		_ = journaled(wait) // no caller to tell: a lost deletion expires again
+	}()
 	deleted := 0
 	for _, k := range t.liveKeys() {
 		if !expired(t.items[k[0]][k[1]].item[attr], now) {
@@ -1131,12 +1250,20 @@ func (t *Table) StreamSince(seq int64) ([]events.DynamoDBEventRecord, int64) {
 	return slices.Clone(t.log[first:]), t.seq
 }
 
+// delivery is a record on its way to a subscriber; seq is its key in the
+// journal (0: not journaled).
+type delivery struct {
+	rec events.DynamoDBEventRecord
+	seq int64
+}
+
 // subscriber delivers a replica's records to fn in order, on its own goroutine.
 type subscriber struct {
+	t      *Table
 	g      *GlobalTable
 	fn     func(events.DynamoDBEventRecord)
 	mu     sync.Mutex
-	q      []events.DynamoDBEventRecord
+	q      []delivery
 	closed bool
 	wake   chan struct{}
 	quit   chan struct{}
@@ -1145,11 +1272,17 @@ type subscriber struct {
 // Subscribe calls fn with each stream record of this replica written from
 // now on, in order, on a goroutine of its own (a slow fn delays only its own
 // records, never the writers). The returned function stops the delivery;
-// records not yet delivered are dropped.
+// records not yet delivered are dropped (from memory: a durable stream's
+// journal keeps them for the next Restore).
 func (t *Table) Subscribe(fn func(events.DynamoDBEventRecord)) (unsubscribe func()) {
-	s := &subscriber{g: t.g, fn: fn, wake: make(chan struct{}, 1), quit: make(chan struct{})}
+	s := &subscriber{t: t, g: t.g, fn: fn, wake: make(chan struct{}, 1), quit: make(chan struct{})}
 	t.mu.Lock()
 	t.subs = append(t.subs, s)
+	for _, d := range t.backlog {
+		t.undelivered[d.seq]++
+		s.push(d)
+	}
+	t.backlog = nil
 	t.mu.Unlock()
 	go s.run()
 	var once sync.Once
@@ -1169,13 +1302,13 @@ func (t *Table) Subscribe(fn func(events.DynamoDBEventRecord)) (unsubscribe func
 	}
 }
 
-func (s *subscriber) push(rec events.DynamoDBEventRecord) {
+func (s *subscriber) push(d delivery) {
 	s.mu.Lock()
 	if s.closed || !s.g.add(1) {
 		s.mu.Unlock()
 		return
 	}
-	s.q = append(s.q, rec)
+	s.q = append(s.q, d)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -1201,11 +1334,28 @@ func (s *subscriber) run() {
 				return
 			}
 		}
-		rec := s.q[0]
-		s.q[0] = events.DynamoDBEventRecord{}
+		d := s.q[0]
+		s.q[0] = delivery{}
 		s.q = s.q[1:]
 		s.mu.Unlock()
-		s.fn(rec)
+		s.fn(d.rec)
+		if d.seq != 0 {
+			s.t.delivered(d.seq)
+		}
 		s.g.done(1)
 	}
+}
+
+// delivered notes that a subscriber delivered journaled record seq; the
+// last one removes it from the journal.
+func (t *Table) delivered(seq int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.undelivered[seq]; n > 1 {
+		t.undelivered[seq] = n - 1
+		return
+	}
+	delete(t.undelivered, seq)
+	t.jops = append(t.jops, journal.Delete(t.buckets.stream, journal.SeqKey(uint64(seq))))
+	_ = t.appendJournal() // nothing waits: a record delivered twice is at least once
 }

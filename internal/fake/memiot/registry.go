@@ -21,6 +21,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/contract"
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/fake/journal"
 )
 
 // Registry is one region's IoT registry.
@@ -36,7 +37,8 @@ type Registry struct {
 	thingPr  map[string]map[string]struct{} // thing -> principal ARNs
 	prPol    map[string]map[string]struct{} // principal ARN -> policy names
 
-	watch watchers // OnCertificateChange
+	watch watchers    // OnCertificateChange
+	jr    *regJournal // nil until Restore: memory only
 }
 
 type certRec struct {
@@ -230,33 +232,47 @@ func (r *Registry) RegisterCertificate(ctx context.Context, pemText string, stat
 // register stores cert signed by a registered CA. With auto, the CA must have
 // auto-registration enabled, and an existing certificate is returned as it is.
 func (r *Registry) register(op string, cert *x509.Certificate, status fleet.CertStatus, auto bool) (fleet.Certificate, bool, error) {
+	c, created, wait, err := r.registerLocked(op, cert, status, auto)
+	if err != nil {
+		return fleet.Certificate{}, false, err
+	}
+	if err := kept(op, wait); err != nil {
+		return fleet.Certificate{}, false, err
+	}
+	return c, created, nil
+}
+
+// registerLocked is register under r.mu, and the wait of its journal group.
+func (r *Registry) registerLocked(op string, cert *x509.Certificate, status fleet.CertStatus, auto bool) (_ fleet.Certificate, _ bool, wait func() error, _ error) {
 	id := fleet.CertificateID(cert)
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer func() { wait = r.unlock() }()
 	if rec := r.certs[id]; rec != nil {
 		if auto {
-			return rec.c, false, nil
+			return rec.c, false, nil, nil
 		}
-		return fleet.Certificate{}, false, fmt.Errorf("%s: ResourceAlreadyExistsException: certificate %s: %w", op, id, fleet.ErrAlreadyExists)
+		return fleet.Certificate{}, false, nil, fmt.Errorf("%s: ResourceAlreadyExistsException: certificate %s: %w", op, id, fleet.ErrAlreadyExists)
 	}
 	if r.cas[id] != nil {
-		return fleet.Certificate{}, false, fmt.Errorf("%s: certificate %s is a registered CA certificate: %w", op, id, fleet.ErrInvalid)
+		return fleet.Certificate{}, false, nil, fmt.Errorf("%s: certificate %s is a registered CA certificate: %w", op, id, fleet.ErrInvalid)
 	}
 	ca := r.issuer(cert)
 	switch {
 	case ca == nil:
-		return fleet.Certificate{}, false, fmt.Errorf("%s: certificate %s: CA not registered: %w", op, id, fleet.ErrInvalid)
+		return fleet.Certificate{}, false, nil, fmt.Errorf("%s: certificate %s: CA not registered: %w", op, id, fleet.ErrInvalid)
 	case ca.c.Status != fleet.CertActive:
-		return fleet.Certificate{}, false, fmt.Errorf("%s: certificate %s: CA %s is %s: %w", op, id, ca.c.ID, ca.c.Status, fleet.ErrInvalid)
+		return fleet.Certificate{}, false, nil, fmt.Errorf("%s: certificate %s: CA %s is %s: %w", op, id, ca.c.ID, ca.c.Status, fleet.ErrInvalid)
 	case auto && !ca.c.AutoRegistration:
-		return fleet.Certificate{}, false, fmt.Errorf("%s: certificate %s: CA %s has auto-registration disabled: %w", op, id, ca.c.ID, fleet.ErrInvalid)
+		return fleet.Certificate{}, false, nil, fmt.Errorf("%s: certificate %s: CA %s has auto-registration disabled: %w", op, id, ca.c.ID, fleet.ErrInvalid)
 	}
 	c := fleet.Certificate{
 		ID: id, ARN: r.arn("cert", id), PEM: fleet.EncodePEM(cert),
 		CACertificateID: ca.c.ID, Status: status, CreatedAt: r.f.now(),
 	}
-	r.certs[id] = &certRec{c: c, x509: cert}
-	return c, true, nil
+	rec := &certRec{c: c, x509: cert}
+	r.certs[id] = rec
+	r.noteCert(rec)
+	return c, true, nil, nil
 }
 
 // UpdateCertificate implements contract.Registry. A REVOKED certificate
@@ -289,13 +305,19 @@ func (r *Registry) UpdateCertificate(ctx context.Context, id string, status flee
 	default:
 		rec.c.Status = status
 		changed = true
+		r.noteCert(rec)
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if err != nil {
 		return err
 	}
+	// The registry has changed whatever the journal says: its watchers
+	// (the endpoint's sessions) hear of it either way.
 	if changed {
 		r.certificateChanged(id, status)
+	}
+	if err := kept(op, wait); err != nil {
+		return err
 	}
 	r.f.afterHook(ctx, op)
 	return nil
@@ -325,12 +347,16 @@ func (r *Registry) DeleteCertificate(ctx context.Context, id string) error {
 	default:
 		delete(r.certs, id)
 		delete(r.prPol, rec.c.ARN)
+		r.note(journal.Delete(r.jr.certs(), []byte(id)))
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if err != nil {
 		return err
 	}
 	r.certificateChanged(id, CertificateDeleted)
+	if err := kept(op, wait); err != nil {
+		return err
+	}
 	r.f.afterHook(ctx, op)
 	return nil
 }
@@ -402,10 +428,14 @@ func (r *Registry) CreateThing(ctx context.Context, name string, attrs map[strin
 			th.Attributes = map[string]string{}
 		}
 		r.things[name] = th
+		r.noteThing(th)
 		th = copyThing(th)
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if err != nil {
+		return fleet.Thing{}, err
+	}
+	if err := kept(op, wait); err != nil {
 		return fleet.Thing{}, err
 	}
 	r.f.afterHook(ctx, op)
@@ -435,10 +465,14 @@ func (r *Registry) UpdateThingAttributes(ctx context.Context, name string, attrs
 		}
 		th.Attributes = merged
 		r.things[name] = th
+		r.noteThing(th)
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if !ok {
 		return fmt.Errorf("%s: thing %s: %w", op, name, fleet.ErrNotFound)
+	}
+	if err := kept(op, wait); err != nil {
+		return err
 	}
 	r.f.afterHook(ctx, op)
 	return nil
@@ -457,12 +491,16 @@ func (r *Registry) DeleteThing(ctx context.Context, name string) error {
 	var err error
 	if len(r.thingPr[name]) > 0 {
 		err = fmt.Errorf("%s: thing %s has principals attached: %w", op, name, fleet.ErrDeleteConflict)
-	} else {
+	} else if _, ok := r.things[name]; ok {
 		delete(r.things, name)
 		delete(r.thingPr, name)
+		r.note(journal.Delete(r.jr.things(), []byte(name)))
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if err != nil {
+		return err
+	}
+	if err := kept(op, wait); err != nil {
 		return err
 	}
 	r.f.afterHook(ctx, op)
@@ -476,6 +514,7 @@ func (r *Registry) AttachThingPrincipal(ctx context.Context, thing, principalARN
 			return err
 		}
 		addPair(r.thingPr, thing, principalARN)
+		r.note(journal.Put(r.jr.thingPrincipals(), pairKey(thing, principalARN), nil))
 		return nil
 	})
 }
@@ -489,6 +528,7 @@ func (r *Registry) DetachThingPrincipal(ctx context.Context, thing, principalARN
 			return err
 		}
 		removePair(r.thingPr, thing, principalARN)
+		r.note(journal.Delete(r.jr.thingPrincipals(), pairKey(thing, principalARN)))
 		return nil
 	})
 }
@@ -514,8 +554,11 @@ func (r *Registry) write(ctx context.Context, op string, fn func(op string) erro
 	}
 	r.mu.Lock()
 	err := fn(op)
-	r.mu.Unlock()
+	wait := r.unlock()
 	if err != nil {
+		return err
+	}
+	if err := kept(op, wait); err != nil {
 		return err
 	}
 	r.f.afterHook(ctx, op)
@@ -567,6 +610,7 @@ func (r *Registry) AttachPolicy(ctx context.Context, policy, principalARN string
 			return err
 		}
 		addPair(r.prPol, principalARN, policy)
+		r.note(journal.Put(r.jr.principalPolicies(), pairKey(principalARN, policy), nil))
 		return nil
 	})
 }
@@ -579,6 +623,7 @@ func (r *Registry) DetachPolicy(ctx context.Context, policy, principalARN string
 			return err
 		}
 		removePair(r.prPol, principalARN, policy)
+		r.note(journal.Delete(r.jr.principalPolicies(), pairKey(principalARN, policy)))
 		return nil
 	})
 }
@@ -755,10 +800,15 @@ func (r *Registry) RegisterCACertificate(ctx context.Context, pemText string, au
 	if r.cas[id] != nil {
 		err = fmt.Errorf("%s: ResourceAlreadyExistsException: CA certificate %s: %w", op, id, fleet.ErrAlreadyExists)
 	} else {
-		r.cas[id] = &caRec{c: ca, x509: cert}
+		rec := &caRec{c: ca, x509: cert}
+		r.cas[id] = rec
+		r.noteCA(rec)
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if err != nil {
+		return fleet.CACertificate{}, err
+	}
+	if err := kept(op, wait); err != nil {
 		return fleet.CACertificate{}, err
 	}
 	r.f.afterHook(ctx, op)
@@ -777,12 +827,16 @@ func (r *Registry) SetCAStatus(ctx context.Context, id string, status fleet.Cert
 	}
 	r.mu.Lock()
 	rec := r.cas[id]
-	if rec != nil {
+	if rec != nil && rec.c.Status != status {
 		rec.c.Status = status
+		r.noteCA(rec)
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if rec == nil {
 		return fmt.Errorf("%s: CA certificate %s: %w", op, id, fleet.ErrNotFound)
+	}
+	if err := kept(op, wait); err != nil {
+		return err
 	}
 	r.f.afterHook(ctx, op)
 	return nil
@@ -844,10 +898,44 @@ func (r *Registry) CreatePolicy(ctx context.Context, name, document string) erro
 	_, exists := r.policies[name]
 	if !exists {
 		r.policies[name] = document
+		r.note(journal.Put(r.jr.policies(), []byte(name), []byte(document)))
 	}
-	r.mu.Unlock()
+	wait := r.unlock()
 	if exists {
 		return fmt.Errorf("%s: ResourceAlreadyExistsException: policy %s: %w", op, name, fleet.ErrAlreadyExists)
+	}
+	if err := kept(op, wait); err != nil {
+		return err
+	}
+	r.f.afterHook(ctx, op)
+	return nil
+}
+
+// ReplacePolicy makes document the policy's document, as AWS's
+// CreatePolicyVersion with setAsDefault does (the older versions are not
+// kept here): how a restarted local stack brings a kept device policy up
+// to date. An unknown policy is ErrNotFound; a document that is not JSON,
+// ErrInvalid.
+func (r *Registry) ReplacePolicy(ctx context.Context, name, document string) error {
+	const op = "CreatePolicyVersion"
+	if err := r.f.before(ctx, op); err != nil {
+		return err
+	}
+	if !json.Valid([]byte(document)) {
+		return fmt.Errorf("%s: MalformedPolicyException: policy %s is not JSON: %w", op, name, fleet.ErrInvalid)
+	}
+	r.mu.Lock()
+	old, exists := r.policies[name]
+	if exists && old != document {
+		r.policies[name] = document
+		r.note(journal.Put(r.jr.policies(), []byte(name), []byte(document)))
+	}
+	wait := r.unlock()
+	if !exists {
+		return fmt.Errorf("%s: policy %s: %w", op, name, fleet.ErrNotFound)
+	}
+	if err := kept(op, wait); err != nil {
+		return err
 	}
 	r.f.afterHook(ctx, op)
 	return nil
