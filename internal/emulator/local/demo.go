@@ -31,7 +31,7 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 	if !roots.AppendCertsFromPEM(s.rootPEM) {
 		return errors.New("demo: no root CA")
 	}
-	fmt.Fprintf(out, "demo: %d devices connect to iot.example.com (%s) for the first time\n", len(names), s.GlobalAddr())
+	fmt.Fprintf(out, "demo: %d devices connect to iot.example.com (%s)\n", len(names), s.GlobalAddr())
 	start := time.Now()
 	certs := make(map[string]tls.Certificate, len(names))
 	for _, name := range names {
@@ -47,7 +47,7 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 		err = publishOnce(ctx, s.GlobalAddr(), roots, name, c, nil)
 		switch {
 		case err == nil:
-			fmt.Fprintf(out, "demo:   %s was onboarded already: connected at once\n", name)
+			fmt.Fprintf(out, "demo:   %s was onboarded already (the state was kept): connected at once\n", name)
 		default:
 			fmt.Fprintf(out, "demo:   %s refused: %s; its certificate is now PENDING_ACTIVATION and JITR runs\n", name, shortErr(err))
 		}
