@@ -34,6 +34,7 @@ func newLocalCmd() *cobra.Command {
 		logLevel       string
 		logFile        string
 		reconcileEvery time.Duration
+		down           []string
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -52,6 +53,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
 				ReplicationLag: replicationLag, APILatency: apiLatency,
 				Metrics: obs.NewRecorder(), ReconcileInterval: reconcileEvery,
+				Down: down,
 			}
 			if reconcileEvery == 0 {
 				cfg.ReconcileInterval = -1 // 0 turns the schedule off
@@ -96,6 +98,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f.BoolVar(&demo, "demo", true, "onboard a few demo devices and show what happens in each region")
 	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs")
 	f.DurationVar(&reconcileEvery, "reconcile-interval", 30*time.Second, "how often every region's reconciler repairs drift (0: only on demand, mriot reconcile)")
+	f.StringSliceVar(&down, "down", nil, "start with REGION down, as in an outage (repeatable); POST /regions/REGION/up brings it back")
 	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
 	return cmd
 }

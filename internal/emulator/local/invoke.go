@@ -58,6 +58,8 @@ type Invoker struct {
 	cancel  context.CancelFunc
 	once    sync.Once
 	slots   chan struct{}
+	// gate holds invocations while the region is down (see Pause).
+	gate gate
 }
 
 func (iv *Invoker) init() {
@@ -115,6 +117,10 @@ func (iv *Invoker) run(payload []byte) {
 				return
 			}
 			delay *= 2
+		}
+		if err := iv.waitUp(); err != nil {
+			iv.deadLetter(payload, fmt.Errorf("stack shut down while the region was down: %w", err), attempt-1)
+			return
 		}
 		if iv.slots != nil {
 			select {
@@ -187,6 +193,9 @@ func (iv *Invoker) Close(grace time.Duration) {
 	iv.mu.Lock()
 	iv.closed = true
 	iv.mu.Unlock()
+	if iv.Paused() {
+		grace = 0 // what waits for the region to come back cannot finish
+	}
 	done := make(chan struct{})
 	go func() { iv.wg.Wait(); close(done) }()
 	select {
@@ -198,5 +207,6 @@ func (iv *Invoker) Close(grace time.Duration) {
 	iv.cancel()
 }
 
-// Pending is the number of events queued or running.
-func (iv *Invoker) Pending() int64 { return iv.pending.Load() }
+// Pending is the number of events queued or running, not counting those
+// held while the region is down (Held).
+func (iv *Invoker) Pending() int64 { return iv.pending.Load() - iv.gate.held.Load() }

@@ -56,11 +56,14 @@ type RegionRegistry interface {
 }
 
 // Admin controls the local stack (mriot local only). Errors wrap
-// fleet.ErrNotFound (unknown region), fleet.ErrInvalid (bad PEM) and
-// fleet.ErrAlreadyExists (CA registered already).
+// fleet.ErrNotFound (unknown region), fleet.ErrInvalid (bad PEM),
+// fleet.ErrAlreadyExists (CA registered already) and fleet.ErrUnavailable
+// (the region is down).
 type Admin interface {
-	// SetRegionDown marks a region's data endpoint down (new connections are
-	// refused, the global endpoint routes elsewhere) or back up.
+	// SetRegionDown takes a region down as an outage does (its data
+	// endpoint refuses connections and the global endpoint routes
+	// elsewhere, its replicas neither send nor receive replication, its
+	// functions run nothing) or brings it back to catch up.
 	SetRegionDown(ctx context.Context, region string, down bool) error
 	// RegisterCA registers a CA certificate in region with auto-registration,
 	// SNI_ONLY, ACTIVE, and returns its certificate id.
