@@ -127,7 +127,7 @@ func checkDownlinkTopic(thing, topic string) error {
 	case topic == "":
 		return fmt.Errorf("the topic query parameter is required, e.g. ?topic=%scmd", prefix)
 	case !strings.HasPrefix(topic, prefix) || len(topic) == len(prefix):
-		return fmt.Errorf("topic %q is not under %s: the device policy lets %s receive e/%s/<suffix> only", topic, prefix, thing, thing)
+		return fmt.Errorf("topic %q is not under %s: the device policy lets %s subscribe to and receive only topics under %s", topic, prefix, thing, prefix)
 	case strings.ContainsAny(topic, "+#"):
 		return fmt.Errorf("topic %q has a wildcard (+ or #): a message is published on one topic", topic)
 	case !utf8.ValidString(topic) || strings.ContainsRune(topic, 0):
@@ -179,7 +179,7 @@ func (h *Handler) publishToDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := h.cfg.Inventory.Get(r.Context(), name); err != nil {
-		h.backendError(w, r, "device "+name, err)
+		h.backendError(w, r, "publish to device "+name, err)
 		return
 	}
 	regions, err := h.cfg.Admin.PublishToDevice(r.Context(), name, topic, payload, qos)
