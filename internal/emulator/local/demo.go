@@ -30,6 +30,10 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 	if !roots.AppendCertsFromPEM(s.rootPEM) {
 		return errors.New("demo: no root CA")
 	}
+	if _, err := s.apiRegion(); err != nil {
+		fmt.Fprintf(out, "demo: skipped: %v\n", err)
+		return nil
+	}
 	fmt.Fprintf(out, "demo: %d devices connect to iot.example.com (%s) for the first time\n", len(names), s.GlobalAddr())
 	start := time.Now()
 	certs := make(map[string]tls.Certificate, len(names))

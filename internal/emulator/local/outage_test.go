@@ -168,12 +168,14 @@ func TestStartWithRegionsDown(t *testing.T) {
 		devices   int // status of GET /devices
 		reconcile map[string]int
 		wantDown  map[string]bool
+		demo      string // in the demo's output
 	}{
 		{name: "none", devices: 200, reconcile: map[string]int{"eu-west-1": 200, "us-west-2": 200}, wantDown: map[string]bool{}},
 		{name: "the primary", down: []string{"eu-west-1"}, devices: 200,
 			reconcile: map[string]int{"eu-west-1": 503, "us-west-2": 200}, wantDown: map[string]bool{"eu-west-1": true}},
 		{name: "every region", down: []string{"us-west-2", "eu-west-1"}, devices: 503,
-			reconcile: map[string]int{"eu-west-1": 503, "us-west-2": 503}, wantDown: map[string]bool{"eu-west-1": true, "us-west-2": true}},
+			reconcile: map[string]int{"eu-west-1": 503, "us-west-2": 503}, wantDown: map[string]bool{"eu-west-1": true, "us-west-2": true},
+			demo: "demo: skipped: every region is down"},
 		{name: "unknown region", down: []string{"mars-1"}, startErr: `down region "mars-1" is not one of the regions`},
 	}
 	for _, tc := range cases {
@@ -202,6 +204,12 @@ func TestStartWithRegionsDown(t *testing.T) {
 			for region, want := range tc.reconcile {
 				if code := apiPost(t, st, "/regions/"+region+"/reconcile"); code != want {
 					t.Errorf("reconcile %s: %d, want %d", region, code, want)
+				}
+			}
+			if tc.demo != "" {
+				var out strings.Builder
+				if err := st.Demo(context.Background(), &out, []string{"demo-001"}); err != nil || !strings.Contains(out.String(), tc.demo) {
+					t.Errorf("demo: %v\n%s", err, out.String())
 				}
 			}
 		})

@@ -169,6 +169,12 @@ func (g *GlobalTable) reclassify() {
 // nextLocked is the index of the oldest replication in t's queue that is
 // not held (-1: none). The caller holds t.rmu.
 func (t *Table) nextLocked() int {
+	if len(t.rq) > 0 && !t.rq[0].held {
+		return 0
+	}
+	if t.g.Paused(t.region) {
+		return -1 // everything here waits: no need to look through it
+	}
 	return slices.IndexFunc(t.rq, func(r replication) bool { return !r.held })
 }
 
