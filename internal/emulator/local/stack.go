@@ -666,7 +666,8 @@ func (s *Stack) RegisterCA(ctx context.Context, region, pemText string) (string,
 var _ api.Admin = (*Stack)(nil)
 
 // WaitIdle waits until replication, streams and every queued invocation are
-// done, i.e. the system has converged, or ctx ends.
+// done, i.e. the system has converged, or ctx ends. What waits for a region
+// that is down is not waited for.
 func (s *Stack) WaitIdle(ctx context.Context) error {
 	for {
 		for _, g := range []*memddb.GlobalTable{s.inventory, s.data} {
