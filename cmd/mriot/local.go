@@ -38,6 +38,7 @@ func newLocalCmd() *cobra.Command {
 		bind           string
 		apiToken       string
 		reset          bool
+		down           []string
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -62,7 +63,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
 				ReplicationLag: replicationLag, APILatency: apiLatency,
 				Metrics: obs.NewRecorder(), ReconcileInterval: reconcileEvery,
-				Persist: true, Reset: reset,
+				Persist: true, Reset: reset, Down: down,
 			}
 			if reconcileEvery < 0 {
 				return fmt.Errorf("--reconcile-interval %s is negative (0: only on demand)", reconcileEvery)
@@ -112,6 +113,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f.BoolVar(&demo, "demo", true, "onboard a few demo devices and show what happens in each region")
 	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs: debug, info, warn or error")
 	f.DurationVar(&reconcileEvery, "reconcile-interval", 30*time.Second, "how often every region's reconciler repairs drift (0: only on demand, mriot reconcile)")
+	f.StringSliceVar(&down, "down", nil, "start with REGION down, as in an outage (repeatable); POST /regions/REGION/up brings it back")
 	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
 	f.BoolVar(&reset, "reset", false, "start with an empty state: delete <state-dir>/"+local.StateFile+" (devices, telemetry, queues); the PKI is kept")
 	return cmd

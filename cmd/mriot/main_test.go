@@ -75,6 +75,7 @@ func TestLocalFlagsAreChecked(t *testing.T) {
 		{"local", "--latency", "nowhere"},
 		{"local", "--server-cert", "x.crt"},
 		{"local", "--regions", "eu-west-1,eu-west-1"},
+		{"local", "--down", "mars-1"},
 	} {
 		args = append(args, "--state-dir", dir, "--mqtt-port", "0", "--api-addr", "127.0.0.1:0", "--demo=false")
 		if out, err := run(t, context.Background(), args...); err == nil {
@@ -155,5 +156,46 @@ func TestLocalRunsTheDemo(t *testing.T) {
 	}
 	if last != "shutting down" {
 		t.Errorf("last line %q, want shutting down", last)
+	}
+}
+
+// TestLocalStartsWithARegionDown: --down starts with the region down; the
+// demo onboards through the next region and says the other is down.
+func TestLocalStartsWithARegionDown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncWriter{}
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"local", "--state-dir", t.TempDir(), "--mqtt-port", "0", "--api-addr", "127.0.0.1:0", "--down", "eu-west-1"})
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	tier.Eventually(t, time.Minute, "the demo", func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("mriot local ended early: %v\n%s", err, out)
+		default:
+		}
+		if !strings.Contains(out.String(), "serving; Ctrl-C stops") {
+			return fmt.Errorf("not serving yet:\n%s", out)
+		}
+		return nil
+	})
+	for _, want := range []string{"demo-001 onboarded in us-west-2, replicated: eu-west-1=down us-west-2=ACTIVE",
+		"iot.example.com: PUBACK, eu-west-1: down, us-west-2: PUBACK",
+		"telemetry in eu-west-1's replica of the data table: demo-001=0 demo-002=0 demo-003=0 (down: catches up when it is back)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("mriot local did not stop within 10s of Ctrl-C")
 	}
 }

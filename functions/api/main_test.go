@@ -184,6 +184,9 @@ func (a *recordingAdmin) RegisterCA(_ context.Context, _ string, pem string) (st
 func (a *recordingAdmin) Reconcile(_ context.Context, region string) (reconcile.Report, error) {
 	return reconcile.Report{Region: region, Findings: []reconcile.Finding{}}, nil
 }
+func (a *recordingAdmin) PublishToDevice(context.Context, string, string, []byte, byte) (map[string]int, error) {
+	return map[string]int{}, nil
+}
 
 func TestReadSettings(t *testing.T) {
 	full := map[string]string{

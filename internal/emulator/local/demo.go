@@ -31,6 +31,10 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 	if !roots.AppendCertsFromPEM(s.rootPEM) {
 		return errors.New("demo: no root CA")
 	}
+	if _, err := s.apiRegion(); err != nil {
+		fmt.Fprintf(out, "demo: skipped: %v\n", err)
+		return nil
+	}
 	fmt.Fprintf(out, "demo: %d devices connect to iot.example.com (%s)\n", len(names), s.GlobalAddr())
 	start := time.Now()
 	certs := make(map[string]tls.Certificate, len(names))
@@ -59,6 +63,10 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 		}
 		var where []string
 		for _, r := range s.regions {
+			if r.Down() {
+				where = append(where, r.Name+"=down")
+				continue
+			}
 			c, _ := r.Registry.CertificateByID(d.CertificateID)
 			where = append(where, r.Name+"="+string(c.Status))
 		}
@@ -68,10 +76,18 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 	for _, name := range names {
 		targets := []struct{ label, addr string }{{"iot.example.com", s.GlobalAddr()}}
 		for _, r := range s.regions {
-			targets = append(targets, struct{ label, addr string }{r.Name, r.Broker.Addr()})
+			addr := r.Broker.Addr()
+			if r.Down() {
+				addr = "" // refused: said so below
+			}
+			targets = append(targets, struct{ label, addr string }{r.Name, addr})
 		}
 		var res []string
 		for _, t := range targets {
+			if t.addr == "" {
+				res = append(res, t.label+": down")
+				continue
+			}
 			msg := fmt.Sprintf(`{"message": "Hello from %s via %s"}`, name, t.label)
 			if err := publishOnce(ctx, t.addr, roots, name, certs[name], []byte(msg)); err != nil {
 				res = append(res, t.label+": "+shortErr(err))
@@ -93,19 +109,24 @@ func (s *Stack) Demo(ctx context.Context, out io.Writer, names []string) error {
 			}
 			parts = append(parts, fmt.Sprintf("%s=%d", name, len(msgs)))
 		}
-		fmt.Fprintf(out, "demo: telemetry in %s's replica of the data table: %s\n", r.Name, strings.Join(parts, " "))
+		note := ""
+		if r.Down() {
+			note = " (down: catches up when it is back)"
+		}
+		fmt.Fprintf(out, "demo: telemetry in %s's replica of the data table: %s%s\n", r.Name, strings.Join(parts, " "), note)
 	}
 	fmt.Fprintf(out, "demo: done in %.1fs\n", time.Since(start).Seconds())
 	return nil
 }
 
 // waitLive waits until name is ACTIVE in the inventory and its certificate
-// is ACTIVE, attached to the thing and to the policy in every region.
+// is ACTIVE, attached to the thing and to the policy in every region that
+// is up.
 func (s *Stack) waitLive(ctx context.Context, name string) (fleet.Device, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		d, err := s.regions[0].Inventory.Get(ctx, name)
+		d, err := apiInventory{s}.Get(ctx, name)
 		if err == nil && d.Status == fleet.StatusActive && s.liveEverywhere(ctx, d) {
 			return d, nil
 		}
@@ -119,6 +140,9 @@ func (s *Stack) waitLive(ctx context.Context, name string) (fleet.Device, error)
 
 func (s *Stack) liveEverywhere(ctx context.Context, d fleet.Device) bool {
 	for _, r := range s.regions {
+		if r.Down() {
+			continue // it catches up when it is back
+		}
 		c, ok := r.Registry.CertificateByID(d.CertificateID)
 		if !ok || c.Status != fleet.CertActive {
 			return false

@@ -66,6 +66,8 @@ type Invoker struct {
 	queue  journal.Journal
 	bucket string
 	lastID atomic.Uint64
+	// gate holds invocations while the region is down (see Pause).
+	gate gate
 }
 
 func (iv *Invoker) init() {
@@ -160,6 +162,11 @@ func (iv *Invoker) attempts(id uint64, payload []byte) bool {
 				return iv.interrupted(id, payload, fmt.Errorf("stack shut down before retry: %w", err), attempt-1)
 			}
 			delay *= 2
+		}
+		if err := iv.waitUp(); err != nil {
+			// Held by an outage when the stack stopped: kept for the next
+			// start, as any event the shutdown interrupts.
+			return iv.interrupted(id, payload, fmt.Errorf("stack shut down while the region was down: %w", err), attempt-1)
 		}
 		if iv.slots != nil {
 			select {
@@ -288,6 +295,9 @@ func (iv *Invoker) Close(grace time.Duration) {
 	iv.mu.Lock()
 	iv.closed = true
 	iv.mu.Unlock()
+	if iv.Paused() {
+		grace = 0 // what waits for the region to come back cannot finish
+	}
 	done := make(chan struct{})
 	go func() { iv.wg.Wait(); close(done) }()
 	select {
@@ -299,5 +309,6 @@ func (iv *Invoker) Close(grace time.Duration) {
 	iv.cancel()
 }
 
-// Pending is the number of events queued or running.
-func (iv *Invoker) Pending() int64 { return iv.pending.Load() }
+// Pending is the number of events queued or running, not counting those
+// held while the region is down (Held).
+func (iv *Invoker) Pending() int64 { return iv.pending.Load() - iv.gate.held.Load() }

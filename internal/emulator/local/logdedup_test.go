@@ -37,7 +37,9 @@ func TestDedupKeys(t *testing.T) {
 		want string // keys after time, level, msg
 	}{
 		{"logger and record", func(l *slog.Logger) { l.With("region", "eu-west-1").Info("m", "region", "eu-west-1", "v", 1) }, "region v"},
-		{"two Withs", func(l *slog.Logger) { l.With("region", "a").With("function", "jitr", "region", "a").Info("m", "function", "jitr") }, "region function"},
+		{"two Withs", func(l *slog.Logger) {
+			l.With("region", "a").With("function", "jitr", "region", "a").Info("m", "function", "jitr")
+		}, "region function"},
 		{"record repeats itself", func(l *slog.Logger) { l.Info("m", "k", 1, "k", 2) }, "k"},
 		{"groups are not top level", func(l *slog.Logger) { l.With("region", "a").WithGroup("g").Info("m", "region", "b") }, "region g"},
 		{"distinct keys kept", func(l *slog.Logger) { l.With("a", 1).Info("m", "b", 2, "c", 3) }, "a b c"},

@@ -123,6 +123,8 @@ type Config struct {
 	// PendingThreshold: the reconciler re-drives a certificate left
 	// PENDING_ACTIVATION longer (default 10m).
 	PendingThreshold time.Duration
+	// Down lists the regions that start down (SetRegionDown).
+	Down []string
 }
 
 // Region is one region of the local stack.
@@ -143,6 +145,7 @@ type Region struct {
 	Reconciler  *reconcile.Reconciler
 	reconciling sync.Mutex
 	Broker      *broker.Broker
+	outage      outageState
 
 	jitr, replicate, ingest *Invoker
 	rules                   []boundRule
@@ -235,6 +238,9 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("%w: fault rate for %s is %v, want a number in [0,1]", ErrConfig, op, rate)
 		}
 	}
+	if err := c.checkDown(seen); err != nil {
+		return err
+	}
 	return c.validate()
 }
 
@@ -300,6 +306,11 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.startAPI(); err != nil {
 		return nil, err
 	}
+	for _, r := range cfg.Down {
+		if err := s.SetRegionDown(ctx, r, true); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.ReconcileInterval > 0 {
 		s.stopped.Add(1)
 		go s.reconcileLoop(cfg.ReconcileInterval)
@@ -355,6 +366,9 @@ func (s *Stack) Reconcile(ctx context.Context, region string) (reconcile.Report,
 	if r == nil {
 		return reconcile.Report{}, fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
 	}
+	if r.Down() {
+		return reconcile.Report{}, errRegionDown(region)
+	}
 	r.reconciling.Lock()
 	defer r.reconciling.Unlock()
 	var all reconcile.Report
@@ -376,6 +390,9 @@ func (s *Stack) Drift(ctx context.Context, region, cursor string, maxChecks int)
 	r := s.byName[region]
 	if r == nil {
 		return reconcile.Report{}, fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
+	}
+	if r.Down() {
+		return reconcile.Report{}, errRegionDown(region)
 	}
 	return r.Reconciler.Run(ctx, reconcile.Options{DryRun: true, Cursor: cursor, MaxChecks: maxChecks})
 }
@@ -582,12 +599,13 @@ func (s *Stack) startAPI() error {
 	}
 	regs := make(map[string]api.RegionRegistry, len(s.regions))
 	for _, r := range s.regions {
-		// Behind the SDK's retryer, as the API Lambda's IoT clients are.
-		regs[r.Name] = newRetryingRegistry(r.Registry)
+		// Behind the SDK's retryer, as the API Lambda's IoT clients are;
+		// unreachable while the region is down.
+		regs[r.Name] = regionRegistry{r: r, next: newRetryingRegistry(r.Registry)}
 	}
-	primary := s.regions[0]
+	// The primary region's replicas, or another's while it is down.
 	h, err := api.New(api.Config{
-		Inventory: primary.Inventory, Telemetry: primary.Telemetry, Registries: regs, Regions: s.cfg.Regions,
+		Inventory: apiInventory{s}, Telemetry: apiTelemetry{s}, Registries: regs, Regions: s.cfg.Regions,
 		DevicePolicyName: DevicePolicyName, Health: s.Health, Admin: s, Drift: s, Logger: s.log.With("component", "api"),
 	})
 	if err != nil {
@@ -659,18 +677,14 @@ func (s *Stack) Health() error {
 	return nil
 }
 
-// SetRegionDown marks a region's endpoint down or up (api.Admin).
+// SetRegionDown takes a region down, as an outage does, or brings it back
+// (api.Admin); see outage.go.
 func (s *Stack) SetRegionDown(_ context.Context, region string, down bool) error {
 	r := s.byName[region]
 	if r == nil {
 		return fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
 	}
-	r.Broker.SetDown(down)
-	if err := s.router.SetDown(region, down); err != nil {
-		return fmt.Errorf("global endpoint: %w", err)
-	}
-	s.log.Info("region endpoint marked", "region", region, "down", down)
-	return nil
+	return s.setOutage(r, down)
 }
 
 // RegisterCA registers a CA in a region with auto-registration (api.Admin).
@@ -678,6 +692,9 @@ func (s *Stack) RegisterCA(ctx context.Context, region, pemText string) (string,
 	r := s.byName[region]
 	if r == nil {
 		return "", fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
+	}
+	if r.Down() {
+		return "", errRegionDown(region)
 	}
 	ca, err := r.Registry.RegisterCACertificate(ctx, pemText, true)
 	if err != nil {
@@ -689,7 +706,8 @@ func (s *Stack) RegisterCA(ctx context.Context, region, pemText string) (string,
 var _ api.Admin = (*Stack)(nil)
 
 // WaitIdle waits until replication, streams and every queued invocation are
-// done, i.e. the system has converged, or ctx ends.
+// done, i.e. the system has converged, or ctx ends. What waits for a region
+// that is down is not waited for.
 func (s *Stack) WaitIdle(ctx context.Context) error {
 	for {
 		for _, g := range []*memddb.GlobalTable{s.inventory, s.data} {

@@ -148,6 +148,10 @@ type GlobalTable struct {
 	idle    chan struct{} // closed while pending == 0
 	closed  bool
 	stop    chan struct{}
+	// paused holds the regions whose replicas are cut off (Pause); held
+	// counts the work waiting for them, which pending leaves out.
+	paused map[string]bool
+	held   int
 }
 
 // NewGlobalTable returns a global table with a replica in each region. It
@@ -311,6 +315,7 @@ func (g *GlobalTable) Close() {
 	}
 	g.closed = true
 	close(g.stop)
+	g.held = 0
 	if g.pending != 0 {
 		g.pending = 0
 		close(g.idle)
@@ -343,6 +348,9 @@ type replication struct {
 	item   map[string]types.AttributeValue
 	ts     time.Time
 	origin string
+	// held: the receiving or the origin replica is paused; it waits in
+	// place, counted apart from pending (see Pause).
+	held bool
 }
 
 // Table is one region's replica of a global table.
@@ -696,10 +704,12 @@ func (t *Table) apply(h, r string, old, item map[string]types.AttributeValue, ts
 }
 
 func (t *Table) enqueue(rep replication) {
-	if !t.g.add(1) {
+	t.rmu.Lock()
+	rep.held = t.g.isHeld(t.region, rep.origin)
+	if !t.g.addQueued(rep.held) {
+		t.rmu.Unlock()
 		return
 	}
-	t.rmu.Lock()
 	t.rq = append(t.rq, rep)
 	t.rmu.Unlock()
 	t.poke()
@@ -718,7 +728,8 @@ func (t *Table) replicator() {
 	timer.Stop()
 	for {
 		t.rmu.Lock()
-		if len(t.rq) == 0 {
+		i := t.nextLocked()
+		if i < 0 {
 			t.rmu.Unlock()
 			select {
 			case <-t.wake:
@@ -727,7 +738,7 @@ func (t *Table) replicator() {
 				return
 			}
 		}
-		head := t.rq[0]
+		head := t.rq[i]
 		if wait := time.Until(head.due); !head.due.IsZero() && wait > 0 {
 			t.rmu.Unlock()
 			timer.Reset(wait)
@@ -741,8 +752,7 @@ func (t *Table) replicator() {
 			}
 			continue
 		}
-		t.rq[0] = replication{}
-		t.rq = t.rq[1:]
+		t.takeLocked(i)
 		t.rmu.Unlock()
 		t.applyReplicated(head)
 		t.g.done(1)
@@ -758,15 +768,16 @@ func (t *Table) Queued() int {
 
 // ApplyNext lands the oldest replication waiting for this replica, whatever
 // its due time, and reports whether there was one (WithManualReplication).
+// A replication held by a paused replica is not one.
 func (t *Table) ApplyNext() bool {
 	t.rmu.Lock()
-	if len(t.rq) == 0 {
+	i := t.nextLocked()
+	if i < 0 {
 		t.rmu.Unlock()
 		return false
 	}
-	head := t.rq[0]
-	t.rq[0] = replication{}
-	t.rq = t.rq[1:]
+	head := t.rq[i]
+	t.takeLocked(i)
 	t.rmu.Unlock()
 	t.applyReplicated(head)
 	t.g.done(1)
@@ -1261,9 +1272,11 @@ type delivery struct {
 type subscriber struct {
 	t      *Table
 	g      *GlobalTable
+	region string
 	fn     func(events.DynamoDBEventRecord)
 	mu     sync.Mutex
 	q      []delivery
+	held   int // records of q held while the replica is paused
 	closed bool
 	wake   chan struct{}
 	quit   chan struct{}
@@ -1275,7 +1288,7 @@ type subscriber struct {
 // records not yet delivered are dropped (from memory: a durable stream's
 // journal keeps them for the next Restore).
 func (t *Table) Subscribe(fn func(events.DynamoDBEventRecord)) (unsubscribe func()) {
-	s := &subscriber{t: t, g: t.g, fn: fn, wake: make(chan struct{}, 1), quit: make(chan struct{})}
+	s := &subscriber{t: t, g: t.g, region: t.region, fn: fn, wake: make(chan struct{}, 1), quit: make(chan struct{})}
 	t.mu.Lock()
 	t.subs = append(t.subs, s)
 	for _, d := range t.backlog {
@@ -1293,10 +1306,11 @@ func (t *Table) Subscribe(fn func(events.DynamoDBEventRecord)) (unsubscribe func
 			t.mu.Unlock()
 			s.mu.Lock()
 			s.closed = true
-			n := len(s.q)
-			s.q = nil
+			n, held := len(s.q), s.held
+			s.q, s.held = nil, 0
 			s.mu.Unlock()
-			t.g.done(n)
+			t.g.dropHeld(held)
+			t.g.done(n - held)
 			close(s.quit)
 		})
 	}
@@ -1304,11 +1318,15 @@ func (t *Table) Subscribe(fn func(events.DynamoDBEventRecord)) (unsubscribe func
 
 func (s *subscriber) push(d delivery) {
 	s.mu.Lock()
-	if s.closed || !s.g.add(1) {
+	held := s.g.isHeld(s.region, s.region)
+	if s.closed || !s.g.addQueued(held) {
 		s.mu.Unlock()
 		return
 	}
 	s.q = append(s.q, d)
+	if held {
+		s.held++
+	}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -1323,7 +1341,7 @@ func (s *subscriber) run() {
 			s.mu.Unlock()
 			return
 		}
-		if len(s.q) == 0 {
+		if len(s.q) == 0 || s.held > 0 {
 			s.mu.Unlock()
 			select {
 			case <-s.wake:

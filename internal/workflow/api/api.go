@@ -56,11 +56,14 @@ type RegionRegistry interface {
 }
 
 // Admin controls the local stack (mriot local only). Errors wrap
-// fleet.ErrNotFound (unknown region), fleet.ErrInvalid (bad PEM) and
-// fleet.ErrAlreadyExists (CA registered already).
+// fleet.ErrNotFound (unknown region), fleet.ErrInvalid (bad PEM),
+// fleet.ErrAlreadyExists (CA registered already) and fleet.ErrUnavailable
+// (the region is down).
 type Admin interface {
-	// SetRegionDown marks a region's data endpoint down (new connections are
-	// refused, the global endpoint routes elsewhere) or back up.
+	// SetRegionDown takes a region down as an outage does (its data
+	// endpoint refuses connections and the global endpoint routes
+	// elsewhere, its replicas neither send nor receive replication, its
+	// functions run nothing) or brings it back to catch up.
 	SetRegionDown(ctx context.Context, region string, down bool) error
 	// RegisterCA registers a CA certificate in region with auto-registration,
 	// SNI_ONLY, ACTIVE, and returns its certificate id.
@@ -68,6 +71,11 @@ type Admin interface {
 	// Reconcile runs region's reconciler through a whole pass now and
 	// returns what it found and repaired.
 	Reconcile(ctx context.Context, region string) (reconcile.Report, error)
+	// PublishToDevice publishes payload on topic (under e/<thingName>/,
+	// checked by the caller) with QoS qos from every region's data endpoint
+	// that is up, as IoT's data-plane Publish would in each region, and
+	// returns per region how many connected sessions it was delivered to.
+	PublishToDevice(ctx context.Context, thingName, topic string, payload []byte, qos byte) (map[string]int, error)
 }
 
 // Drift reports a region's drift from the inventory without changing
@@ -83,8 +91,11 @@ const (
 	MaxDeviceLimit        = 1000
 	DefaultTelemetryLimit = 50
 	MaxTelemetryLimit     = 1000
-	// MaxCABody bounds the PEM body of POST /regions/{region}/ca.
+	// MaxCABody bounds the PEM body of POST /regions/{region}/ca and POST /ca.
 	MaxCABody = 64 << 10
+	// MaxMessageBody bounds the payload of POST
+	// /devices/{thingName}/messages: IoT Core's message size limit.
+	MaxMessageBody = 128 << 10
 	// DefaultRegionConcurrency bounds the regions read at once for one device.
 	DefaultRegionConcurrency = 8
 	// DefaultDriftChecks and MaxDriftChecks bound a drift report's checks
@@ -195,6 +206,8 @@ func (h *Handler) routes() {
 		h.mux.HandleFunc("POST /regions/{region}/down", h.regionDown(true))
 		h.mux.HandleFunc("POST /regions/{region}/up", h.regionDown(false))
 		h.mux.HandleFunc("POST /regions/{region}/ca", h.registerCA)
+		h.mux.HandleFunc("POST /ca", h.registerCAEverywhere)
+		h.mux.HandleFunc("POST /devices/{thingName}/messages", h.publishToDevice)
 	}
 	h.mux.HandleFunc("/", h.fallback)
 }

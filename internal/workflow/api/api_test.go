@@ -227,6 +227,8 @@ func TestBadRequests(t *testing.T) {
 		// Without an Admin the admin routes do not exist.
 		{"POST", "/regions/eu-west-1/down", 404, "no route"},
 		{"POST", "/regions/eu-west-1/ca", 404, "no route"},
+		{"POST", "/ca", 404, "no route"},
+		{"POST", "/devices/dev-1/messages?topic=e/dev-1/cmd", 404, "no route"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
@@ -633,11 +635,29 @@ func (f failingInventory) Revocation(context.Context, string) (fleet.Revocation,
 }
 func (f failingInventory) Revoke(context.Context, fleet.Revocation) error { return f.err }
 
-// fakeAdmin records admin calls against the memiot registries.
+// fakeAdmin records admin calls against the memiot registries. A region
+// marked down refuses CA registrations, as the local stack's does.
 type fakeAdmin struct {
 	mu   sync.Mutex
 	down map[string]bool
 	regs map[string]*memiot.Registry
+	// published records PublishToDevice calls; sessions and publishErr are
+	// its answer.
+	published  []publishCall
+	sessions   map[string]int
+	publishErr error
+}
+
+type publishCall struct {
+	thing, topic, payload string
+	qos                   byte
+}
+
+func (a *fakeAdmin) PublishToDevice(_ context.Context, thing, topic string, payload []byte, qos byte) (map[string]int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.published = append(a.published, publishCall{thing: thing, topic: topic, payload: string(payload), qos: qos})
+	return a.sessions, a.publishErr
 }
 
 func (a *fakeAdmin) SetRegionDown(_ context.Context, region string, down bool) error {
@@ -648,6 +668,12 @@ func (a *fakeAdmin) SetRegionDown(_ context.Context, region string, down bool) e
 }
 
 func (a *fakeAdmin) RegisterCA(ctx context.Context, region, pemText string) (string, error) {
+	a.mu.Lock()
+	down := a.down[region]
+	a.mu.Unlock()
+	if down {
+		return "", fmt.Errorf("region %s is down: %w", region, fleet.ErrUnavailable)
+	}
 	ca, err := a.regs[region].RegisterCACertificate(ctx, pemText, true)
 	if err != nil {
 		return "", err
@@ -868,5 +894,176 @@ func TestDriftRoute(t *testing.T) {
 	// Without a Drift, the route does not exist.
 	if r := do(t, newHandler(t, f.Config()), "GET", "/regions/"+regions[0]+"/drift", ""); r.status != http.StatusNotFound {
 		t.Errorf("drift without a reporter: %d, want 404", r.status)
+	}
+}
+
+// TestRegisterCAEverywhere: POST /ca registers the CA in every region; a
+// region that has it already counts as done, so that the call can be
+// repeated once a region that was down is back; a region that fails is
+// reported with its error and gives the answer its status.
+func TestRegisterCAEverywhere(t *testing.T) {
+	other, err := pki.NewRoot("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := other.IssueDevice("not-a-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := fleet.CertificateID(other.Cert)
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		setup  func(t *testing.T, f *apitest.Fleet, a *fakeAdmin)
+		body   string
+		status int
+		// want is each region's status; nil: the answer is an ErrorBody.
+		want map[string]string
+		// registered: the regions that hold the CA afterwards.
+		registered []string
+	}{
+		{name: "every region", body: other.CertPEM(), status: 201,
+			want:       map[string]string{eu: api.CARegistered, us: api.CARegistered, ap: api.CARegistered},
+			registered: regions},
+		{name: "one region had it", body: other.CertPEM(), status: 201,
+			setup: func(t *testing.T, f *apitest.Fleet, _ *fakeAdmin) {
+				if _, err := f.Registries[us].RegisterCACertificate(ctx, other.CertPEM(), true); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:       map[string]string{eu: api.CARegistered, us: api.CAAlreadyRegistered, ap: api.CARegistered},
+			registered: regions},
+		{name: "every region had it", body: other.CertPEM(), status: 200,
+			setup: func(t *testing.T, f *apitest.Fleet, _ *fakeAdmin) {
+				for _, r := range regions {
+					if _, err := f.Registries[r].RegisterCACertificate(ctx, other.CertPEM(), true); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			want:       map[string]string{eu: api.CAAlreadyRegistered, us: api.CAAlreadyRegistered, ap: api.CAAlreadyRegistered},
+			registered: regions},
+		{name: "a region is down", body: other.CertPEM(), status: 503,
+			setup: func(_ *testing.T, _ *apitest.Fleet, a *fakeAdmin) { a.down[ap] = true },
+			want:  map[string]string{eu: api.CARegistered, us: api.CARegistered, ap: api.CAFailed},
+			// The others have it: repeating the call once ap is back completes it.
+			registered: []string{eu, us}},
+		{name: "a leaf certificate", body: leaf.CertPEM(), status: 400,
+			want: map[string]string{eu: api.CAFailed, us: api.CAFailed, ap: api.CAFailed}},
+		{name: "garbage", body: "not a certificate", status: 400},
+		{name: "empty", body: "", status: 400},
+		{name: "huge", body: strings.Repeat("A", api.MaxCABody+1), status: 413},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := apitest.New(t, regions)
+			admin := &fakeAdmin{down: map[string]bool{}, regs: f.Registries}
+			cfg := f.Config()
+			cfg.Admin = admin
+			h := newHandler(t, cfg)
+			if tc.setup != nil {
+				tc.setup(t, f, admin)
+			}
+			r := do(t, h, "POST", "/ca", tc.body)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+			if tc.want == nil {
+				r.errorText(t)
+			} else {
+				var out api.CARegistrations
+				r.decode(t, &out)
+				if out.CACertificateID != id && tc.body == other.CertPEM() {
+					t.Errorf("caCertificateId %q, want %q", out.CACertificateID, id)
+				}
+				if len(out.Regions) != len(tc.want) {
+					t.Errorf("regions %v, want %v", out.Regions, tc.want)
+				}
+				for region, status := range tc.want {
+					got := out.Regions[region]
+					if got.Status != status {
+						t.Errorf("%s: %+v, want status %q", region, got, status)
+					}
+					if (status == api.CAFailed) != (got.Error != "") || (status != api.CAFailed) != (got.CACertificateID == id) {
+						t.Errorf("%s: %+v: an error exactly when failed, the CA id otherwise", region, got)
+					}
+				}
+				if failed := tc.status >= 400; failed != (out.Error != "") {
+					t.Errorf("error %q with status %d", out.Error, tc.status)
+				}
+			}
+			for _, region := range regions {
+				_, err := f.Registries[region].DescribeCACertificate(ctx, id)
+				if want := slices.Contains(tc.registered, region); want != (err == nil) {
+					t.Errorf("%s holds the CA: %v, want %v", region, err == nil, want)
+				}
+			}
+		})
+	}
+}
+
+// TestPublishToDevice: POST /devices/{thingName}/messages checks the device
+// and the topic (under e/<thing>/ only, where the device policy lets the
+// device receive) and hands the body to the stack, which answers how many
+// sessions it reached.
+func TestPublishToDevice(t *testing.T) {
+	cases := []struct {
+		name, target, body string
+		publishErr         error
+		status             int
+		contains           string       // in the error
+		want               *publishCall // the call the stack got
+	}{
+		{name: "delivered", target: "/devices/dev-1/messages?topic=e/dev-1/cmd", body: `{"led":"on"}`, status: 202,
+			want: &publishCall{thing: "dev-1", topic: "e/dev-1/cmd", payload: `{"led":"on"}`}},
+		{name: "qos 1, deeper topic", target: "/devices/dev-1/messages?topic=e/dev-1/a/b&qos=1", body: "x", status: 202,
+			want: &publishCall{thing: "dev-1", topic: "e/dev-1/a/b", payload: "x", qos: 1}},
+		{name: "empty payload", target: "/devices/dev-1/messages?topic=e/dev-1/ping", status: 202,
+			want: &publishCall{thing: "dev-1", topic: "e/dev-1/ping"}},
+		{name: "no topic", target: "/devices/dev-1/messages", body: "x", status: 400, contains: "topic query parameter is required"},
+		{name: "another device's topic", target: "/devices/dev-1/messages?topic=e/dev-2/cmd", body: "x", status: 400, contains: "not under e/dev-1/"},
+		{name: "a prefix of the name", target: "/devices/dev-1/messages?topic=e/dev-10/cmd", body: "x", status: 400, contains: "not under e/dev-1/"},
+		{name: "uplink topic", target: "/devices/dev-1/messages?topic=i/dev-1/m", body: "x", status: 400, contains: "not under e/dev-1/"},
+		{name: "no suffix", target: "/devices/dev-1/messages?topic=e/dev-1/", body: "x", status: 400, contains: "not under e/dev-1/"},
+		{name: "wildcard", target: "/devices/dev-1/messages?topic=e/dev-1/%23", body: "x", status: 400, contains: "wildcard"},
+		{name: "too many slashes", target: "/devices/dev-1/messages?topic=e/dev-1/a/b/c/d/e/f/g", body: "x", status: 400, contains: "slashes"},
+		{name: "too long", target: "/devices/dev-1/messages?topic=e/dev-1/" + strings.Repeat("a", api.MaxTopicBytes), body: "x", status: 400, contains: "bytes"},
+		{name: "qos 2", target: "/devices/dev-1/messages?topic=e/dev-1/cmd&qos=2", body: "x", status: 400, contains: "qos"},
+		{name: "unknown device", target: "/devices/nobody/messages?topic=e/nobody/cmd", body: "x", status: 404, contains: "not found"},
+		{name: "bad thing name", target: "/devices/bad$name/messages?topic=e/bad$name/cmd", body: "x", status: 400, contains: "thing name"},
+		{name: "payload too large", target: "/devices/dev-1/messages?topic=e/dev-1/cmd", body: strings.Repeat("x", api.MaxMessageBody+1), status: 413, contains: "larger"},
+		{name: "stack unavailable", target: "/devices/dev-1/messages?topic=e/dev-1/cmd", body: "x", status: 503, contains: "unavailable",
+			publishErr: fmt.Errorf("endpoint: %w", fleet.ErrUnavailable), want: &publishCall{thing: "dev-1", topic: "e/dev-1/cmd", payload: "x"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := apitest.New(t, regions)
+			f.Onboard(t, "dev-1", nil)
+			admin := &fakeAdmin{down: map[string]bool{}, regs: f.Registries,
+				sessions: map[string]int{eu: 1, us: 0, ap: 2}, publishErr: tc.publishErr}
+			cfg := f.Config()
+			cfg.Admin = admin
+			r := do(t, newHandler(t, cfg), "POST", tc.target, tc.body)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+			switch {
+			case tc.want == nil && len(admin.published) != 0:
+				t.Errorf("the stack was asked to publish %+v", admin.published)
+			case tc.want != nil && (len(admin.published) != 1 || admin.published[0] != *tc.want):
+				t.Errorf("the stack was asked %+v, want %+v", admin.published, *tc.want)
+			}
+			if tc.status >= 400 {
+				if msg := r.errorText(t); !strings.Contains(msg, tc.contains) {
+					t.Errorf("error %q does not mention %q", msg, tc.contains)
+				}
+				return
+			}
+			var out api.DownlinkResult
+			r.decode(t, &out)
+			if out.Topic != tc.want.topic || out.QoS != int(tc.want.qos) || out.Sessions != 3 || len(out.Regions) != 3 || out.Regions[ap] != 2 {
+				t.Errorf("answer %+v", out)
+			}
+		})
 	}
 }

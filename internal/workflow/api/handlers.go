@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -110,17 +109,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // backendError answers a failed port call: 404, 400, 409, 503 or 500 by the
 // error's sentinel, and logs it.
 func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, fleet.ErrNotFound):
-		status = http.StatusNotFound
-	case errors.Is(err, fleet.ErrInvalid):
-		status = http.StatusBadRequest
-	case errors.Is(err, fleet.ErrAlreadyExists), errors.Is(err, fleet.ErrConditionFailed):
-		status = http.StatusConflict
-	case fleet.IsTransient(err), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		status = http.StatusServiceUnavailable
-	}
+	status := errorStatus(err)
 	lvl := h.log.Warn
 	if status >= 500 {
 		lvl = h.log.Error
@@ -133,6 +122,22 @@ func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what stri
 		msg = what + ": " + msg
 	}
 	writeError(w, status, msg)
+}
+
+// errorStatus is the HTTP status of a failed port call, by the error's
+// sentinel.
+func errorStatus(err error) int {
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, fleet.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, fleet.ErrAlreadyExists), errors.Is(err, fleet.ErrConditionFailed):
+		return http.StatusConflict
+	case fleet.IsTransient(err), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }
 
 // thingName reads and checks the {thingName} path value; on a bad name it
@@ -466,22 +471,11 @@ func (h *Handler) registerCA(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCABody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("CA certificate body is larger than %d bytes", MaxCABody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+	body, _, ok := h.readCA(w, r)
+	if !ok {
 		return
 	}
-	if _, err := fleet.ParseCertificatePEM(string(body)); err != nil {
-		h.log.Warn("api: bad CA certificate", "region", region, "error", err.Error())
-		writeError(w, http.StatusBadRequest, "CA certificate: "+err.Error())
-		return
-	}
-	id, err := h.cfg.Admin.RegisterCA(r.Context(), region, string(body))
+	id, err := h.cfg.Admin.RegisterCA(r.Context(), region, body)
 	if err != nil {
 		h.backendError(w, r, "register CA certificate in "+region, err)
 		return
