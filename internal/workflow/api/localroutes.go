@@ -179,7 +179,7 @@ func (h *Handler) publishToDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := h.cfg.Inventory.Get(r.Context(), name); err != nil {
-		h.backendError(w, r, "publish to device "+name, err)
+		h.backendError(w, r, "get device "+name, err)
 		return
 	}
 	regions, err := h.cfg.Admin.PublishToDevice(r.Context(), name, topic, payload, qos)
