@@ -945,3 +945,49 @@ func TestIndexOptionPanics(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamLogKeepsTheRecentRecordsCheaply: past its cap the stream log
+// keeps the most recent streamLogCap records for Records and StreamSince,
+// and a write does not cost a shift of the whole log (issue 11: the local
+// telemetry rate fell by half after 10,000 messages).
+func TestStreamLogKeepsTheRecentRecordsCheaply(t *testing.T) {
+	g := NewGlobalTable("t", KeySchema{HashKey: "ThingName"}, []string{usw2}, WithManualReplication())
+	defer g.Close()
+	tbl := g.Replica(usw2)
+	ctx := context.Background()
+	const writes = 2*streamLogCap + streamLogCap/2
+	// below: the first streamLogCap writes, under the cap; above: as many
+	// writes, every one past it.
+	var below, above time.Duration
+	mark := time.Now()
+	for i := range writes {
+		switch i {
+		case streamLogCap:
+			below = time.Since(mark)
+		case streamLogCap + streamLogCap/2:
+			mark = time.Now()
+		}
+		if err := tbl.PutItem(ctx, item(fmt.Sprintf("t-%06d", i), "v"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	above = time.Since(mark)
+	recs := tbl.Records()
+	if len(recs) != streamLogCap {
+		t.Fatalf("Records() = %d records, want the last %d", len(recs), streamLogCap)
+	}
+	last := recs[len(recs)-1].Change.Keys["ThingName"].String()
+	first := recs[0].Change.Keys["ThingName"].String()
+	if last != fmt.Sprintf("t-%06d", writes-1) || first != fmt.Sprintf("t-%06d", writes-streamLogCap) {
+		t.Fatalf("Records() spans %s..%s", first, last)
+	}
+	since, seq := tbl.StreamSince(int64(writes - 5))
+	if seq != writes || len(since) != 5 || since[4].Change.Keys["ThingName"].String() != last {
+		t.Fatalf("StreamSince(%d) = %d records, seq %d", writes-5, len(since), seq)
+	}
+	// As many writes past the cap cost about what they cost under it (a
+	// shift of the whole log per write made them ~20x dearer).
+	if above > 5*below+100*time.Millisecond {
+		t.Errorf("%d writes past the cap took %v, under it %v", streamLogCap, above, below)
+	}
+}

@@ -56,7 +56,8 @@ const (
 // DefaultAccountID is the account of stream ARNs unless WithAccount is given.
 const DefaultAccountID = "123456789012"
 
-// streamLogCap bounds the records a replica keeps for Records.
+// streamLogCap is the number of recent records a replica keeps for Records
+// at least (and twice that at most).
 const streamLogCap = 10000
 
 // Option configures a GlobalTable.
@@ -1109,8 +1110,11 @@ func (t *Table) emit(old, item map[string]types.AttributeValue, who *events.Dyna
 	}
 	rec.Change.SizeBytes = int64(size)
 	t.log = append(t.log, rec)
-	if len(t.log) > streamLogCap {
-		t.log = slices.Delete(t.log, 0, len(t.log)-streamLogCap)
+	// Trimmed in one copy once it holds twice the cap, not by one shift
+	// per write: amortized O(1) per record, and the most recent
+	// streamLogCap records are always there.
+	if len(t.log) >= 2*streamLogCap {
+		t.log = append([]events.DynamoDBEventRecord(nil), t.log[len(t.log)-streamLogCap:]...)
 	}
 	d := delivery{rec: rec}
 	if t.g.j != nil && t.g.durableStream {
@@ -1240,12 +1244,12 @@ func expired(av types.AttributeValue, now time.Time) bool {
 	return sec < now.Unix()
 }
 
-// Records returns the replica's most recent stream records (up to 10000),
-// oldest first.
+// Records returns the replica's most recent stream records (up to
+// streamLogCap, 10000), oldest first.
 func (t *Table) Records() []events.DynamoDBEventRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return slices.Clone(t.log)
+	return slices.Clone(t.log[max(len(t.log)-streamLogCap, 0):])
 }
 
 // StreamSince returns the replica's stream records after sequence number
