@@ -58,5 +58,5 @@ func main() {
 	wiring.ExitOn(log, "jitr: build", err)
 	// h implements lambda.Handler: the raw event JSON goes to h.Invoke, the
 	// same entry point the local stack invokes.
-	lambda.Start(h)
+	lambda.Start(wiring.Flushed(h))
 }

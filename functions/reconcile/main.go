@@ -138,5 +138,5 @@ func main() {
 	wiring.ExitOn(log, "reconcile: AWS configuration", err)
 	h, err := build(cfg, s, log)
 	wiring.ExitOn(log, "reconcile: build", err)
-	lambda.Start(h)
+	lambda.Start(wiring.Flushed(h))
 }

@@ -5,9 +5,11 @@
 package wiring
 
 import (
+	"context"
 	"log/slog"
 	"os"
 
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -88,8 +90,25 @@ func NewRegistryDeps(cfg aws.Config, s RegistrySettings) RegistryDeps {
 	return d
 }
 
-// Metrics are EMF lines on stdout, which Lambda sends to CloudWatch.
-func Metrics() obs.Metrics { return obs.NewEMF(os.Stdout, obs.Namespace) }
+// metrics is the process's one batch of counts: every handler of the
+// process counts into it, and Flushed writes it after each invocation.
+var metrics = obs.NewBatch(obs.NewEMF(os.Stdout, obs.Namespace))
+
+// Metrics are EMF lines on stdout, which Lambda sends to CloudWatch: the
+// counts of an invocation in as few lines as CloudWatch allows, written when
+// it ends (Flushed).
+func Metrics() obs.Metrics { return metrics }
+
+// Flushed is h writing the invocation's metrics when each invocation ends,
+// whatever its outcome: what the function passes to lambda.Start.
+func Flushed(h lambda.Handler) lambda.Handler { return flushed{h} }
+
+type flushed struct{ h lambda.Handler }
+
+func (f flushed) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	defer metrics.Flush()
+	return f.h.Invoke(ctx, payload)
+}
 
 // Tracer is X-Ray subsegments when tracing is on, nothing otherwise.
 func Tracer(tracing bool) obs.Tracer {

@@ -1,6 +1,9 @@
 package wiring
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"maps"
 	"strings"
 	"testing"
@@ -78,5 +81,31 @@ func TestNewRegistryDeps(t *testing.T) {
 	}
 	if _, ok := Tracer(false).(obs.NopTracer); !ok {
 		t.Errorf("tracing off gives tracer %T", Tracer(false))
+	}
+}
+
+type echo struct{ err error }
+
+func (e echo) Invoke(_ context.Context, p []byte) ([]byte, error) {
+	Metrics().Count("Invoked", 1, obs.D("Function", "test"))
+	return p, e.err
+}
+
+// TestFlushedWritesEachInvocation: the counts of an invocation are written
+// when it ends, failed or not, and not again.
+func TestFlushedWritesEachInvocation(t *testing.T) {
+	var buf bytes.Buffer
+	old := metrics
+	metrics = obs.NewBatch(obs.NewEMF(&buf, obs.Namespace))
+	defer func() { metrics = old }()
+	for _, h := range []echo{{}, {err: errors.New("boom")}} {
+		buf.Reset()
+		out, err := Flushed(h).Invoke(context.Background(), []byte("x"))
+		if string(out) != "x" || !errors.Is(err, h.err) {
+			t.Fatalf("Invoke = %q, %v", out, err)
+		}
+		if n := bytes.Count(buf.Bytes(), []byte("\n")); n != 1 || !bytes.Contains(buf.Bytes(), []byte(`"Invoked":1`)) {
+			t.Fatalf("after the invocation: %d lines: %s", n, buf.String())
+		}
 	}
 }

@@ -467,7 +467,13 @@ func (r *Runner) record(ctx context.Context, s Saga, step, outcome string, attem
 		slog.String("outcome", outcome), slog.Int("attempt", attempt),
 		slog.Float64("durationMs", float64(d.Microseconds())/1000),
 	}
-	level := slog.LevelInfo
+	// A step that did its work is the run's business, told at INFO by its
+	// one "saga finished" line; the step itself is DEBUG. A failure or a
+	// compensation is told as it happens.
+	level := slog.LevelDebug
+	if outcome != string(Done) && outcome != string(Unchanged) {
+		level = slog.LevelInfo
+	}
 	if err != nil {
 		level = slog.LevelWarn
 		if outcome == string(UndoFailed) {
@@ -483,7 +489,11 @@ func (r *Runner) record(ctx context.Context, s Saga, step, outcome string, attem
 		attrs = append(attrs, slog.String("error", err.Error()), slog.String("class", class))
 	}
 	r.log().LogAttrs(ctx, level, "saga step", attrs...)
-	r.metrics().Count("StepOutcome", 1, obs.D("Saga", s.Name), obs.D("Step", step), obs.D("Outcome", outcome))
+	// Steps that did their work are counted by SagaOutcome; a step that
+	// failed, was undone or could not be undone is counted on its own.
+	if level > slog.LevelDebug {
+		r.metrics().Count("StepOutcome", 1, obs.D("Saga", s.Name), obs.D("Step", step), obs.D("Outcome", outcome))
+	}
 }
 
 func (r *Runner) finish(ctx context.Context, s Saga, res Result, attempt int) {
