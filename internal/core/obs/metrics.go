@@ -1,7 +1,6 @@
 package obs
 
 import (
-	"encoding/json"
 	"io"
 	"maps"
 	"slices"
@@ -72,14 +71,7 @@ func (e *EMF) Count(name string, n float64, dims ...Dim) {
 			Metrics:    []emfMetricD{{Name: name, Unit: "Count"}},
 		}},
 	}
-	line, err := json.Marshal(doc)
-	if err != nil {
-		return
-	}
-	line = append(line, '\n')
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	_, _ = e.w.Write(line)
+	e.writeDoc(doc)
 }
 
 // Recorder keeps counts in memory: for tests and for the local stack's view.
