@@ -8,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mriot/mriot/internal/testkit/proc"
 	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
@@ -85,22 +85,7 @@ func TestLocalFlagsAreChecked(t *testing.T) {
 }
 
 // syncWriter lets the test read the command's output while it runs.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
+type syncWriter = proc.Buffer
 
 // TestLocalRunsTheDemo is `make run` in small: mriot local starts, prints its
 // endpoints and ready, runs the demo to the end, serves, and stops cleanly

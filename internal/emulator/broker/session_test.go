@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -21,27 +20,13 @@ import (
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/pki"
 	"github.com/mriot/mriot/internal/fake/memiot"
+	testproc "github.com/mriot/mriot/internal/testkit/proc"
 	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // syncBuffer is an io.Writer safe for concurrent use: a log sink, a
 // process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testproc.Buffer
 
 func protoName(v byte) string {
 	if v == 5 {

@@ -1,7 +1,6 @@
 package local_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -14,26 +13,12 @@ import (
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/local"
+	"github.com/mriot/mriot/internal/testkit/proc"
 	"github.com/mriot/mriot/internal/testkit/tier"
 )
 
 // lockedBuffer is a process's output, written and read concurrently.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = proc.Buffer
 
 // mosquittoSub starts mosquitto_sub on the device's own topics, e/<thing>/#
 // (what the device policy lets it subscribe to), through addr. stop ends it
