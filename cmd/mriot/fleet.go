@@ -18,6 +18,7 @@ import (
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/operator/fleetapi"
+	"github.com/mriot/mriot/internal/workflow/api"
 )
 
 // endpointEnv names the API when --endpoint is not given.
@@ -50,6 +51,7 @@ Tables for people by default; -o json prints the API's answers.`,
 
 	var status string
 	var limit int
+	var all bool
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List the devices (every page), with --status to keep one status",
@@ -131,18 +133,38 @@ Tables for people by default; -o json prints the API's answers.`,
 			if err != nil {
 				return err
 			}
-			list, err := c.Telemetry(cmd.Context(), args[0], limit)
-			if err != nil {
+			var rows [][]string
+			var items []api.TelemetryItem
+			cursor := ""
+			for {
+				page, err := c.Telemetry(cmd.Context(), args[0], limit, cursor)
+				if err != nil {
+					return err
+				}
+				for _, m := range page.Items {
+					items = append(items, m)
+					rows = append(rows, []string{fmt.Sprint(m.TS), m.Region, string(m.Message)})
+				}
+				cursor = page.Next
+				if !all || cursor == "" {
+					break
+				}
+			}
+			out := api.TelemetryList{Items: items, Next: cursor}
+			if out.Items == nil {
+				out.Items = []api.TelemetryItem{}
+			}
+			if err := ff.print(cmd.OutOrStdout(), out, []string{"TS", "REGION", "MESSAGE"}, rows); err != nil {
 				return err
 			}
-			var rows [][]string
-			for _, m := range list.Items {
-				rows = append(rows, []string{fmt.Sprint(m.TS), m.Region, string(m.Message)})
+			if cursor != "" && ff.output != "json" {
+				fmt.Fprintf(cmd.OutOrStdout(), "older messages: --all, or the API's cursor %s\n", cursor)
 			}
-			return ff.print(cmd.OutOrStdout(), list, []string{"TS", "REGION", "MESSAGE"}, rows)
+			return nil
 		},
 	}
-	telemetry.Flags().IntVar(&limit, "limit", 0, "at most this many messages (default: the API's)")
+	telemetry.Flags().IntVar(&limit, "limit", 0, "messages per page (default: the API's)")
+	telemetry.Flags().BoolVar(&all, "all", false, "every page, down to the oldest message")
 
 	change := func(use, short string, call func(*fleetapi.Client, context.Context, string) (any, bool, error)) *cobra.Command {
 		return &cobra.Command{

@@ -20,6 +20,7 @@ func TestFleetCommands(t *testing.T) {
 	f.Onboard(t, "dev-1", all)
 	f.Onboard(t, "dev-2", map[string]apitest.Step{regions[0]: apitest.Attached})
 	f.Publish(t, "dev-1", 1767225600000, regions[0], "id-1", `{"temp":21.5}`)
+	f.Publish(t, "dev-1", 1767225601000, regions[1], "id-2", `{"temp":22}`)
 	h, err := api.New(f.Config())
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,9 @@ func TestFleetCommands(t *testing.T) {
 		{args: []string{"ls"}, want: []string{"THING", "dev-1  ACTIVE", "dev-2  ACTIVE"}},
 		{args: []string{"get", "dev-1"}, want: []string{"live everywhere: yes", "eu-west-1", "us-west-2", "ACTIVE"}},
 		{args: []string{"get", "dev-2"}, want: []string{"live everywhere: no", "not live"}},
-		{args: []string{"telemetry", "dev-1"}, want: []string{"1767225600000", `{"temp":21.5}`}},
+		{args: []string{"telemetry", "dev-1"}, want: []string{"1767225600000", `{"temp":21.5}`, "1767225601000"}},
+		{args: []string{"telemetry", "dev-1", "--limit", "1"}, want: []string{"1767225601000", "older messages: --all"}},
+		{args: []string{"telemetry", "dev-1", "--limit", "1", "--all"}, want: []string{"1767225601000", "1767225600000"}},
 		{args: []string{"revoke", "dev-1"}, want: []string{"dev-1: revoke accepted"}},
 		{args: []string{"revoke", "dev-1"}, want: []string{"dev-1: already so"}},
 		{args: []string{"ls", "--status", "REVOKED"}, want: []string{"dev-1  REVOKED"}},

@@ -502,6 +502,56 @@ func (tel *Telemetry) Put(ctx context.Context, m fleet.Message) error {
 	return tel.wrap(err, "put message %s/%s", m.Device, sk)
 }
 
+// Page returns up to limit messages of device older than cursor, newest
+// first: a Query on PK = device AND SK < the cursor's sort key, for one
+// more item than asked, so that a next cursor is given only when an older
+// message is left (or when DynamoDB stopped at its 1 MB page, when one
+// may be).
+func (tel *Telemetry) Page(ctx context.Context, device string, limit int, cursor string) ([]fleet.Message, string, error) {
+	if err := fleet.ValidateThingName(device); err != nil {
+		return nil, "", fmt.Errorf("page messages: device: %w", err)
+	}
+	if limit < 1 || limit >= 1<<30 {
+		return nil, "", fmt.Errorf("page messages of %s: limit %d: must be at least 1: %w", device, limit, fleet.ErrInvalid)
+	}
+	after, err := ddbitem.ParseMessageCursor(cursor)
+	if err != nil {
+		return nil, "", fmt.Errorf("page messages of %s: %w", device, err)
+	}
+	key := expression.Key(ddbitem.DataHashKey).Equal(expression.Value(device))
+	if after != "" {
+		key = key.And(expression.Key(ddbitem.DataRangeKey).LessThan(expression.Value(after)))
+	}
+	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
+	if err != nil {
+		return nil, "", fmt.Errorf("page messages of %s: build key condition: %w", device, err)
+	}
+	out, err := tel.client.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(tel.table),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ScanIndexForward:          aws.Bool(false),
+		Limit:                     aws.Int32(int32(limit + 1)),
+	})
+	if err != nil {
+		return nil, "", tel.wrap(err, "page messages of %s", device)
+	}
+	msgs := make([]fleet.Message, 0, min(limit, len(out.Items)))
+	for _, item := range out.Items[:min(limit, len(out.Items))] {
+		m, err := ddbitem.UnmarshalMessage(item)
+		if err != nil {
+			return nil, "", fmt.Errorf("page messages of %s: %w", device, err)
+		}
+		msgs = append(msgs, m)
+	}
+	next := ""
+	if len(msgs) > 0 && (len(out.Items) > limit || len(out.LastEvaluatedKey) > 0 && len(out.Items) <= limit) {
+		next = ddbitem.MessageCursor(msgs[len(msgs)-1].SortKey)
+	}
+	return msgs, next, nil
+}
+
 // Query returns up to limit messages of device, newest first.
 func (tel *Telemetry) Query(ctx context.Context, device string, limit int) ([]fleet.Message, error) {
 	if err := fleet.ValidateThingName(device); err != nil {

@@ -157,6 +157,11 @@ type Telemetry interface {
 	Put(ctx context.Context, m fleet.Message) error
 	// Query returns up to limit messages of device, newest first.
 	Query(ctx context.Context, device string, limit int) ([]fleet.Message, error)
+	// Page returns up to limit messages of device older than cursor ("":
+	// the newest), newest first, and the cursor of the next page: opaque,
+	// and "" only when no older message is left. A cursor that is not one
+	// Page gave is ErrInvalid.
+	Page(ctx context.Context, device string, limit int, cursor string) ([]fleet.Message, string, error)
 }
 
 // Claims is a region's JITR claims table, shared by every jitr instance of

@@ -168,12 +168,12 @@ func (a apiInventory) Revoke(ctx context.Context, rev fleet.Revocation) error {
 // apiTelemetry is the API's data table: the replica of apiRegion.
 type apiTelemetry struct{ s *Stack }
 
-func (a apiTelemetry) Query(ctx context.Context, device string, limit int) ([]fleet.Message, error) {
+func (a apiTelemetry) Page(ctx context.Context, device string, limit int, cursor string) ([]fleet.Message, string, error) {
 	r, err := a.s.apiRegion()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return r.Telemetry.Query(ctx, device, limit)
+	return r.Telemetry.Page(ctx, device, limit, cursor)
 }
 
 // regionRegistry is a region's registry as the API reaches it: unavailable

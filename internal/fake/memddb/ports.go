@@ -348,6 +348,40 @@ func (tel *Telemetry) Put(ctx context.Context, m fleet.Message) error {
 	return nil
 }
 
+// Page implements contract.Telemetry: one more message than asked tells
+// whether an older one is left.
+func (tel *Telemetry) Page(ctx context.Context, device string, limit int, cursor string) ([]fleet.Message, string, error) {
+	if err := fleet.ValidateThingName(device); err != nil {
+		return nil, "", fmt.Errorf("page messages: device: %w", err)
+	}
+	if limit < 1 {
+		return nil, "", fmt.Errorf("page messages of %s: limit %d: %w", device, limit, fleet.ErrInvalid)
+	}
+	after, err := ddbitem.ParseMessageCursor(cursor)
+	if err != nil {
+		return nil, "", fmt.Errorf("page messages of %s: %w", device, err)
+	}
+	items, err := tel.t.Query(ctx, &types.AttributeValueMemberS{Value: device}, false, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("page messages of %s: %w", device, err)
+	}
+	out := make([]fleet.Message, 0, min(limit, len(items)))
+	for _, item := range items {
+		m, err := ddbitem.UnmarshalMessage(item)
+		if err != nil {
+			return nil, "", fmt.Errorf("page messages of %s: %w", device, err)
+		}
+		if after != "" && m.SortKey >= after {
+			continue
+		}
+		if len(out) == limit {
+			return out, ddbitem.MessageCursor(out[len(out)-1].SortKey), nil
+		}
+		out = append(out, m)
+	}
+	return out, "", nil
+}
+
 // Query implements contract.Telemetry. A limit below 1 is ErrInvalid.
 func (tel *Telemetry) Query(ctx context.Context, device string, limit int) ([]fleet.Message, error) {
 	if err := fleet.ValidateThingName(device); err != nil {

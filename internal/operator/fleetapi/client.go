@@ -115,12 +115,16 @@ func (c *Client) Device(ctx context.Context, name string) (api.DeviceView, error
 	return out, err
 }
 
-// Telemetry returns the device's newest messages, at most limit (0: the
-// API's default).
-func (c *Client) Telemetry(ctx context.Context, name string, limit int) (api.TelemetryList, error) {
+// Telemetry returns a page of the device's messages, newest first, at most
+// limit (0: the API's default), older than cursor ("": the newest); the
+// next page's cursor is in Next.
+func (c *Client) Telemetry(ctx context.Context, name string, limit int, cursor string) (api.TelemetryList, error) {
 	q := url.Values{}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
+	}
+	if cursor != "" {
+		q.Set("cursor", cursor)
 	}
 	var out api.TelemetryList
 	_, err := c.do(ctx, http.MethodGet, "/devices/"+url.PathEscape(name)+"/telemetry", q, &out)

@@ -119,9 +119,13 @@ func TestClientAgainstTheAPI(t *testing.T) {
 	if err != nil || !v.Live || len(v.Regions) != 2 {
 		t.Fatalf("view %+v, %v", v, err)
 	}
-	tel, err := c.Telemetry(ctx, "dev-1", 5)
-	if err != nil || len(tel.Items) != 1 || string(tel.Items[0].Message) != `{"temp":21.5}` {
+	f.Publish(t, "dev-1", 1767225601000, regions[1], "id-2", `{"temp":22}`)
+	tel, err := c.Telemetry(ctx, "dev-1", 1, "")
+	if err != nil || len(tel.Items) != 1 || string(tel.Items[0].Message) != `{"temp":22}` || tel.Next == "" {
 		t.Fatalf("telemetry %+v, %v", tel, err)
+	}
+	if tel, err = c.Telemetry(ctx, "dev-1", 1, tel.Next); err != nil || len(tel.Items) != 1 || string(tel.Items[0].Message) != `{"temp":21.5}` || tel.Next != "" {
+		t.Fatalf("older telemetry %+v, %v", tel, err)
 	}
 	rec, changed, err := c.Revoke(ctx, "dev-1")
 	if err != nil || !changed || rec.Status != fleet.StatusRevoked {

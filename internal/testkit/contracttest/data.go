@@ -682,6 +682,64 @@ func Telemetry(t *testing.T, newTel func(t *testing.T) contract.Telemetry) {
 			}
 		}
 	})
+	t.Run("Page walks every message once, newest first", func(t *testing.T) {
+		tel := newTel(t)
+		dev := "tel-" + randomSuffix(t)
+		other := "tel-other-" + randomSuffix(t)
+		var want []string
+		for i := range 7 {
+			ts := int64(1700000000000 + 100*(7-i))
+			m := message(dev, ts, fmt.Sprint("p", i), `{}`)
+			wantErr(t, "Put", tel.Put(ctx, m), nil)
+			want = append(want, m.SortKey)
+		}
+		// Two messages in one millisecond are both on some page.
+		twin := message(dev, 1700000000300, "p9", `{}`)
+		wantErr(t, "Put twin", tel.Put(ctx, twin), nil)
+		want = append(want, twin.SortKey)
+		slices.Sort(want)
+		slices.Reverse(want)
+		wantErr(t, "Put other", tel.Put(ctx, message(other, 1700000000050, "x", `{}`)), nil)
+		for _, limit := range []int{1, 3, 4, 8, 20} {
+			var got []string
+			cursor, pages := "", 0
+			for {
+				page, next, err := tel.Page(ctx, dev, limit, cursor)
+				wantErr(t, "Page", err, nil)
+				pages++
+				if len(page) > limit || (next != "" && len(page) != limit) {
+					t.Fatalf("limit %d: page of %d with next %q", limit, len(page), next)
+				}
+				got = append(got, sortKeys(page)...)
+				if next == "" {
+					break
+				}
+				if pages > len(want)+1 {
+					t.Fatalf("limit %d: %d pages and still a next cursor", limit, pages)
+				}
+				cursor = next
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("limit %d: %v, want %v", limit, got, want)
+			}
+			// A next cursor only when an older message is left: no empty
+			// last page.
+			if wantPages := (len(want) + limit - 1) / limit; pages != wantPages {
+				t.Errorf("limit %d: %d pages, want %d", limit, pages, wantPages)
+			}
+		}
+		for _, bad := range []string{"%%%", "not base64 !", "QUJD=="} {
+			if _, _, err := tel.Page(ctx, dev, 3, bad); !errors.Is(err, fleet.ErrInvalid) {
+				t.Errorf("cursor %q: %v, want ErrInvalid", bad, err)
+			}
+		}
+		if _, _, err := tel.Page(ctx, dev, 0, ""); !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("limit 0: %v, want ErrInvalid", err)
+		}
+		if page, next, err := tel.Page(ctx, "tel-none-"+randomSuffix(t), 3, ""); err != nil || len(page) != 0 || next != "" {
+			t.Errorf("a device without messages: %v %q %v", page, next, err)
+		}
+	})
 	t.Run("same-millisecond messages are both kept", func(t *testing.T) {
 		tel := newTel(t)
 		dev := "tel-" + randomSuffix(t)

@@ -43,8 +43,10 @@ type Inventory interface {
 
 // Telemetry is the part of the data table the API uses.
 type Telemetry interface {
-	// Query returns up to limit messages of device, newest first.
-	Query(ctx context.Context, device string, limit int) ([]fleet.Message, error)
+	// Page returns up to limit messages of device older than cursor (""
+	// for the newest), newest first, and the next page's cursor ("" at the
+	// end); see contract.Telemetry.
+	Page(ctx context.Context, device string, limit int, cursor string) ([]fleet.Message, string, error)
 }
 
 // RegionRegistry is the read side of one region's IoT registry.

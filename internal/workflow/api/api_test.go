@@ -435,6 +435,21 @@ func TestTelemetry(t *testing.T) {
 	if !strings.Contains(string(r.body), `"message":{"temp":22,"tags":["a","b"]}`) {
 		t.Fatalf("message not raw JSON: %s", r.body)
 	}
+
+	// Pages of two: the next cursor leads to the older messages, and the
+	// last page has none.
+	var first, second api.TelemetryList
+	do(t, h, "GET", "/devices/dev-1/telemetry?limit=2", "").decode(t, &first)
+	if len(first.Items) != 2 || first.Next == "" || first.Items[0].TS != base+2000 {
+		t.Fatalf("first page %+v", first)
+	}
+	do(t, h, "GET", "/devices/dev-1/telemetry?limit=2&cursor="+first.Next, "").decode(t, &second)
+	if len(second.Items) != 1 || second.Next != "" || second.Items[0].TS != base {
+		t.Fatalf("second page %+v", second)
+	}
+	if r := do(t, h, "GET", "/devices/dev-1/telemetry?cursor=%25bad", ""); r.status != 400 || !strings.Contains(r.errorText(t), "cursor") {
+		t.Fatalf("bad cursor: %d %s", r.status, r.body)
+	}
 }
 
 // racingInventory lets a concurrent writer change the item before each of the

@@ -76,6 +76,8 @@ type TelemetryItem struct {
 // TelemetryList is the body of GET /devices/{thingName}/telemetry.
 type TelemetryList struct {
 	Items []TelemetryItem `json:"items"`
+	// Next is the cursor of the page of older messages, absent at the end.
+	Next string `json:"next,omitempty"`
 }
 
 // ErrorBody is the body of every error response.
@@ -330,12 +332,12 @@ func (h *Handler) telemetry(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	msgs, err := h.cfg.Telemetry.Query(r.Context(), name, limit)
+	msgs, next, err := h.cfg.Telemetry.Page(r.Context(), name, limit, r.URL.Query().Get("cursor"))
 	if err != nil {
 		h.backendError(w, r, "query telemetry of "+name, err)
 		return
 	}
-	out := TelemetryList{Items: make([]TelemetryItem, 0, len(msgs))}
+	out := TelemetryList{Items: make([]TelemetryItem, 0, len(msgs)), Next: next}
 	for _, m := range msgs {
 		out.Items = append(out.Items, TelemetryItem{Device: m.Device, TS: m.Timestamp, Region: m.Region, Message: rawJSON(m.Payload)})
 	}
