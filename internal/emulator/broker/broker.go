@@ -161,8 +161,9 @@ type session struct {
 	mu      sync.Mutex
 	pending map[string]bool // filters of the SUBSCRIBE being processed -> allowed
 
-	established atomic.Bool // CONNACK sent
-	ending      atomic.Bool // endSession called
+	established atomic.Bool   // CONNACK sent
+	up          chan struct{} // closed when established
+	ending      atomic.Bool   // endSession called
 }
 
 // New makes a data endpoint; Start opens it.
@@ -403,7 +404,7 @@ func (b *Broker) authenticate(cl *mqtt.Client) bool {
 		vars[policy.VarThingName] = cl.ID
 		vars[policy.VarIsAttached] = "true"
 	}
-	s := &session{certID: cert.ID, certARN: cert.ARN, vars: vars}
+	s := &session{certID: cert.ID, certARN: cert.ARN, vars: vars, up: make(chan struct{})}
 	if !b.allowed(log, s, policy.ActionConnect, "client", cl.ID) {
 		log.Info("connection refused", "reason", "policy", "action", policy.ActionConnect)
 		return false
@@ -660,8 +661,8 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 }
 
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	if s, ok := h.b.session(cl); ok {
-		s.established.Store(true)
+	if s, ok := h.b.session(cl); ok && s.established.CompareAndSwap(false, true) {
+		close(s.up)
 	}
 	h.b.stats.Connected.Add(1)
 	h.b.log.Info("client connected", "clientId", cl.ID, "protocolVersion", cl.Properties.ProtocolVersion)

@@ -3,6 +3,7 @@ package broker
 import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
 )
@@ -110,11 +111,22 @@ func (b *Broker) endSession(cl *mqtt.Client, s *session, code packets.Code, why 
 	b.stats.CertificateEnded.Add(1)
 	b.log.Info("ending session", "clientId", cl.ID, "certificateId", s.certID, "why", why,
 		"protocolVersion", cl.Properties.ProtocolVersion, "disconnectReasonCode", code.Code)
-	if cl.Properties.ProtocolVersion < 5 || !s.established.Load() {
+	if cl.Properties.ProtocolVersion < 5 {
 		cl.Stop(code)
 		return
 	}
-	if !b.goTracked(func() { _ = b.server.DisconnectClient(cl, code) }) {
+	// A client has its CONNACK a moment before mochi runs the hook that
+	// marks the session established: one ended in that moment still gets
+	// its DISCONNECT, once the session is up. One that never comes up in a
+	// second (ended during CONNECT) is closed.
+	if !b.goTracked(func() {
+		select {
+		case <-s.up:
+			_ = b.server.DisconnectClient(cl, code)
+		case <-time.After(time.Second):
+			cl.Stop(code)
+		}
+	}) {
 		cl.Stop(code)
 	}
 }
