@@ -251,6 +251,19 @@ func (b *Broker) Addr() string {
 	return b.ln.ln.Addr().String()
 }
 
+// Accept serves a connection accepted elsewhere (the global endpoint's,
+// handed over in process rather than proxied over a second TCP connection)
+// as if the endpoint had accepted it: refused (closed) while the region is
+// down. When the endpoint is not serving (before Start, after Close) it
+// returns an error, as a dial would fail, and leaves the connection to the
+// caller.
+func (b *Broker) Accept(conn net.Conn) error {
+	if b.ln == nil || b.closed.Load() {
+		return errNotServing
+	}
+	return b.ln.serveConn(conn)
+}
+
 // Stats returns the endpoint's counters.
 func (b *Broker) Stats() *Stats { return &b.stats }
 
