@@ -34,6 +34,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -72,6 +73,7 @@ type options struct {
 	modes                     []string
 	endpoint                  string
 	keep                      bool
+	cpuprofile                string
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -84,6 +86,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	m := fs.String("modes", "memory,state-file", "the stack's modes: memory, state-file")
 	fs.StringVar(&o.endpoint, "endpoint", "global", "the stack's endpoint the devices use: global (the latency-routed one, as mriot local prints) or region (the first region's broker)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, mosquitto.conf)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the rounds (this process: the clients and the stacks) to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -206,6 +209,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		head += m + " acked msg/s\tratio\t" + m + " stored msg/s\tratio\t"
 	}
 	fmt.Fprintln(tw, head)
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	seq := 0
 	for r := range o.rounds {
 		order := slices.Clone(targets)
