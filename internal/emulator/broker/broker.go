@@ -157,6 +157,7 @@ type session struct {
 	certID  string
 	certARN string
 	vars    policy.Vars
+	log     *slog.Logger // the endpoint's, with the client id: made once, not per packet
 
 	mu      sync.Mutex
 	pending map[string]bool // filters of the SUBSCRIBE being processed -> allowed
@@ -416,7 +417,7 @@ func (b *Broker) authenticate(cl *mqtt.Client) bool {
 		vars[policy.VarThingName] = cl.ID
 		vars[policy.VarIsAttached] = "true"
 	}
-	s := &session{certID: cert.ID, certARN: cert.ARN, vars: vars}
+	s := &session{certID: cert.ID, certARN: cert.ARN, vars: vars, log: b.log.With("clientId", cl.ID)}
 	if !b.allowed(log, s, policy.ActionConnect, "client", cl.ID) {
 		log.Info("connection refused", "reason", "policy", "action", policy.ActionConnect)
 		return false
@@ -480,7 +481,7 @@ func (b *Broker) authorizePublish(cl *mqtt.Client, pk packets.Packet) error {
 		cl.Stop(packets.ErrNotAuthorized)
 		return packets.ErrRejectPacket
 	}
-	log := b.log.With("clientId", cl.ID)
+	log := s.log
 	if !b.stillActive(s) {
 		b.endSession(cl, s, packets.ErrNotAuthorized, "certificate no longer ACTIVE")
 		return packets.ErrRejectPacket
@@ -534,7 +535,7 @@ func (b *Broker) acl(cl *mqtt.Client, topic string, write bool) bool {
 	if !ok {
 		return false
 	}
-	log := b.log.With("clientId", cl.ID)
+	log := s.log
 	if !b.stillActive(s) {
 		b.endSession(cl, s, packets.ErrNotAuthorized, "certificate no longer ACTIVE")
 		return false
