@@ -21,6 +21,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -36,6 +37,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -110,8 +112,10 @@ type target struct {
 	name    string
 	stack   *local.Stack // nil for mosquitto
 	clients []mqtt.Client
+	pid     int // mosquitto's process, whose CPU time counts too
 	// per round
 	acked, stored []time.Duration
+	cpu           time.Duration // CPU time of this process (and mosquitto) in the target's rounds
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -171,11 +175,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	addr, err := startMosquitto(ctx, mosq, dir, ps)
+	addr, pid, err := startMosquitto(ctx, mosq, dir, ps)
 	if err != nil {
 		return err
 	}
-	mt := &target{name: "mosquitto"}
+	mt := &target{name: "mosquitto", pid: pid}
 	targets = append(targets, mt)
 	if mt.clients, err = connect(ctx, addr, roots, ps, names); err != nil {
 		return fmt.Errorf("mosquitto: %w", err)
@@ -226,10 +230,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		k := r % len(order)
 		order = append(order[k:], order[:k]...)
 		for _, t := range order {
+			cpu0 := cpuTime(t.pid)
 			a, s, err := publishRound(ctx, t, names, o.messages, seq)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r+1, t.name, err)
 			}
+			t.cpu += cpuTime(t.pid) - cpu0
 			t.acked = append(t.acked, a)
 			t.stored = append(t.stored, s)
 		}
@@ -248,6 +254,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	total := perRound * o.rounds
 	mAll := sum(mt.acked)
 	fmt.Fprintf(stdout, "mosquitto %.0f msg/s over %d messages\n", rate(total, mAll), total)
+	// CPU per message: the clients' (this process) and the broker's
+	// (mosquitto's process, or the stack in this one); the clients' share
+	// is the same for every target.
+	for _, t := range targets {
+		fmt.Fprintf(stdout, "cpu %s %.1f µs/msg (clients and broker)\n", t.name, float64(t.cpu.Microseconds())/float64(total))
+	}
 	for _, t := range targets[1:] {
 		if err := verify(ctx, t.stack, names, o.messages*o.rounds); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
@@ -257,6 +269,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			t.name, mAll.Seconds()/a.Seconds(), rate(total, a), mAll.Seconds()/s.Seconds(), rate(total, s))
 	}
 	return nil
+}
+
+// cpuTime is this process's user and system CPU time, plus process pid's
+// when pid > 0 (from /proc; 0 added where /proc cannot be read).
+func cpuTime(pid int) time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	t := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if pid > 0 {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			// Fields after the command's closing parenthesis: utime and
+			// stime are the 12th and 13th, in clock ticks (USER_HZ, 100).
+			if i := bytes.LastIndexByte(b, ')'); i > 0 {
+				f := strings.Fields(string(b[i+1:]))
+				if len(f) > 12 {
+					u, _ := strconv.ParseInt(f[11], 10, 64)
+					s, _ := strconv.ParseInt(f[12], 10, 64)
+					t += time.Duration(u+s) * 10 * time.Millisecond
+				}
+			}
+		}
+	}
+	return t
 }
 
 func rate(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
@@ -405,12 +440,12 @@ func onboard(ctx context.Context, st *local.Stack, addr string, roots *x509.Cert
 // startMosquitto runs mosquitto with a TLS listener on a free loopback port
 // that requires a client certificate from the stack's CA chain, with the
 // stack's server certificate; it stops when ctx is done.
-func startMosquitto(ctx context.Context, bin, dir string, ps pki.Store) (string, error) {
+func startMosquitto(ctx context.Context, bin, dir string, ps pki.Store) (addr string, pid int, err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	addr := l.Addr().String()
+	addr = l.Addr().String()
 	_ = l.Close()
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(dir, "mosquitto.conf")
@@ -418,7 +453,7 @@ func startMosquitto(ctx context.Context, bin, dir string, ps pki.Store) (string,
 	// mosquitto, who cannot read the PKI.
 	u, err := user.Current()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	text := fmt.Sprintf(`user %s
 per_listener_settings false
@@ -436,17 +471,17 @@ use_identity_as_username true
 tls_version tlsv1.2
 `, u.Username, port, ps.Path(pki.ChainFile), ps.Path(pki.ServerCertFile), ps.Path(pki.ServerKeyFile))
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	cmd := exec.CommandContext(ctx, bin, "-c", conf)
 	out, err := os.Create(filepath.Join(dir, "mosquitto.out"))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	proc.Group(cmd, 2*time.Second)
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start mosquitto: %w", err)
+		return "", 0, fmt.Errorf("start mosquitto: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); _ = out.Close(); close(done) }()
@@ -455,17 +490,17 @@ tls_version tlsv1.2
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			_ = c.Close()
-			return addr, nil
+			return addr, cmd.Process.Pid, nil
 		}
 		select {
 		case <-done:
 			b, _ := os.ReadFile(filepath.Join(dir, "mosquitto.out"))
-			return "", fmt.Errorf("mosquitto exited: %s", b)
+			return "", 0, fmt.Errorf("mosquitto exited: %s", b)
 		default:
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(filepath.Join(dir, "mosquitto.out"))
-			return "", fmt.Errorf("mosquitto does not listen on %s: %v\n%s", addr, err, b)
+			return "", 0, fmt.Errorf("mosquitto does not listen on %s: %v\n%s", addr, err, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
