@@ -25,7 +25,8 @@ func TestPrintsRatios(t *testing.T) {
 		`(?m)^mosquitto [0-9]+ msg/s over 10 messages$`,
 		`(?m)^ratio memory [0-9.]+ × mosquitto acked \([0-9]+ msg/s\), [0-9.]+ × stored \([0-9]+ msg/s\)$`,
 		`(?m)^ratio state-file [0-9.]+ × mosquitto acked`,
-		`(?m)^\s+1\s+10\s+[0-9]+\s+[0-9]+\s+[0-9.]+`,
+		`(?m)^\s+1\s+10\s+[0-9]+\s+[0-9.]+\s+[0-9]+\s+[0-9.]+\s+[0-9]+\s+[0-9.]+\s+[0-9.]+`,
+		`(?m)^cpu memory [0-9.]+ µs/msg`,
 	} {
 		if !regexp.MustCompile(want).Match(out.Bytes()) {
 			t.Errorf("output lacks %s:\n%s", want, out.String())
