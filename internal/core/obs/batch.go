@@ -2,6 +2,7 @@ package obs
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -114,9 +115,7 @@ func (d *emfDoc) add(e *batchEntry) bool {
 
 func (d *emfDoc) document(namespace string, ts int64) map[string]any {
 	doc := make(map[string]any, len(d.values)+1)
-	for k, v := range d.values {
-		doc[k] = v
-	}
+	maps.Copy(doc, d.values)
 	dirs := make([]emfDirective, len(d.directives))
 	for i, dir := range d.directives {
 		dir.Namespace = namespace
