@@ -209,11 +209,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "benchlocal: %d devices × %d QoS 1 messages over mutual TLS per round and target, %d rounds (%d messages per target), stack endpoint %s\n",
 		o.devices, o.messages, o.rounds, perRound*o.rounds, o.endpoint)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := "round\tmessages\tmosquitto msg/s\tµs cpu/msg\t"
+	var head strings.Builder
+	head.WriteString("round\tmessages\tmosquitto msg/s\tµs cpu/msg\t")
 	for _, m := range o.modes {
-		head += m + " acked msg/s\tratio\t" + m + " stored msg/s\tratio\tµs cpu/msg\t"
+		head.WriteString(m + " acked msg/s\tratio\t" + m + " stored msg/s\tratio\tµs cpu/msg\t")
 	}
-	fmt.Fprintln(tw, head)
+	fmt.Fprintln(tw, head.String())
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -241,13 +242,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			t.stored = append(t.stored, s)
 		}
 		seq += o.messages
-		line := fmt.Sprintf("%d\t%d\t%.0f\t%.1f\t", r+1, perRound*(r+1), rate(perRound, mt.acked[r]), perMsg(mt.cpu[r], perRound))
+		var line strings.Builder
+		line.WriteString(fmt.Sprintf("%d\t%d\t%.0f\t%.1f\t", r+1, perRound*(r+1), rate(perRound, mt.acked[r]), perMsg(mt.cpu[r], perRound)))
 		for _, t := range targets[1:] {
-			line += fmt.Sprintf("%.0f\t%.2f\t%.0f\t%.2f\t%.1f\t",
+			line.WriteString(fmt.Sprintf("%.0f\t%.2f\t%.0f\t%.2f\t%.1f\t",
 				rate(perRound, t.acked[r]), mt.acked[r].Seconds()/t.acked[r].Seconds(),
-				rate(perRound, t.stored[r]), mt.acked[r].Seconds()/t.stored[r].Seconds(), perMsg(t.cpu[r], perRound))
+				rate(perRound, t.stored[r]), mt.acked[r].Seconds()/t.stored[r].Seconds(), perMsg(t.cpu[r], perRound)))
 		}
-		fmt.Fprintln(tw, line)
+		fmt.Fprintln(tw, line.String())
 	}
 	if err := tw.Flush(); err != nil {
 		return err
