@@ -3,7 +3,9 @@
 // data endpoint by a configured latency table, skipping regions marked down,
 // as a Route 53 latency record with health checks does. TLS is end to end:
 // the router never terminates it, so the regional endpoint's certificate
-// (issued for iot.example.com) is what the client sees.
+// (issued for iot.example.com) is what the client sees. An endpoint in the
+// same process takes the connection over (Target.Accept) rather than being
+// proxied to.
 package router
 
 import (
