@@ -17,8 +17,11 @@
 // "stored" (every message of the round in the data table of both
 // regions, the stack idle again; the global tables' simulated replication
 // lag is set to 1 ns, so that no round ends with a wait that is no work).
+// And the CPU time per message: this process's (the clients, and the
+// stack), plus mosquitto's process for mosquitto; steadier than the rates
+// on a machine other work shares.
 //
-//	go run ./scripts/benchlocal [-devices 20] [-messages 200] [-rounds 3] [-modes memory,state-file] [-endpoint global|region]
+//	go run ./scripts/benchlocal [-devices 20] [-messages 200] [-rounds 3] [-modes memory,state-file] [-endpoint global|region] [-cpuprofile FILE]
 package main
 
 import (
