@@ -7,7 +7,7 @@ GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
 LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
-.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold
+.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold bench-local
 
 ## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
@@ -86,6 +86,18 @@ ROUNDS ?= 10
 COLD_FN ?= jitr,replicate,reconcile,ingest,api,setup
 bench-cold:
 	$(GO) run ./scripts/coldstart -rounds $(ROUNDS) -fn $(COLD_FN)
+
+## bench-local: telemetry through the local stack's endpoint (memory and
+## state file) beside mosquitto, same paho client, mutual TLS and QoS 1, in
+## one run (DEVICES × MESSAGES per round, LOCAL_ROUNDS rounds; defaults
+## 20 × 200, 3; LOCAL_ROUNDS=10 MESSAGES=500: 100,000 messages in
+## 10,000-message windows).
+## See docs/performance.md.
+DEVICES ?= 20
+MESSAGES ?= 200
+LOCAL_ROUNDS ?= 3
+bench-local:
+	$(GO) run ./scripts/benchlocal -devices $(DEVICES) -messages $(MESSAGES) -rounds $(LOCAL_ROUNDS)
 
 clean:
 	rm -rf bin .aws-sam

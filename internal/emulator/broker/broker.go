@@ -157,6 +157,7 @@ type session struct {
 	certID  string
 	certARN string
 	vars    policy.Vars
+	log     *slog.Logger // the endpoint's, with the client id: made once, not per packet
 
 	mu      sync.Mutex
 	pending map[string]bool // filters of the SUBSCRIBE being processed -> allowed
@@ -250,6 +251,19 @@ func (b *Broker) Addr() string {
 		return ""
 	}
 	return b.ln.ln.Addr().String()
+}
+
+// Accept serves a connection accepted elsewhere (the global endpoint's,
+// handed over in process rather than proxied over a second TCP connection)
+// as if the endpoint had accepted it: refused (closed) while the region is
+// down. When the endpoint is not serving (before Start, after Close) it
+// returns an error, as a dial would fail, and leaves the connection to the
+// caller.
+func (b *Broker) Accept(conn net.Conn) error {
+	if b.ln == nil || b.closed.Load() {
+		return errNotServing
+	}
+	return b.ln.serveConn(conn)
 }
 
 // Stats returns the endpoint's counters.
@@ -404,7 +418,7 @@ func (b *Broker) authenticate(cl *mqtt.Client) bool {
 		vars[policy.VarThingName] = cl.ID
 		vars[policy.VarIsAttached] = "true"
 	}
-	s := &session{certID: cert.ID, certARN: cert.ARN, vars: vars, up: make(chan struct{})}
+	s := &session{certID: cert.ID, certARN: cert.ARN, vars: vars, up: make(chan struct{}), log: b.log.With("clientId", cl.ID)}
 	if !b.allowed(log, s, policy.ActionConnect, "client", cl.ID) {
 		log.Info("connection refused", "reason", "policy", "action", policy.ActionConnect)
 		return false
@@ -468,7 +482,7 @@ func (b *Broker) authorizePublish(cl *mqtt.Client, pk packets.Packet) error {
 		cl.Stop(packets.ErrNotAuthorized)
 		return packets.ErrRejectPacket
 	}
-	log := b.log.With("clientId", cl.ID)
+	log := s.log
 	if !b.stillActive(s) {
 		b.endSession(cl, s, packets.ErrNotAuthorized, "certificate no longer ACTIVE")
 		return packets.ErrRejectPacket
@@ -522,7 +536,7 @@ func (b *Broker) acl(cl *mqtt.Client, topic string, write bool) bool {
 	if !ok {
 		return false
 	}
-	log := b.log.With("clientId", cl.ID)
+	log := s.log
 	if !b.stillActive(s) {
 		b.endSession(cl, s, packets.ErrNotAuthorized, "certificate no longer ACTIVE")
 		return false

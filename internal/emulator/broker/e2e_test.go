@@ -47,8 +47,15 @@ func TestSetDown(t *testing.T) {
 
 // TestThroughGlobalEndpoint: two regions behind the router; TLS goes end to
 // end, and when the nearest region is down an onboarded device connects to
-// the other one.
+// the other one; the same when the router hands connections over in process
+// (Broker.Accept) instead of proxying them.
 func TestThroughGlobalEndpoint(t *testing.T) {
+	for _, handOver := range []bool{false, true} {
+		t.Run(fmt.Sprintf("handOver=%v", handOver), func(t *testing.T) { throughGlobalEndpoint(t, handOver) })
+	}
+}
+
+func throughGlobalEndpoint(t *testing.T, handOver bool) {
 	eu := newFixture(t)
 	us := newFixture(t)
 	leaf := eu.device("dev1")
@@ -64,10 +71,14 @@ func TestThroughGlobalEndpoint(t *testing.T) {
 	clientCfg := eu.tls(leaf)
 	clientCfg.RootCAs.AddCert(usRoot.Cert)
 
-	r, err := router.New(router.Config{Regions: []router.Target{
+	targets := []router.Target{
 		{Region: "us-west-2", Addr: us.b.Addr(), Latency: 140 * time.Millisecond},
 		{Region: "eu-west-1", Addr: eu.b.Addr(), Latency: 20 * time.Millisecond},
-	}, Logger: testLogger(t)})
+	}
+	if handOver {
+		targets[0].Accept, targets[1].Accept = us.b.Accept, eu.b.Accept
+	}
+	r, err := router.New(router.Config{Regions: targets, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

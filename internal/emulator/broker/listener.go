@@ -22,9 +22,10 @@ type listener struct {
 	ln net.Listener
 	wg sync.WaitGroup
 
-	mu      sync.Mutex
-	closing bool
-	conns   map[net.Conn]struct{} // open connections, closed on Close
+	mu        sync.Mutex
+	closing   bool
+	establish listeners.EstablishFn // set by Serve
+	conns     map[net.Conn]struct{} // open connections, closed on Close
 }
 
 var _ listeners.Listener = (*listener)(nil)
@@ -35,6 +36,9 @@ func (l *listener) Address() string         { return l.ln.Addr().String() }
 func (l *listener) Protocol() string        { return "tcp+tls" }
 
 func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	l.establish = establish
+	l.mu.Unlock()
 	l.wg.Go(func() {
 		for {
 			conn, err := l.ln.Accept()
@@ -44,33 +48,47 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				}
 				return
 			}
-			if l.b.down.Load() {
-				l.b.stats.Refused.Add(1)
-				_ = conn.Close()
-				continue
-			}
-			l.mu.Lock()
-			if l.closing {
-				l.mu.Unlock()
+			if err := l.serveConn(conn); err != nil {
 				_ = conn.Close()
 				return
 			}
-			if l.conns == nil {
-				l.conns = map[net.Conn]struct{}{}
-			}
-			l.conns[conn] = struct{}{}
-			l.wg.Add(1)
-			l.mu.Unlock()
-			go func() {
-				defer l.wg.Done()
-				l.handle(conn, establish)
-				l.mu.Lock()
-				delete(l.conns, conn)
-				l.mu.Unlock()
-				_ = conn.Close()
-			}()
 		}
 	})
+}
+
+// errNotServing: the listener is closing, or not serving yet.
+var errNotServing = errors.New("endpoint not accepting connections")
+
+// serveConn serves an accepted connection, as the accept loop does, or
+// refuses it while the region is down; errNotServing, the connection left
+// to the caller, when the listener is closing or not serving yet.
+func (l *listener) serveConn(conn net.Conn) error {
+	if l.b.down.Load() {
+		l.b.stats.Refused.Add(1)
+		_ = conn.Close()
+		return nil
+	}
+	l.mu.Lock()
+	if l.closing || l.establish == nil {
+		l.mu.Unlock()
+		return errNotServing
+	}
+	establish := l.establish
+	if l.conns == nil {
+		l.conns = map[net.Conn]struct{}{}
+	}
+	l.conns[conn] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		l.handle(conn, establish)
+		l.mu.Lock()
+		delete(l.conns, conn)
+		l.mu.Unlock()
+		_ = conn.Close()
+	}()
+	return nil
 }
 
 func (l *listener) handle(conn net.Conn, establish listeners.EstablishFn) {

@@ -68,6 +68,7 @@ type Invoker struct {
 	lastID atomic.Uint64
 	// gate holds invocations while the region is down (see Pause).
 	gate gate
+	arn  string // the function's ARN, made once by init
 }
 
 func (iv *Invoker) init() {
@@ -91,6 +92,7 @@ func (iv *Invoker) init() {
 		if iv.Concurrency > 0 {
 			iv.slots = make(chan struct{}, iv.Concurrency)
 		}
+		iv.arn = fmt.Sprintf("arn:aws:lambda:%s:%s:function:mriot-%s", iv.Region, AccountID, iv.Name)
 	})
 }
 
@@ -252,7 +254,7 @@ func (iv *Invoker) Invoke(ctx context.Context, payload []byte, attempt int) ([]b
 	defer cancel()
 	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{
 		AwsRequestID:       reqID,
-		InvokedFunctionArn: fmt.Sprintf("arn:aws:lambda:%s:%s:function:mriot-%s", iv.Region, AccountID, iv.Name),
+		InvokedFunctionArn: iv.arn,
 	})
 	ctx = saga.WithAttempt(ctx, attempt)
 	start := time.Now()

@@ -576,7 +576,7 @@ func (r *Region) pipe(rec events.DynamoDBEventRecord) {
 func (s *Stack) startRouter(ctx context.Context) error {
 	targets := make([]router.Target, len(s.regions))
 	for i, r := range s.regions {
-		targets[i] = router.Target{Region: r.Name, Addr: r.Broker.Addr(), Latency: s.cfg.Latency[r.Name]}
+		targets[i] = router.Target{Region: r.Name, Addr: r.Broker.Addr(), Latency: s.cfg.Latency[r.Name], Accept: r.Broker.Accept}
 	}
 	addr := net.JoinHostPort(s.cfg.Host, "0")
 	if s.cfg.MQTTPort > 0 {

@@ -3,7 +3,9 @@
 // data endpoint by a configured latency table, skipping regions marked down,
 // as a Route 53 latency record with health checks does. TLS is end to end:
 // the router never terminates it, so the regional endpoint's certificate
-// (issued for iot.example.com) is what the client sees.
+// (issued for iot.example.com) is what the client sees. An endpoint in the
+// same process takes the connection over (Target.Accept) rather than being
+// proxied to.
 package router
 
 import (
@@ -28,6 +30,12 @@ type Target struct {
 	// Latency from the clients to the region; the lowest wins. Equal
 	// latencies keep the order given.
 	Latency time.Duration
+	// Accept, when set, takes the connection over in process (the region's
+	// endpoint serves it as one it accepted) instead of the router proxying
+	// it to Addr over a second TCP connection: no extra hop and copy per
+	// packet. An error means the endpoint is not serving, as a failed dial:
+	// the connection is still the router's, and the next region is tried.
+	Accept func(net.Conn) error
 }
 
 // Config configures the global endpoint.
@@ -187,8 +195,11 @@ func (r *Router) serve() {
 			return
 		}
 		r.wg.Go(func() {
-			defer r.untrack(c)
-			r.proxy(c)
+			if r.proxy(c) {
+				r.release(c)
+				return
+			}
+			r.untrack(c)
 		})
 	}
 }
@@ -210,14 +221,31 @@ func (r *Router) untrack(c net.Conn) {
 	_ = c.Close()
 }
 
+// release forgets c, now a region endpoint's to close.
+func (r *Router) release(c net.Conn) {
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+}
+
 // proxy connects c to the first available region, falling over to the next
-// when the dial fails (a failing health check), and copies both ways.
-func (r *Router) proxy(c net.Conn) {
+// when the dial fails (a failing health check), and copies both ways; or
+// hands c over to the region's endpoint (Target.Accept) and reports true.
+func (r *Router) proxy(c net.Conn) (handedOver bool) {
 	var up net.Conn
 	var target Target
 	for _, t := range r.order {
 		if d, ok := r.down.Load(t.Region); ok && d.(bool) {
 			continue
+		}
+		if t.Accept != nil {
+			if err := t.Accept(c); err != nil {
+				r.log.Warn("region unreachable; trying the next", "region", t.Region, "error", err)
+				continue
+			}
+			r.counts[t.Region].Add(1)
+			r.log.Debug("connection handed over", "remote", c.RemoteAddr().String(), "region", t.Region)
+			return true
 		}
 		conn, err := net.DialTimeout("tcp", t.Addr, r.cfg.DialTimeout)
 		if err != nil {
@@ -230,11 +258,11 @@ func (r *Router) proxy(c net.Conn) {
 	if up == nil {
 		r.refused.Add(1)
 		r.log.Warn("connection refused: no region available", "remote", c.RemoteAddr().String())
-		return
+		return false
 	}
 	if !r.track(up) {
 		_ = up.Close()
-		return
+		return false
 	}
 	defer r.untrack(up)
 	r.counts[target.Region].Add(1)
@@ -256,6 +284,7 @@ func (r *Router) proxy(c net.Conn) {
 	_ = c.Close()
 	_ = up.Close()
 	<-done
+	return false
 }
 
 // Close stops listening, closes every proxied connection and waits.

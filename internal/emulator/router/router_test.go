@@ -105,10 +105,10 @@ func TestRouting(t *testing.T) {
 		down    []string
 		want    string
 	}{
-		{"nearest by latency", []Target{{"us-west-2", us, 140 * time.Millisecond}, {"eu-west-1", eu, 20 * time.Millisecond}, {"ap-south-1", ap, 90 * time.Millisecond}}, nil, "eu-west-1"},
-		{"order given when latencies are equal", []Target{{"us-west-2", us, 0}, {"eu-west-1", eu, 0}}, nil, "us-west-2"},
-		{"fails over to the next nearest", []Target{{"us-west-2", us, 140 * time.Millisecond}, {"eu-west-1", eu, 20 * time.Millisecond}, {"ap-south-1", ap, 90 * time.Millisecond}}, []string{"eu-west-1"}, "ap-south-1"},
-		{"fails over twice", []Target{{"us-west-2", us, 140 * time.Millisecond}, {"eu-west-1", eu, 20 * time.Millisecond}, {"ap-south-1", ap, 90 * time.Millisecond}}, []string{"eu-west-1", "ap-south-1"}, "us-west-2"},
+		{"nearest by latency", []Target{{Region: "us-west-2", Addr: us, Latency: 140 * time.Millisecond}, {Region: "eu-west-1", Addr: eu, Latency: 20 * time.Millisecond}, {Region: "ap-south-1", Addr: ap, Latency: 90 * time.Millisecond}}, nil, "eu-west-1"},
+		{"order given when latencies are equal", []Target{{Region: "us-west-2", Addr: us, Latency: 0}, {Region: "eu-west-1", Addr: eu, Latency: 0}}, nil, "us-west-2"},
+		{"fails over to the next nearest", []Target{{Region: "us-west-2", Addr: us, Latency: 140 * time.Millisecond}, {Region: "eu-west-1", Addr: eu, Latency: 20 * time.Millisecond}, {Region: "ap-south-1", Addr: ap, Latency: 90 * time.Millisecond}}, []string{"eu-west-1"}, "ap-south-1"},
+		{"fails over twice", []Target{{Region: "us-west-2", Addr: us, Latency: 140 * time.Millisecond}, {Region: "eu-west-1", Addr: eu, Latency: 20 * time.Millisecond}, {Region: "ap-south-1", Addr: ap, Latency: 90 * time.Millisecond}}, []string{"eu-west-1", "ap-south-1"}, "us-west-2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,7 +133,7 @@ func TestRouting(t *testing.T) {
 
 func TestDownAndUp(t *testing.T) {
 	eu, us := regionServer(t, "eu-west-1"), regionServer(t, "us-west-2")
-	r := startRouter(t, []Target{{"eu-west-1", eu, 20 * time.Millisecond}, {"us-west-2", us, 140 * time.Millisecond}})
+	r := startRouter(t, []Target{{Region: "eu-west-1", Addr: eu, Latency: 20 * time.Millisecond}, {Region: "us-west-2", Addr: us, Latency: 140 * time.Millisecond}})
 	if got := mustRegion(t, r.Addr()); got != "eu-west-1" {
 		t.Fatalf("got %s", got)
 	}
@@ -177,7 +177,7 @@ func TestUnreachableRegion(t *testing.T) {
 	dead := ln.Addr().String()
 	_ = ln.Close()
 	us := regionServer(t, "us-west-2")
-	r := startRouter(t, []Target{{"eu-west-1", dead, 0}, {"us-west-2", us, time.Millisecond}})
+	r := startRouter(t, []Target{{Region: "eu-west-1", Addr: dead}, {Region: "us-west-2", Addr: us, Latency: time.Millisecond}})
 	if got := mustRegion(t, r.Addr()); got != "us-west-2" {
 		t.Fatalf("got %s", got)
 	}
@@ -185,7 +185,7 @@ func TestUnreachableRegion(t *testing.T) {
 
 func TestConcurrentConnectionsAndData(t *testing.T) {
 	eu := regionServer(t, "eu-west-1")
-	r := startRouter(t, []Target{{"eu-west-1", eu, 0}})
+	r := startRouter(t, []Target{{Region: "eu-west-1", Addr: eu, Latency: 0}})
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -224,7 +224,7 @@ func TestConcurrentConnectionsAndData(t *testing.T) {
 
 func TestCloseEndsOpenConnections(t *testing.T) {
 	eu := regionServer(t, "eu-west-1")
-	r, err := New(Config{Regions: []Target{{"eu-west-1", eu, 0}}, Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(Config{Regions: []Target{{Region: "eu-west-1", Addr: eu, Latency: 0}}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestNewErrors(t *testing.T) {
 	for _, cfg := range []Config{
 		{},
 		{Regions: []Target{{Region: "eu-west-1"}}},
-		{Regions: []Target{{"eu-west-1", "127.0.0.1:1", 0}, {"eu-west-1", "127.0.0.1:2", 0}}},
+		{Regions: []Target{{Region: "eu-west-1", Addr: "127.0.0.1:1"}, {Region: "eu-west-1", Addr: "127.0.0.1:2"}}},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
@@ -311,4 +311,66 @@ func FuzzParseLatencies(f *testing.F) {
 			}
 		}
 	})
+}
+
+// handover is a region endpoint that takes connections over in process
+// (Target.Accept): it answers with its region's name and echoes, or, when
+// serving is false, refuses them as an endpoint not serving.
+func handover(t *testing.T, region string, serving bool) func(net.Conn) error {
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	return func(c net.Conn) error {
+		if !serving {
+			return errors.New("not serving")
+		}
+		wg.Go(func() {
+			defer c.Close()
+			fmt.Fprintf(c, "%s\n", region)
+			_, _ = io.Copy(c, c)
+		})
+		return nil
+	}
+}
+
+// TestHandover: a region with Accept takes the connection over without a
+// second TCP connection; one whose Accept fails is skipped like a failed
+// dial, and the connection goes to the next region, handed over or proxied.
+func TestHandover(t *testing.T) {
+	us := regionServer(t, "us-west-2")
+	tests := []struct {
+		name    string
+		targets func(t *testing.T) []Target
+		want    string
+	}{
+		{"handed over", func(t *testing.T) []Target {
+			return []Target{{Region: "eu-west-1", Addr: "unused:1", Accept: handover(t, "eu-west-1", true)}, {Region: "us-west-2", Addr: us, Latency: time.Millisecond}}
+		}, "eu-west-1"},
+		{"not serving: the next, proxied", func(t *testing.T) []Target {
+			return []Target{{Region: "eu-west-1", Addr: "unused:1", Accept: handover(t, "eu-west-1", false)}, {Region: "us-west-2", Addr: us, Latency: time.Millisecond}}
+		}, "us-west-2"},
+		{"not serving: the next, handed over", func(t *testing.T) []Target {
+			return []Target{{Region: "eu-west-1", Addr: "unused:1", Accept: handover(t, "eu-west-1", false)}, {Region: "ap-south-1", Addr: "unused:2", Latency: time.Millisecond, Accept: handover(t, "ap-south-1", true)}}
+		}, "ap-south-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := startRouter(t, tt.targets(t))
+			region, c, err := dialRegion(t, r.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if region != tt.want {
+				t.Fatalf("routed to %s, want %s", region, tt.want)
+			}
+			// The connection carries data both ways.
+			fmt.Fprintf(c, "ping\n")
+			if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "ping\n" {
+				t.Fatalf("echo: %q, %v", line, err)
+			}
+			if n := r.Routed()[tt.want]; n != 1 {
+				t.Fatalf("Routed() = %v", r.Routed())
+			}
+		})
+	}
 }

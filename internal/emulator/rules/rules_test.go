@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"errors"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -105,9 +106,14 @@ func TestMatch(t *testing.T) {
 }
 
 func TestNewUUID(t *testing.T) {
-	a, b := NewUUID(), NewUUID()
-	if a == b || len(a) != 36 || a[14] != '4' {
-		t.Errorf("uuids %s %s", a, b)
+	shape := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for range 1000 {
+		u := NewUUID()
+		if !shape.MatchString(u) || seen[u] {
+			t.Fatalf("uuid %s: not a version 4 UUID, or seen before", u)
+		}
+		seen[u] = true
 	}
 }
 

@@ -991,3 +991,11 @@ func TestStreamLogKeepsTheRecentRecordsCheaply(t *testing.T) {
 		t.Errorf("%d writes past the cap took %v, under it %v", streamLogCap, above, below)
 	}
 }
+
+func TestSequenceNumber(t *testing.T) {
+	for _, seq := range []int64{0, 1, 9, 10, 12345, 999_999_999_999, 1<<62 + 7} {
+		if got, want := sequenceNumber(seq), fmt.Sprintf("%021d", seq); got != want {
+			t.Errorf("sequenceNumber(%d) = %s, want %s", seq, got, want)
+		}
+	}
+}

@@ -18,14 +18,16 @@ package memddb
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"math/big"
+	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1095,7 +1097,7 @@ func (t *Table) emit(old, item map[string]types.AttributeValue, who *events.Dyna
 		Change: events.DynamoDBStreamRecord{
 			ApproximateCreationDateTime: events.SecondsEpochTime{Time: t.g.now().UTC().Truncate(time.Second)},
 			Keys:                        keys,
-			SequenceNumber:              fmt.Sprintf("%021d", t.seq),
+			SequenceNumber:              sequenceNumber(t.seq),
 			StreamViewType:              t.g.view,
 		},
 	}
@@ -1146,9 +1148,27 @@ func mustImage(item map[string]types.AttributeValue) map[string]events.DynamoDBA
 }
 
 func newEventID() string {
+	// math/rand/v2's runtime source (ChaCha8): an id, not a secret, and no
+	// system call per write.
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	return hex.EncodeToString(b[:])
+}
+
+// sequenceNumber formats a stream record's sequence number as %021d does,
+// without fmt's cost on every write.
+func sequenceNumber(seq int64) string {
+	var b [21]byte
+	for i := range b {
+		b[i] = '0'
+	}
+	d := strconv.AppendInt(nil, seq, 10)
+	if len(d) >= len(b) {
+		return string(d)
+	}
+	copy(b[len(b)-len(d):], d)
+	return string(b[:])
 }
 
 // itemSize approximates DynamoDB's item size: attribute names plus values.
