@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // listener is the endpoint's mochi listener: it accepts TCP connections,
@@ -107,11 +108,18 @@ func (l *listener) handle(conn net.Conn, establish listeners.EstablishFn) {
 	}
 }
 
-func (l *listener) Close(closeClients listeners.CloseFn) {
+func (l *listener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	l.closing = true
 	l.mu.Unlock()
-	closeClients(l.id)
+	// Not mochi's closeClients: its Clients.GetByListener read-locks the
+	// client map twice (through Len), and a client's Delete waiting between
+	// the two locks deadlocks both (mochi v2.7.9; a test's Close hung the
+	// race tier for 10 minutes). The broker's own index of sessions ends
+	// them as closeClients would: DISCONNECT 0x8B, then the close.
+	for _, cl := range l.b.sessionsOn(l.id) {
+		_ = l.b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
 	_ = l.ln.Close()
 	// Connections still in the handshake or before CONNECT are not mochi
 	// clients yet.

@@ -75,6 +75,21 @@ func (b *Broker) clientsOf(certID string) []*mqtt.Client {
 	return out
 }
 
+// sessionsOn returns the open sessions of listener id.
+func (b *Broker) sessionsOn(id string) []*mqtt.Client {
+	b.certMu.Lock()
+	defer b.certMu.Unlock()
+	var out []*mqtt.Client
+	for _, set := range b.byCert {
+		for cl := range set {
+			if cl.Net.Listener == id && !cl.Closed() {
+				out = append(out, cl)
+			}
+		}
+	}
+	return out
+}
+
 // Sessions returns how many open sessions authenticated with the
 // certificate of id.
 func (b *Broker) Sessions(certificateID string) int { return len(b.clientsOf(certificateID)) }
