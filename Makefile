@@ -7,7 +7,7 @@ GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
 LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
-.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold
+.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold bench-storm scale-curve
 
 ## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
@@ -86,6 +86,19 @@ ROUNDS ?= 10
 COLD_FN ?= jitr,replicate,reconcile,ingest,api,setup
 bench-cold:
 	$(GO) run ./scripts/coldstart -rounds $(ROUNDS) -fn $(COLD_FN)
+
+## bench-storm: DEVICES (default 200) onboarding at once under AWS's quotas in
+## REGIONS (default 2,3) regions, with this project's retry policy and the
+## seed article's, in one run. See docs/performance.md.
+DEVICES ?= 200
+REGIONS ?= 2,3
+bench-storm:
+	$(GO) run ./cmd/mriot bench storm --devices $(DEVICES) --regions $(REGIONS)
+
+## scale-curve: the storm on the virtual clock at 1,000 and 10,000 devices in
+## 2, 3 and 6 regions; prints the table and writes docs/scale.svg.
+scale-curve:
+	SCALE_CURVE=1 $(GO) test -count=1 -timeout 1h -run 'TestScaleCurve$$' -v ./internal/testkit/dst
 
 clean:
 	rm -rf bin .aws-sam
