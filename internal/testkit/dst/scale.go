@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mriot/mriot/internal/core/obs"
 )
 
 // ScaleRow is one storm of the scale curve.
@@ -22,15 +24,22 @@ func (r ScaleRow) OriginRatio() float64 {
 	return r.RegionActive[0].Seconds() / r.MinimalFloor.Seconds()
 }
 
+// StaleDuplicates are the events jitr handled after its deduplication
+// window: each cost one DescribeCertificate to find the certificate ACTIVE.
+func (r StormResult) StaleDuplicates() int {
+	return int(r.Metrics[obs.Key("DuplicateEvent", obs.D("Function", "jitr"), obs.D("Reason", "already_active"))])
+}
+
 // WriteScaleTable writes the rows as a Markdown table.
 func WriteScaleTable(w io.Writer, rows []ScaleRow) error {
 	var b strings.Builder
-	b.WriteString("| devices | regions | minimal floor | floor of the calls made | origin all ACTIVE | all ACTIVE everywhere | × minimal floor | × floor of the calls | DescribeCertificate at the origin (throttled) | connection attempts | dead letters | lost |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| devices | regions | minimal floor | floor of the calls made | origin all ACTIVE | all ACTIVE everywhere | × minimal floor | × floor of the calls | DescribeCertificate at the origin (throttled) | stale duplicates (one DescribeCertificate each) | jitr runs (failed) | connection attempts | dead letters | lost |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %d | %d | %.0f s | %.0f s | %.0f s | %.0f s | **%.2f** | %.2f | %d (%d) | %d | %d | %d |\n",
+		fmt.Fprintf(&b, "| %d | %d | %.0f s | %.0f s | %.0f s | %.0f s | **%.2f** | %.2f | %d (%d) | %d | %d (%d) | %d | %d | %d |\n",
 			r.Devices, r.Regions, r.MinimalFloor.Seconds(), r.Floor.Seconds(), r.RegionActive[0].Seconds(), r.AllActive.Seconds(),
-			r.MinimalRatio(), r.Ratio(), r.Calls[0]["DescribeCertificate"], r.Throttled[0]["DescribeCertificate"], r.Connects, r.DeadLetters, r.Lost)
+			r.MinimalRatio(), r.Ratio(), r.Calls[0]["DescribeCertificate"], r.Throttled[0]["DescribeCertificate"], r.StaleDuplicates(),
+			r.JITRRuns, r.JITRFailed, r.Connects, r.DeadLetters, r.Lost)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

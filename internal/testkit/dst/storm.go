@@ -79,6 +79,10 @@ type StormResult struct {
 	Lost         int
 	Connects     int
 	Steps        int
+	// JITRRuns are jitr's invocations, JITRFailed those that failed (and
+	// were retried or dead-lettered); Metrics the functions' counts.
+	JITRRuns, JITRFailed int
+	Metrics              map[string]float64
 }
 
 // Ratio is AllActive over Floor; MinimalRatio over MinimalFloor.
@@ -177,6 +181,9 @@ type storm struct {
 	conns   int
 	active  bool
 	ids     int64
+	metrics *obs.Recorder
+	runs    int
+	failed  int
 }
 
 // jitrConcurrency is template.yaml's reserved concurrency of jitr.
@@ -218,7 +225,7 @@ func RunStorm(cfg StormConfig) (StormResult, error) {
 		return StormResult{}, err
 	}
 	s := &storm{sched: newSched(cfg.Seed), cfg: cfg, devs: cfg.Devs, byID: make(map[string]int, cfg.Devices),
-		bits: make([]uint64, cfg.Devices), all: 1<<cfg.Regions - 1, active: true}
+		bits: make([]uint64, cfg.Devices), all: 1<<cfg.Regions - 1, active: true, metrics: obs.NewRecorder()}
 	s.maxSteps = math.MaxInt
 	for i := range cfg.Devices {
 		s.byID[cfg.Devs.IDs[i]] = i
@@ -242,7 +249,7 @@ func RunStorm(cfg StormConfig) (StormResult, error) {
 		return StormResult{}, fmt.Errorf("storm: %w", err)
 	}
 	res := StormResult{Devices: cfg.Devices, Regions: cfg.Regions, MinimalFloor: minimal, AllActive: s.allAt,
-		DeadLetters: s.dead, Connects: s.conns, Steps: s.steps}
+		DeadLetters: s.dead, Connects: s.conns, Steps: s.steps, JITRRuns: s.runs, JITRFailed: s.failed, Metrics: s.metrics.Snapshot()}
 	if s.done < cfg.Devices {
 		res.AllActive = cfg.Limit
 	}
@@ -297,11 +304,11 @@ func (s *storm) newRegion(i int, name string, inventory *memddb.GlobalTable, quo
 	lease := converge.Config{Sleep: s.sleep, NewID: s.newID, LeaseDuration: converge.DefaultLeaseDuration, Deadline: virtualDeadline}
 	var err error
 	if r.jitr, err = jitr.New(jitr.Config{Registry: r.reg, Inventory: inv, Leases: leases, Claims: claims, Region: name, PolicyName: policy,
-		Now: s.clock, Metrics: obs.Nop{}, Runner: s.runner(), Lease: lease}); err != nil {
+		Now: s.clock, Metrics: s.metrics, Runner: s.runner(), Lease: lease}); err != nil {
 		return nil, fmt.Errorf("storm region %s: %w", name, err)
 	}
 	if r.rep, err = replicate.New(replicate.Config{Registry: r.reg, Inventory: inv, Leases: leases, Region: name, PolicyName: policy,
-		Now: s.clock, Metrics: obs.Nop{}, Runner: s.runner(), Lease: lease}); err != nil {
+		Now: s.clock, Metrics: s.metrics, Runner: s.runner(), Lease: lease}); err != nil {
 		return nil, fmt.Errorf("storm region %s: %w", name, err)
 	}
 	return r, nil
@@ -423,6 +430,7 @@ func (s *storm) dispatch(r *stormRegion) {
 		ev := r.queue[0]
 		r.queue = r.queue[1:]
 		r.running++
+		s.runs++
 		dl := s.now.Add(timeouts["jitr"])
 		s.spawn("jitr", func(ctx context.Context) error {
 			_, err := r.jitr.Invoke(withDeadline(ctx, dl), ev.payload)
@@ -430,6 +438,7 @@ func (s *storm) dispatch(r *stormRegion) {
 		}, func(err error, _ bool) {
 			r.running--
 			if err != nil {
+				s.failed++
 				if ev.attempt >= 3 {
 					s.dead++
 				} else {

@@ -38,9 +38,9 @@ func TestScaleCurve(t *testing.T) {
 			}
 			row := ScaleRow{StormResult: res, Wall: time.Since(start)}
 			rows = append(rows, row)
-			t.Logf("ratio: %d devices, %d regions: all ACTIVE everywhere after %.1fs = %.2f × minimal floor (%.0fs), %.2f × floor of the calls (%.0fs); origin %.2f ×; dead letters %d; lost %d; %d connection attempts, %d steps in %s",
+			t.Logf("ratio: %d devices, %d regions: all ACTIVE everywhere after %.1fs = %.2f × minimal floor (%.0fs), %.2f × floor of the calls (%.0fs); origin %.2f ×; dead letters %d; lost %d; jitr runs %d (%d failed, %d stale duplicates); %d connection attempts, %d steps in %s",
 				n, r, res.AllActive.Seconds(), res.MinimalRatio(), res.MinimalFloor.Seconds(), res.Ratio(), res.Floor.Seconds(), row.OriginRatio(),
-				res.DeadLetters, res.Lost, res.Connects, res.Steps, row.Wall.Round(time.Millisecond))
+				res.DeadLetters, res.Lost, res.JITRRuns, res.JITRFailed, res.StaleDuplicates(), res.Connects, res.Steps, row.Wall.Round(time.Millisecond))
 			if res.Lost != 0 || res.DeadLetters != 0 {
 				t.Errorf("%d devices, %d regions: %d lost, %d dead letters", n, r, res.Lost, res.DeadLetters)
 			}
