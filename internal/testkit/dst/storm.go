@@ -155,6 +155,8 @@ type stormRegion struct {
 	activeCount int
 	activeAt    time.Duration
 	caID        string
+	// calls and throttles when every device was ACTIVE everywhere.
+	callsAtAll, thrAtAll map[string]int
 }
 
 type stormEvent struct {
@@ -245,8 +247,13 @@ func RunStorm(cfg StormConfig) (StormResult, error) {
 		s.after(s.between(0, time.Second), "connect", func() { s.connect(i, 1) })
 	}
 	defer s.end()
-	if err := s.run(Epoch.Add(cfg.Limit)); err != nil {
-		return StormResult{}, fmt.Errorf("storm: %w", err)
+	// Run until every device is ACTIVE everywhere (what is still queued
+	// then is left: the calls counted are those that the result took), or
+	// the limit.
+	for s.done < cfg.Devices && s.now.Before(Epoch.Add(cfg.Limit)) && s.q.Len() > 0 {
+		if err := s.run(minTime(s.now.Add(10*time.Second), Epoch.Add(cfg.Limit))); err != nil {
+			return StormResult{}, fmt.Errorf("storm: %w", err)
+		}
 	}
 	res := StormResult{Devices: cfg.Devices, Regions: cfg.Regions, MinimalFloor: minimal, AllActive: s.allAt,
 		DeadLetters: s.dead, Connects: s.conns, Steps: s.steps, JITRRuns: s.runs, JITRFailed: s.failed, Metrics: s.metrics.Snapshot()}
@@ -254,9 +261,13 @@ func RunStorm(cfg StormConfig) (StormResult, error) {
 		res.AllActive = cfg.Limit
 	}
 	for _, r := range s.regions {
-		res.Calls = append(res.Calls, maps.Clone(r.calls))
-		res.Throttled = append(res.Throttled, maps.Clone(r.thr))
-		res.Floor = max(res.Floor, floor(r.calls, quotas))
+		calls, thr := r.callsAtAll, r.thrAtAll
+		if calls == nil {
+			calls, thr = r.calls, r.thr
+		}
+		res.Calls = append(res.Calls, maps.Clone(calls))
+		res.Throttled = append(res.Throttled, maps.Clone(thr))
+		res.Floor = max(res.Floor, floor(calls, quotas))
 		res.RegionActive = append(res.RegionActive, r.activeAt)
 	}
 	for i := range cfg.Devices {
@@ -386,7 +397,10 @@ func (s *storm) changed(region int, id string, status fleet.CertStatus) {
 	if before != s.all && s.bits[i] == s.all {
 		if s.done++; s.done == s.cfg.Devices {
 			s.allAt = s.now.Sub(Epoch)
-			s.active = false // the devices are connected: nothing more to run
+			s.active = false // the devices are connected
+			for _, r := range s.regions {
+				r.callsAtAll, r.thrAtAll = maps.Clone(r.calls), maps.Clone(r.thr)
+			}
 		}
 	}
 }
