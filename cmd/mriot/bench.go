@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ func newBenchCmd() *cobra.Command {
 		devices int
 		regions []int
 		policy  string
+		timeout time.Duration
 	)
 	storm := &cobra.Command{
 		Use:   "storm",
@@ -49,26 +51,28 @@ IntervalSeconds 1, BackoffRate 2, then roll back) for comparison.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
-			return runStorms(ctx, cmd, devices, regions, policies)
+			return runStorms(ctx, cmd, bench.StormConfig{Devices: devices, Timeout: timeout}, regions, policies)
 		},
 	}
 	f := storm.Flags()
 	f.IntVar(&devices, "devices", 200, "devices onboarding at once")
 	f.IntSliceVar(&regions, "regions", []int{2}, fmt.Sprintf("region counts to run (1 to %d), e.g. 2,3", len(bench.RegionNames)))
 	f.StringVar(&policy, "policy", "both", "retry policy: both, mriot or seed")
+	f.DurationVar(&timeout, "timeout", 0, "how long a storm may take; a device not ACTIVE everywhere then is lost (default 2m + 1s per 5 devices)")
 	cmd.AddCommand(storm)
 	return cmd
 }
 
-func runStorms(ctx context.Context, cmd *cobra.Command, devices int, regions []int, policies []bench.Policy) error {
+func runStorms(ctx context.Context, cmd *cobra.Command, cfg bench.StormConfig, regions []int, policies []bench.Policy) error {
 	lost := 0
 	for _, r := range regions {
 		if r < 1 || r > len(bench.RegionNames) {
 			return fmt.Errorf("--regions %d: want 1 to %d", r, len(bench.RegionNames))
 		}
-		res, err := bench.Compare(ctx, bench.StormConfig{Devices: devices, Regions: r}, policies, cmd.OutOrStdout())
+		cfg.Regions = r
+		res, err := bench.Compare(ctx, cfg, policies, cmd.OutOrStdout())
 		if err != nil {
-			return fmt.Errorf("storm of %d devices in %d regions: %w", devices, r, err)
+			return fmt.Errorf("storm of %d devices in %d regions: %w", cfg.Devices, r, err)
 		}
 		for _, s := range res {
 			lost += s.Lost

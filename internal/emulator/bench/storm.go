@@ -75,6 +75,8 @@ type RegionResult struct {
 	// region, from the storm's start.
 	Active      time.Duration
 	DeadLetters int
+	// FirstDeadLetter is the first dead letter's function and error.
+	FirstDeadLetter string
 }
 
 // StormResult is one storm's outcome.
@@ -206,9 +208,13 @@ func Storm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 
 	res := StormResult{Policy: cfg.Policy.Name, Devices: cfg.Devices, Sim: sum, MinimalFloor: MinimalFloor(cfg.Devices, quotas)}
 	dead := map[string]int{}
+	firstDead := map[string]string{}
 	for _, d := range st.DeadLetters() {
 		dead[d.Region]++
 		res.DeadLetters++
+		if firstDead[d.Region] == "" {
+			firstDead[d.Region] = fmt.Sprintf("%s after %d attempts: %s", d.Function, d.Attempts, oneLine(d.Err))
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -217,7 +223,8 @@ func Storm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 		res.AllActive = cfg.Timeout
 	}
 	for i, r := range regions {
-		rr := RegionResult{Name: r.Name, Calls: maps.Clone(w.calls[i]), Throttled: r.Registry.Throttled(), DeadLetters: dead[r.Name]}
+		rr := RegionResult{Name: r.Name, Calls: maps.Clone(w.calls[i]), Throttled: r.Registry.Throttled(), DeadLetters: dead[r.Name],
+			FirstDeadLetter: firstDead[r.Name]}
 		rr.Floor, rr.Slowest = Floor(rr.Calls, quotas)
 		rr.Active = w.regionActive[i]
 		res.Floor = max(res.Floor, rr.Floor)
@@ -354,12 +361,27 @@ func (r StormResult) Write(w io.Writer) error {
 			rr.Name, formatCalls(rr.Calls), formatCalls(rr.Throttled), rr.Floor.Seconds(), rr.Slowest,
 			rr.Active.Seconds(), ratio(rr.Active, rr.Floor), rr.DeadLetters)
 	}
+	for _, rr := range r.Regions {
+		if rr.FirstDeadLetter != "" {
+			fmt.Fprintf(&b, "  %-15s first dead letter: %s\n", rr.Name, rr.FirstDeadLetter)
+		}
+	}
 	fmt.Fprintf(&b, "  devices: onboarded %d, refused attempts %d, first connect p50 %.1fs p99 %.1fs max %.1fs\n",
 		r.Sim.Onboarded, r.Sim.Refused, r.Sim.FirstConnect.P50.Seconds(), r.Sim.FirstConnect.P99.Seconds(), r.Sim.FirstConnect.Max.Seconds())
 	fmt.Fprintf(&b, "  ratio [%s]: all ACTIVE everywhere after %.1fs = %.2f × floor (%.1fs), %.2f × minimal floor (%.1fs); dead letters %d; lost %d\n",
 		r.Policy, r.AllActive.Seconds(), r.Ratio(), r.Floor.Seconds(), r.MinimalRatio(), r.MinimalFloor.Seconds(), r.DeadLetters, r.Lost)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func oneLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
 }
 
 func formatCalls(calls map[string]int) string {

@@ -64,3 +64,31 @@ func TestFloor(t *testing.T) {
 		t.Errorf("MinimalFloor(2000) = %v, want 200s", got)
 	}
 }
+
+func TestWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  StormResult
+		want []string
+	}{
+		{"clean", StormResult{Policy: "mriot", Devices: 200, AllActive: 25 * time.Second, Floor: 20 * time.Second, MinimalFloor: 20 * time.Second,
+			Regions: []RegionResult{{Name: "eu-west-1", Calls: map[string]int{"DescribeCertificate": 200}, Floor: 20 * time.Second, Slowest: "DescribeCertificate", Active: 25 * time.Second}}},
+			[]string{"calls DescribeCertificate 200; throttled none; floor 20.0s (DescribeCertificate); all ACTIVE here after 25.0s = 1.25 × floor",
+				"ratio [mriot]: all ACTIVE everywhere after 25.0s = 1.25 × floor (20.0s), 1.25 × minimal floor (20.0s); dead letters 0; lost 0"}},
+		{"dead letters", StormResult{Policy: "seed", Devices: 2, DeadLetters: 1, Lost: 1, Floor: time.Second, MinimalFloor: time.Second, AllActive: 3 * time.Second,
+			Regions: []RegionResult{{Name: "us-west-2", DeadLetters: 1, FirstDeadLetter: "replicate after 10 attempts: boom"}}},
+			[]string{"us-west-2       first dead letter: replicate after 10 attempts: boom", "dead letters 1; lost 1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := tc.res.Write(&b); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !bytes.Contains(b.Bytes(), []byte(w)) {
+					t.Errorf("output lacks %q:\n%s", w, b.String())
+				}
+			}
+		})
+	}
+}
