@@ -357,9 +357,12 @@ func (r StormResult) Write(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "policy %s: %d devices, %d regions\n", r.Policy, r.Devices, len(r.Regions))
 	for _, rr := range r.Regions {
-		fmt.Fprintf(&b, "  %-15s calls %s; throttled %s; floor %.1fs (%s); all ACTIVE here after %.1fs = %.2f × floor; dead letters %d\n",
-			rr.Name, formatCalls(rr.Calls), formatCalls(rr.Throttled), rr.Floor.Seconds(), rr.Slowest,
-			rr.Active.Seconds(), ratio(rr.Active, rr.Floor), rr.DeadLetters)
+		active := "not every device ACTIVE here"
+		if rr.Active > 0 {
+			active = fmt.Sprintf("all ACTIVE here after %.1fs = %.2f × floor", rr.Active.Seconds(), ratio(rr.Active, rr.Floor))
+		}
+		fmt.Fprintf(&b, "  %-15s calls %s; throttled %s; floor %.1fs (%s); %s; dead letters %d\n",
+			rr.Name, formatCalls(rr.Calls), formatCalls(rr.Throttled), rr.Floor.Seconds(), rr.Slowest, active, rr.DeadLetters)
 	}
 	for _, rr := range r.Regions {
 		if rr.FirstDeadLetter != "" {
@@ -368,8 +371,12 @@ func (r StormResult) Write(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  devices: onboarded %d, refused attempts %d, first connect p50 %.1fs p99 %.1fs max %.1fs\n",
 		r.Sim.Onboarded, r.Sim.Refused, r.Sim.FirstConnect.P50.Seconds(), r.Sim.FirstConnect.P99.Seconds(), r.Sim.FirstConnect.Max.Seconds())
-	fmt.Fprintf(&b, "  ratio [%s]: all ACTIVE everywhere after %.1fs = %.2f × floor (%.1fs), %.2f × minimal floor (%.1fs); dead letters %d; lost %d\n",
-		r.Policy, r.AllActive.Seconds(), r.Ratio(), r.Floor.Seconds(), r.MinimalRatio(), r.MinimalFloor.Seconds(), r.DeadLetters, r.Lost)
+	verb, cmp := "all ACTIVE everywhere after", ""
+	if r.Lost > 0 {
+		verb, cmp = "not all ACTIVE everywhere within", "> "
+	}
+	fmt.Fprintf(&b, "  ratio [%s]: %s %.1fs = %s%.2f × floor (%.1fs), %s%.2f × minimal floor (%.1fs); dead letters %d; lost %d\n",
+		r.Policy, verb, r.AllActive.Seconds(), cmp, r.Ratio(), r.Floor.Seconds(), cmp, r.MinimalRatio(), r.MinimalFloor.Seconds(), r.DeadLetters, r.Lost)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

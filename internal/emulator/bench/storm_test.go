@@ -77,7 +77,8 @@ func TestWrite(t *testing.T) {
 				"ratio [mriot]: all ACTIVE everywhere after 25.0s = 1.25 × floor (20.0s), 1.25 × minimal floor (20.0s); dead letters 0; lost 0"}},
 		{"dead letters", StormResult{Policy: "seed", Devices: 2, DeadLetters: 1, Lost: 1, Floor: time.Second, MinimalFloor: time.Second, AllActive: 3 * time.Second,
 			Regions: []RegionResult{{Name: "us-west-2", DeadLetters: 1, FirstDeadLetter: "replicate after 10 attempts: boom"}}},
-			[]string{"us-west-2       first dead letter: replicate after 10 attempts: boom", "dead letters 1; lost 1"}},
+			[]string{"us-west-2       first dead letter: replicate after 10 attempts: boom", "not every device ACTIVE here; dead letters 1",
+				"ratio [seed]: not all ACTIVE everywhere within 3.0s = > 3.00 × floor (1.0s), > 3.00 × minimal floor (1.0s); dead letters 1; lost 1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
