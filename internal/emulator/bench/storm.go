@@ -64,8 +64,9 @@ type StormConfig struct {
 // RegionResult is one region's part of a storm.
 type RegionResult struct {
 	Name string
-	// Calls are the successful registry calls per API; Throttled those
-	// answered ThrottlingException.
+	// Calls are the successful registry calls per API until every device
+	// was ACTIVE in the region (until the end when they never were);
+	// Throttled those answered ThrottlingException in the whole storm.
 	Calls, Throttled map[string]int
 	// Floor is the least time Calls take under the quotas: the slowest
 	// API's calls over its rate (Slowest).
@@ -223,11 +224,22 @@ func Storm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 		res.AllActive = cfg.Timeout
 	}
 	for i, r := range regions {
-		rr := RegionResult{Name: r.Name, Calls: maps.Clone(w.calls[i]), Throttled: r.Registry.Throttled(), DeadLetters: dead[r.Name],
+		// The floor of a region counts its calls until every device was
+		// ACTIVE there (the backlog of duplicate events goes on after).
+		calls := w.regionCalls[i]
+		if calls == nil {
+			calls = w.calls[i]
+		}
+		rr := RegionResult{Name: r.Name, Calls: maps.Clone(calls), Throttled: r.Registry.Throttled(), DeadLetters: dead[r.Name],
 			FirstDeadLetter: firstDead[r.Name]}
 		rr.Floor, rr.Slowest = Floor(rr.Calls, quotas)
 		rr.Active = w.regionActive[i]
-		res.Floor = max(res.Floor, rr.Floor)
+		all := w.calls[i]
+		if w.allCalls != nil {
+			all = w.allCalls[i]
+		}
+		f, _ := Floor(all, quotas)
+		res.Floor = max(res.Floor, f)
 		res.Regions = append(res.Regions, rr)
 	}
 	// Lost: not ACTIVE in some region now, whatever the watch saw.
@@ -285,12 +297,16 @@ type watch struct {
 	allActive    time.Duration
 	regionActive []time.Duration
 	perRegion    []int
-	finished     chan struct{}
+	// regionCalls[i] are region i's calls when every device was ACTIVE
+	// there; allCalls every region's when they were ACTIVE everywhere.
+	regionCalls []map[string]int
+	allCalls    []map[string]int
+	finished    chan struct{}
 }
 
 func newWatch(ids map[string]bool, regions int) *watch {
 	w := &watch{ids: ids, calls: make([]map[string]int, regions), active: map[string]uint64{}, all: 1<<regions - 1,
-		regionActive: make([]time.Duration, regions), perRegion: make([]int, regions), finished: make(chan struct{})}
+		regionActive: make([]time.Duration, regions), perRegion: make([]int, regions), regionCalls: make([]map[string]int, regions), finished: make(chan struct{})}
 	for i := range w.calls {
 		w.calls[i] = map[string]int{}
 	}
@@ -327,6 +343,7 @@ func (w *watch) changed(region int, id string, status fleet.CertStatus) {
 		w.perRegion[region]++
 		if w.perRegion[region] == len(w.ids) {
 			w.regionActive[region] = now
+			w.regionCalls[region] = maps.Clone(w.calls[region])
 		}
 	} else if before&bit != 0 && status != fleet.CertActive {
 		w.perRegion[region]--
@@ -336,6 +353,9 @@ func (w *watch) changed(region int, id string, status fleet.CertStatus) {
 		w.done++
 		if w.done == len(w.ids) {
 			w.allActive = now
+			for i := range w.calls {
+				w.allCalls = append(w.allCalls, maps.Clone(w.calls[i]))
+			}
 			close(w.finished)
 		}
 	case before == w.all && w.active[id] != w.all:
