@@ -7,7 +7,7 @@ GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
 LAMBDA_FLAGS  := -trimpath -tags lambda.norpc -ldflags='-s -w' -buildvcs=false
 
-.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold bench-local
+.PHONY: run test race soak build lint vet fmt staticcheck clean bench-cold bench-local bench-storm scale-curve
 
 ## run: the whole system on this machine (mriot local); Ctrl-C stops it.
 run:
@@ -89,15 +89,28 @@ bench-cold:
 
 ## bench-local: telemetry through the local stack's endpoint (memory and
 ## state file) beside mosquitto, same paho client, mutual TLS and QoS 1, in
-## one run (DEVICES × MESSAGES per round, LOCAL_ROUNDS rounds; defaults
-## 20 × 200, 3; LOCAL_ROUNDS=10 MESSAGES=500: 100,000 messages in
-## 10,000-message windows).
+## one run (LOCAL_DEVICES × LOCAL_MESSAGES per round, LOCAL_ROUNDS rounds;
+## defaults 20 × 200, 3; LOCAL_ROUNDS=10 LOCAL_MESSAGES=500: 100,000
+## messages in 10,000-message windows).
 ## See docs/performance.md.
-DEVICES ?= 20
-MESSAGES ?= 200
+LOCAL_DEVICES ?= 20
+LOCAL_MESSAGES ?= 200
 LOCAL_ROUNDS ?= 3
 bench-local:
-	$(GO) run ./scripts/benchlocal -devices $(DEVICES) -messages $(MESSAGES) -rounds $(LOCAL_ROUNDS)
+	$(GO) run ./scripts/benchlocal -devices $(LOCAL_DEVICES) -messages $(LOCAL_MESSAGES) -rounds $(LOCAL_ROUNDS)
+
+## bench-storm: DEVICES (default 200) onboarding at once under AWS's quotas in
+## REGIONS (default 2,3) regions, with this project's retry policy and the
+## seed article's, in one run. See docs/performance.md.
+DEVICES ?= 200
+REGIONS ?= 2,3
+bench-storm:
+	$(GO) run ./cmd/mriot bench storm --devices $(DEVICES) --regions $(REGIONS)
+
+## scale-curve: the storm on the virtual clock at 1,000 and 10,000 devices in
+## 2, 3 and 6 regions; prints the table and writes docs/scale.svg.
+scale-curve:
+	SCALE_CURVE=1 $(GO) test -count=1 -timeout 1h -run 'TestScaleCurve$$' -v ./internal/testkit/dst
 
 clean:
 	rm -rf bin .aws-sam

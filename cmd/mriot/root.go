@@ -17,7 +17,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("state-dir", ".mriot", "directory of the local PKI and state")
-	root.AddCommand(newPKICmd(), newLocalCmd(), newDeviceCmd(), newReconcileCmd(), newVersionCmd(), newFleetCmd())
+	root.AddCommand(newPKICmd(), newLocalCmd(), newDeviceCmd(), newReconcileCmd(), newBenchCmd(), newVersionCmd(), newFleetCmd())
 	return root
 }
 

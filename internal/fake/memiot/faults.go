@@ -3,6 +3,7 @@ package memiot
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -85,6 +86,8 @@ type faults struct {
 	latency time.Duration
 	now     func() time.Time
 	buckets map[string]*bucket
+	// throttled counts the calls each quota refused.
+	throttled map[string]int
 }
 
 type bucket struct {
@@ -148,6 +151,10 @@ func (f *faults) take(op string) bool {
 	}
 	b.last = now
 	if b.tokens < 1 {
+		if f.throttled == nil {
+			f.throttled = map[string]int{}
+		}
+		f.throttled[op]++
 		return false
 	}
 	b.tokens--
@@ -161,6 +168,14 @@ func (f *faults) afterHook(ctx context.Context, op string) {
 	if after != nil {
 		after(ctx, op)
 	}
+}
+
+// Throttled returns how many calls of each operation its quota refused
+// (ThrottlingException) since the registry was made.
+func (r *Registry) Throttled() map[string]int {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	return maps.Clone(r.f.throttled)
 }
 
 // SetHook replaces the hook (nil removes it); see WithHook.

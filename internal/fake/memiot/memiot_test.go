@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"strings"
 	"sync"
@@ -500,6 +501,9 @@ func TestQuotas(t *testing.T) {
 	// Other operations have their own buckets; unlisted ones are unlimited.
 	if _, err := r.DescribeThing(ctx, "t"); err != nil {
 		t.Errorf("DescribeThing: %v", err)
+	}
+	if got := r.Throttled(); !maps.Equal(got, map[string]int{"ListThingPrincipals": 6}) {
+		t.Errorf("Throttled() = %v, want ListThingPrincipals 6", got)
 	}
 	r.SetQuotas(nil)
 	if ok, thr := burst(100); ok != 100 || thr != 0 {
