@@ -421,8 +421,14 @@ func (s *storm) connect(i, attempt int) {
 		return // connected; it stays
 	}
 	if c.Status == fleet.CertPendingActivation {
+		// As IoT Core does: every event of one registration carries its
+		// timestamp (the registry's creationDate).
+		var registered any
+		if at, ok := r.reg.CertificateRegisteredAt(c.ID); ok {
+			registered = at.UnixMilli()
+		}
 		ev, _ := json.Marshal(map[string]any{"certificateId": c.ID, "caCertificateId": r.caID, "timestamp": s.now.UnixMilli(),
-			"certificateStatus": "PENDING_ACTIVATION", "awsAccountId": account, "certificateRegistrationTimestamp": nil})
+			"certificateStatus": "PENDING_ACTIVATION", "awsAccountId": account, "certificateRegistrationTimestamp": registered})
 		s.after(s.between(5*time.Millisecond, 50*time.Millisecond), "rule jitr", func() { s.enqueue(r, stormEvent{payload: ev, attempt: 1}) })
 	}
 	if !s.active {

@@ -200,3 +200,47 @@ func TestRaceForTheThingKeepsTheOtherRunsThing(t *testing.T) {
 		t.Errorf("thing attributes %v", th.Attributes)
 	}
 }
+
+// TestRegisteredEventsAreDroppedLonger: events that carry the onboarded
+// registration's timestamp are dropped for doneTTLRegistered, in this
+// process and, through the claims table, in another instance; an event
+// without one gets the short window (it could be a new registration), and a
+// new registration is handled at once (TestNewRegistrationIsNotADuplicate).
+func TestRegisteredEventsAreDroppedLonger(t *testing.T) {
+	ctx := context.Background()
+	w := deviceWorld(t)
+	event := func(registered any) []byte {
+		b, _ := json.Marshal(map[string]any{"certificateId": w.cert.ID, "caCertificateId": w.cert.CACertificateID,
+			"timestamp": t0.UnixMilli(), "certificateStatus": "PENDING_ACTIVATION", "certificateRegistrationTimestamp": registered})
+		return b
+	}
+	_, claims := newClaimsTable(t)
+	first := w.instance(t, claims, t0)
+	if _, err := first.Invoke(ctx, event(1000)); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	w.reg.SetHook(func(context.Context, string) error { calls.Add(1); return nil })
+	cases := []struct {
+		name       string
+		h          *Handler
+		at         time.Duration
+		registered any
+		wantCalls  int64
+	}{
+		{"same process, an hour later", first, time.Hour, 1000, 0},
+		{"another instance, an hour later", w.instance(t, claims, t0), time.Hour + time.Minute, 1000, 0},
+		{"no registration, past the short window", first, time.Hour + 2*time.Minute, nil, 1},
+		{"same registration, past the long window", w.instance(t, claims, t0.Add(doneTTLRegistered+time.Second)), doneTTLRegistered + time.Second, 1000, 1},
+	}
+	for _, tc := range cases { // in time order
+		tc.h.now = func() time.Time { return t0.Add(tc.at) }
+		calls.Store(0)
+		if _, err := tc.h.Invoke(ctx, event(tc.registered)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := calls.Load(); got != tc.wantCalls {
+			t.Errorf("%s: %d registry calls, want %d", tc.name, got, tc.wantCalls)
+		}
+	}
+}

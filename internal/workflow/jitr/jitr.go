@@ -112,6 +112,25 @@ type doneEntry struct {
 // once; the window bounds the case where the event carries none.
 const doneTTL = 2 * time.Minute
 
+// doneTTLRegistered is how long an onboarded registration's later events are
+// dropped when they carry its registration timestamp. A new registration of
+// the certificate (the device came back after a decommission) carries
+// another and is handled at once, so the window hides nothing: it only saves
+// the DescribeCertificate of every event a device's reconnects left queued
+// behind an onboarding storm (docs/performance.md, "Scale curve": at 10,000
+// devices 14,600 of 24,500 calls were those, 2.45 x the floor; 1.00 x with
+// this window).
+const doneTTLRegistered = 6 * time.Hour
+
+// doneWindow is how long an onboarding of registration drops its later
+// events: doneTTLRegistered when the events can tell registrations apart.
+func doneWindow(registered string) time.Duration {
+	if registered == "" {
+		return doneTTL
+	}
+	return doneTTLRegistered
+}
+
 // claimLease is how long a claim in the shared claims table holds off the
 // other instances' duplicates: longer than the function's timeout (30 s in
 // template.yaml), so that a run that ends within its timeout never sees its
@@ -305,8 +324,12 @@ func (h *Handler) claim(certID, registered string) claimResult {
 		return claimInProgress
 	}
 	if d, ok := h.done[certID]; ok {
+		window := doneTTL // an event without a registration could be a new one
+		if registered != "" && registered == d.registered {
+			window = doneTTLRegistered
+		}
 		sameRegistration := registered == "" || d.registered == "" || registered == d.registered
-		if sameRegistration && h.now().Sub(d.at) < doneTTL {
+		if sameRegistration && h.now().Sub(d.at) < window {
 			return claimDone
 		}
 		delete(h.done, certID)
@@ -326,7 +349,7 @@ func (h *Handler) release(certID, registered string, onboarded bool) {
 	if len(h.done) >= maxCached {
 		now := h.now()
 		for id, d := range h.done {
-			if now.Sub(d.at) >= doneTTL {
+			if now.Sub(d.at) >= doneWindow(d.registered) {
 				delete(h.done, id)
 			}
 		}
@@ -357,14 +380,14 @@ func (h *Handler) claimShared(ctx context.Context, log *slog.Logger, certID, reg
 }
 
 // finishShared ends this run's shared claim: an onboarded registration is
-// marked done for doneTTL, anything else is released so that the next event
+// marked done for doneWindow, anything else is released so that the next event
 // is handled at once. A failure is logged, never returned: an unreleased
 // claim expires after claimLease.
 func (h *Handler) finishShared(ctx context.Context, log *slog.Logger, certID, registered string, onboarded bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimsFinishTimeout)
 	defer cancel()
 	if onboarded {
-		if err := h.claims.Done(ctx, certID, registered, h.now().Add(doneTTL)); err != nil {
+		if err := h.claims.Done(ctx, certID, registered, h.now().Add(doneWindow(registered))); err != nil {
 			log.WarnContext(ctx, "claims table: marking the certificate onboarded failed", slog.String("error", err.Error()))
 		}
 		return
