@@ -77,14 +77,7 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 	if err != nil {
 		t.Fatalf("enable TTL on %s: %v", dataName, err)
 	}
-	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
-	})
-	for _, name := range []string{inventoryName, dataName} {
-		if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 20*time.Second); err != nil {
-			t.Fatalf("table %s not active: %v", name, err)
-		}
-	}
+	waitActive(ctx, t, db, inventoryName, dataName)
 }
 
 // CreateClaimsTable creates the JITR claims table (hash key CertificateId,
@@ -112,12 +105,7 @@ func CreateClaimsTable(t testing.TB, cfg aws.Config, name string) {
 	if err != nil {
 		t.Fatalf("enable TTL on %s: %v", name, err)
 	}
-	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
-	})
-	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 20*time.Second); err != nil {
-		t.Fatalf("table %s not active: %v", name, err)
-	}
+	waitActive(ctx, t, db, name)
 }
 
 // CreateLeasesTable creates a region's device lease table (hash key
@@ -137,12 +125,7 @@ func CreateLeasesTable(t testing.TB, cfg aws.Config, name string) {
 	if err != nil {
 		t.Fatalf("create leases table %s: %v", name, err)
 	}
-	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
-	})
-	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 20*time.Second); err != nil {
-		t.Fatalf("table %s not active: %v", name, err)
-	}
+	waitActive(ctx, t, db, name)
 }
 
 // CreatePolicy creates an IoT policy with the given document in cfg's region.
@@ -186,4 +169,17 @@ func createTable(ctx context.Context, db *dynamodb.Client, in *dynamodb.CreateTa
 		return nil
 	}
 	return err
+}
+
+// waitActive waits until each named table is ACTIVE.
+func waitActive(ctx context.Context, t testing.TB, db *dynamodb.Client, names ...string) {
+	t.Helper()
+	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 50*time.Millisecond, 500*time.Millisecond
+	})
+	for _, name := range names {
+		if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 20*time.Second); err != nil {
+			t.Fatalf("table %s not active: %v", name, err)
+		}
+	}
 }
