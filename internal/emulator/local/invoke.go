@@ -69,6 +69,49 @@ type Invoker struct {
 	// gate holds invocations while the region is down (see Pause).
 	gate gate
 	arn  string // the function's ARN, made once by init
+
+	// The function's execution environments: each runs one invocation at
+	// a time, and one that is free is reused (see Invoke).
+	envMu sync.Mutex
+	free  []int
+	made  int
+}
+
+// environment names one execution environment of one function of one
+// region: what keeps an SDK client's state (the adaptive retryer's
+// client-side rate limiter) from one invocation to the next in Lambda.
+type environment struct {
+	function, region string
+	n                int
+}
+
+type environmentKey struct{}
+
+// environmentOf returns the execution environment an invocation runs in;
+// false outside an invocation (the API, the reconcile loop).
+func environmentOf(ctx context.Context) (environment, bool) {
+	e, ok := ctx.Value(environmentKey{}).(environment)
+	return e, ok
+}
+
+// takeEnvironment gives an invocation a free execution environment, or a
+// new one when every one is busy, as Lambda scales out.
+func (iv *Invoker) takeEnvironment() int {
+	iv.envMu.Lock()
+	defer iv.envMu.Unlock()
+	if n := len(iv.free); n > 0 {
+		e := iv.free[n-1]
+		iv.free = iv.free[:n-1]
+		return e
+	}
+	iv.made++
+	return iv.made
+}
+
+func (iv *Invoker) releaseEnvironment(e int) {
+	iv.envMu.Lock()
+	iv.free = append(iv.free, e)
+	iv.envMu.Unlock()
 }
 
 func (iv *Invoker) init() {
@@ -257,6 +300,9 @@ func (iv *Invoker) Invoke(ctx context.Context, payload []byte, attempt int) ([]b
 		InvokedFunctionArn: iv.arn,
 	})
 	ctx = saga.WithAttempt(ctx, attempt)
+	env := iv.takeEnvironment()
+	defer iv.releaseEnvironment(env)
+	ctx = context.WithValue(ctx, environmentKey{}, environment{function: iv.Name, region: iv.Region, n: env})
 	start := time.Now()
 	out, err := iv.safeInvoke(ctx, payload)
 	iv.Metrics.Count("Invocations", 1, obs.D("Function", iv.Name), obs.D("Region", iv.Region))

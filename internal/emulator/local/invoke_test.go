@@ -176,3 +176,64 @@ func TestEventQueueRestoreRefuses(t *testing.T) {
 		t.Error("a second Restore succeeded")
 	}
 }
+
+// TestExecutionEnvironments: an invocation runs in an execution environment
+// of its function, as in Lambda: concurrent invocations in different ones,
+// a later invocation in one that is free again. The SDK retryer (and its
+// adaptive rate limiter) is per environment, so one environment's
+// throttles do not slow another's calls.
+func TestExecutionEnvironments(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[environment]int{}
+	hold := make(chan struct{})
+	h := &handler{do: func(ctx context.Context) error {
+		env, ok := environmentOf(ctx)
+		if !ok {
+			return errors.New("no execution environment in ctx")
+		}
+		mu.Lock()
+		seen[env]++
+		mu.Unlock()
+		<-hold
+		return nil
+	}}
+	var dead []DeadLetter
+	iv := newInvoker(h, &dead)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if _, err := iv.Invoke(context.Background(), []byte("x"), 1); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	waitFor(t, "three invocations at once", func() bool { return len(h.got()) == 3 })
+	close(hold)
+	wg.Wait()
+	if len(seen) != 3 {
+		t.Fatalf("three concurrent invocations ran in %d environments: %v", len(seen), seen)
+	}
+	for range 2 {
+		if _, err := iv.Invoke(context.Background(), []byte("y"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("sequential invocations made new environments: %v", seen)
+	}
+	for env := range seen {
+		if env.function != "ingest" || env.region != "eu-west-1" || env.n < 1 || env.n > 3 {
+			t.Errorf("environment %+v", env)
+		}
+	}
+
+	r := newRetryingRegistry(nil)
+	ctxA := context.WithValue(context.Background(), environmentKey{}, environment{function: "jitr", region: "eu-west-1", n: 1})
+	ctxB := context.WithValue(context.Background(), environmentKey{}, environment{function: "jitr", region: "eu-west-1", n: 2})
+	if r.retryer(ctxA) != r.retryer(ctxA) {
+		t.Error("one environment, two retryers")
+	}
+	if r.retryer(ctxA) == r.retryer(ctxB) || r.retryer(ctxA) == r.retryer(context.Background()) {
+		t.Error("two environments share a retryer")
+	}
+}

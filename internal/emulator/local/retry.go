@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,10 +19,20 @@ import (
 // IoT in Lambda: throttling and transient failures are retried with backoff
 // and client-side rate limiting before a workflow ever sees them. Only what
 // outlives the retryer reaches the saga.
+//
+// Each Lambda execution environment builds its own SDK client once, so each
+// has its own adaptive rate limiter, which learns only from the throttles
+// its own calls met. The registry keeps one retryer per execution
+// environment of the invocation in ctx (the Invoker's), and one more for
+// calls made outside any invocation. One limiter shared by every run of a
+// region would slow them all down after any one's throttles: at 2,000
+// devices it starved the replicas (docs/performance.md).
 type retryingRegistry struct {
 	contract.Registry
-	retryer aws.RetryerV2
-	sleep   func(ctx context.Context, d time.Duration) error
+	sleep func(ctx context.Context, d time.Duration) error
+
+	mu       sync.Mutex
+	retryers map[environment]aws.RetryerV2 // the zero environment: outside any invocation
 }
 
 var _ contract.Registry = (*retryingRegistry)(nil)
@@ -30,6 +41,25 @@ var _ contract.Registry = (*retryingRegistry)(nil)
 const sdkMaxAttempts = 5
 
 func newRetryingRegistry(r contract.Registry) *retryingRegistry {
+	return &retryingRegistry{Registry: r, sleep: sleepCtx, retryers: map[environment]aws.RetryerV2{}}
+}
+
+// retryer is the SDK retryer of the execution environment ctx runs in.
+func (r *retryingRegistry) retryer(ctx context.Context) aws.RetryerV2 {
+	env, _ := environmentOf(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rt, ok := r.retryers[env]
+	if !ok {
+		rt = newSDKRetryer()
+		r.retryers[env] = rt
+	}
+	return rt
+}
+
+// newSDKRetryer is the retryer internal/aws/awsconf gives an SDK client in
+// Lambda, on the fakes' errors.
+func newSDKRetryer() aws.RetryerV2 {
 	transient := retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
 		if fleet.IsTransient(err) {
 			return aws.TrueTernary
@@ -42,7 +72,7 @@ func newRetryingRegistry(r contract.Registry) *retryingRegistry {
 		}
 		return aws.UnknownTernary
 	})
-	rt := retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
+	return retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
 		o.StandardOptions = append(o.StandardOptions, func(so *retry.StandardOptions) {
 			so.MaxAttempts = sdkMaxAttempts
 			so.Retryables = append([]retry.IsErrorRetryable{transient}, so.Retryables...)
@@ -52,7 +82,6 @@ func newRetryingRegistry(r contract.Registry) *retryingRegistry {
 		})
 		o.Throttles = append([]retry.IsErrorThrottle{throttle}, o.Throttles...)
 	})
-	return &retryingRegistry{Registry: r, retryer: rt, sleep: sleepCtx}
 }
 
 type noRateLimit struct{}
@@ -75,18 +104,19 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // do runs call under the retryer's policy.
 func (r *retryingRegistry) do(ctx context.Context, call func() error) error {
+	rt := r.retryer(ctx)
 	var err error
 	for attempt := 1; ; attempt++ {
-		release, terr := r.retryer.GetAttemptToken(ctx)
+		release, terr := rt.GetAttemptToken(ctx)
 		if terr != nil {
 			return fmt.Errorf("client-side rate limit: %w: %w", fleet.ErrThrottled, terr)
 		}
 		err = call()
 		_ = release(err)
-		if err == nil || !r.retryer.IsErrorRetryable(err) || attempt >= r.retryer.MaxAttempts() {
+		if err == nil || !rt.IsErrorRetryable(err) || attempt >= rt.MaxAttempts() {
 			return err
 		}
-		delay, derr := r.retryer.RetryDelay(attempt, err)
+		delay, derr := rt.RetryDelay(attempt, err)
 		if derr != nil {
 			return err
 		}
