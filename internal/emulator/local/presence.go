@@ -1,10 +1,12 @@
 package local
 
 import (
+	"context"
 	"encoding/json"
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/emulator/rules"
 	"github.com/mriot/mriot/internal/fake/memddb"
@@ -46,4 +48,24 @@ func (s *Stack) startPresence(r *Region, newInvoker func(fn string, h Function, 
 		r.presence.InvokeAsync(payload)
 	})
 	return nil
+}
+
+// apiPresence is the presence table as the API reads it: the primary
+// region's replica, or the first region's that is up (apiRegion).
+type apiPresence struct{ s *Stack }
+
+func (a apiPresence) Get(ctx context.Context, thing string) (fleet.Presence, error) {
+	r, err := a.s.apiRegion()
+	if err != nil {
+		return fleet.Presence{}, err
+	}
+	return r.Presence.Get(ctx, thing)
+}
+
+func (a apiPresence) Connected(ctx context.Context, limit int, cursor string) ([]fleet.Presence, string, error) {
+	r, err := a.s.apiRegion()
+	if err != nil {
+		return nil, "", err
+	}
+	return r.Presence.Connected(ctx, limit, cursor)
 }
