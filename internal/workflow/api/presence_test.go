@@ -85,7 +85,9 @@ func TestDevicePresence(t *testing.T) {
 
 type failingPresence struct{ err error }
 
-func (f failingPresence) Get(context.Context, string) (fleet.Presence, error) { return fleet.Presence{}, f.err }
+func (f failingPresence) Get(context.Context, string) (fleet.Presence, error) {
+	return fleet.Presence{}, f.err
+}
 func (f failingPresence) Connected(context.Context, int, string) ([]fleet.Presence, string, error) {
 	return nil, "", f.err
 }

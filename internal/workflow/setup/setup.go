@@ -65,8 +65,8 @@ type Properties struct {
 	// PresenceTableName is optional: with it, Setup also waits for this
 	// region's presence replica and returns its stream ARN.
 	PresenceTableName string
-	Regions            []string
-	EventTypes         []iottypes.EventType
+	Regions           []string
+	EventTypes        []iottypes.EventType
 }
 
 // ParseProperties reads and checks the resource properties CloudFormation
