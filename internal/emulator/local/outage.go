@@ -50,7 +50,7 @@ func (s *Stack) setOutage(r *Region, down bool) error {
 	if r.outage.down.Load() == down {
 		return nil
 	}
-	tables := []*memddb.GlobalTable{s.inventory, s.data}
+	tables := []*memddb.GlobalTable{s.inventory, s.data, s.presence}
 	if down {
 		// Nothing new starts in the region, then it is cut off.
 		r.outage.down.Store(true)
