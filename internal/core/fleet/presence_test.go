@@ -34,14 +34,14 @@ func TestApplySession(t *testing.T) {
 		{"first event", nil, c1, c1, true},
 		{"duplicate connect", &c1, c1, c1, false},
 		{"disconnect of the stored connection keeps its start", &c1, d1, rec("eu", "s1", false, 1, 100, 500), true},
-		{"its connect, late, after the disconnect", ptr(rec("eu", "s1", false, 1, 100, 500)), c1, rec("eu", "s1", false, 1, 100, 500), false},
+		{"its connect, late, after the disconnect", new(rec("eu", "s1", false, 1, 100, 500)), c1, rec("eu", "s1", false, 1, 100, 500), false},
 		{"disconnect first: started at the disconnect", nil, d1, rec("eu", "s1", false, 1, 500, 500), true},
-		{"then its connect moves the start back", ptr(rec("eu", "s1", false, 1, 500, 500)), c1, rec("eu", "s1", false, 1, 100, 500), true},
+		{"then its connect moves the start back", new(rec("eu", "s1", false, 1, 500, 500)), c1, rec("eu", "s1", false, 1, 100, 500), true},
 		{"a newer connection", &d1, ev("eu", "s2", true, 2, 600), ev("eu", "s2", true, 2, 600), true},
 		// DUPLICATE_CLIENTID: the old session's disconnect is timestamped
 		// after the new connect, but its version is older.
-		{"takeover: the old disconnect, later in time, is older", ptr(ev("eu", "s2", true, 2, 450)), d1, ev("eu", "s2", true, 2, 450), false},
-		{"an older connection's connect", ptr(ev("eu", "s2", true, 2, 600)), c1, ev("eu", "s2", true, 2, 600), false},
+		{"takeover: the old disconnect, later in time, is older", new(ev("eu", "s2", true, 2, 450)), d1, ev("eu", "s2", true, 2, 450), false},
+		{"an older connection's connect", new(ev("eu", "s2", true, 2, 600)), c1, ev("eu", "s2", true, 2, 600), false},
 		{"a newer connection's disconnect before its connect", &c1, ev("eu", "s3", false, 3, 900), ev("eu", "s3", false, 3, 900), true},
 	}
 	for _, tt := range tests {
@@ -53,8 +53,6 @@ func TestApplySession(t *testing.T) {
 		})
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func sameRecord(a, b fleet.SessionRecord) bool {
 	return a.ThingName == b.ThingName && a.Region == b.Region && a.SessionID == b.SessionID && a.Connected == b.Connected &&
