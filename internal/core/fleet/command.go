@@ -134,12 +134,10 @@ func ParseAckEvent(raw []byte) (AckEvent, error) {
 	var wire struct {
 		ThingName string          `json:"thingName"`
 		CommandID string          `json:"commandId"`
-		TS        json.Number     `json:"ts"`
+		TS        json.RawMessage `json:"ts"`
 		Result    json.RawMessage `json:"result"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&wire); err != nil {
+	if err := json.Unmarshal(raw, &wire); err != nil {
 		return AckEvent{}, fmt.Errorf("decode ack event: %w: %w", ErrInvalid, err)
 	}
 	ev := AckEvent{ThingName: wire.ThingName, CommandID: wire.CommandID}
@@ -149,7 +147,7 @@ func ParseAckEvent(raw []byte) (AckEvent, error) {
 	if err := ValidateCommandID(ev.CommandID); err != nil {
 		return ev, fmt.Errorf("ack event from %s: %w", ev.ThingName, err)
 	}
-	ts, err := strconv.ParseInt(wire.TS.String(), 10, 64)
+	ts, err := strconv.ParseInt(string(wire.TS), 10, 64) // a JSON integer, not a string
 	if err != nil || ts <= 0 {
 		return ev, fmt.Errorf("ack event from %s: ts %q is not a positive integer of milliseconds: %w", ev.ThingName, wire.TS, ErrInvalid)
 	}
