@@ -69,7 +69,7 @@ func build(cfg aws.Config, s settings, log *slog.Logger) (*commands.Handler, err
 	}
 	h, err := commands.New(commands.Config{
 		Store:     awsddb.NewCommands(db, s.CommandsTable),
-		Presence:  awsddb.NewCommandPresence(db, s.PresenceTable),
+		Presence:  awsddb.NewPresence(db, s.PresenceTable),
 		Devices:   awsddb.NewInventory(db, s.InventoryTable),
 		Publisher: pub,
 		Region:    s.Region,

@@ -330,31 +330,3 @@ func (c *Commands) Expire(ctx context.Context, thing, id string, now time.Time) 
 		Add(expression.Name(ddbitem.AttrVersion), expression.Value(1))
 	return c.update(ctx, thing, id, cond, upd, "expire command %s/%s", thing, id)
 }
-
-// CommandPresence reads the presence table on one region's replica.
-type CommandPresence struct{ common }
-
-var _ contract.CommandPresence = (*CommandPresence)(nil)
-
-// NewCommandPresence returns the presence reader over table.
-func NewCommandPresence(client Client, table string) *CommandPresence {
-	return &CommandPresence{common{client: client, table: table}}
-}
-
-// Locate implements contract.CommandPresence.
-func (p *CommandPresence) Locate(ctx context.Context, thing string) (bool, string, string, error) {
-	if err := fleet.ValidateThingName(thing); err != nil {
-		return false, "", "", fmt.Errorf("locate device: %w", err)
-	}
-	out, err := p.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(p.table), Key: ddbitem.DeviceKey(thing), ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return false, "", "", p.wrap(err, "locate device %s", thing)
-	}
-	if len(out.Item) == 0 {
-		return false, "", "", nil
-	}
-	connected, region, session := ddbitem.PresenceLocation(out.Item)
-	return connected, region, session, nil
-}

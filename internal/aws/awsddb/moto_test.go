@@ -156,3 +156,15 @@ func TestItemsMatchDdbitemOnMoto(t *testing.T) {
 		t.Errorf("read back %+v, want %+v", got, m)
 	}
 }
+
+var _ contract.Presence = (*awsddb.Presence)(nil)
+
+func TestPresenceContractOnMoto(t *testing.T) {
+	contracttest.Presence(t, func(t *testing.T) contract.Presence {
+		s := motoserver.Start(t)
+		cfg := s.Config("us-west-2")
+		name := fmt.Sprintf("presence-%d", tableSeq.Add(1))
+		motoserver.CreatePresenceTable(t, cfg, name)
+		return awsddb.NewPresence(dynamodb.NewFromConfig(cfg), name)
+	})
+}

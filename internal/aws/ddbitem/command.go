@@ -44,7 +44,6 @@ const (
 	AttrDeliveries  = "Deliveries" // N
 	AttrAckedAt     = "AckedAt"    // N: epoch milliseconds
 	AttrResult      = "Result"
-	AttrSessionID   = "SessionId"
 	AttrAt          = "At" // N: epoch milliseconds
 
 	KindCommand  = "command"
@@ -303,21 +302,4 @@ func ParseCommandCursor(cursor string) (string, error) {
 		return "", fmt.Errorf("commands cursor %q: not one this API gave: %w", cursor, fleet.ErrInvalid)
 	}
 	return string(b), nil
-}
-
-// Presence table (the presence function's, global, key ThingName): what
-// the commands function reads of it.
-const (
-	AttrConnected = "Connected" // BOOL
-	// AttrPresenceSession is the lifecycle event's sessionIdentifier.
-	AttrPresenceSession = AttrSessionID
-)
-
-// PresenceLocation reads a presence item: whether the device is connected,
-// in which region and session.
-func PresenceLocation(item map[string]types.AttributeValue) (connected bool, region, session string) {
-	if b, ok := item[AttrConnected].(*types.AttributeValueMemberBOOL); ok {
-		connected = b.Value
-	}
-	return connected, sAttr(item, AttrRegion), sAttr(item, AttrPresenceSession)
 }

@@ -234,6 +234,36 @@ type Leases interface {
 	SaveCursor(ctx context.Context, c fleet.ReconcileCursor) (fleet.ReconcileCursor, error)
 }
 
+// Presence is one region's replica of the presence table (a global table
+// keyed by ThingName): every region's session record of a device (key
+// <thing>#<region>, written by that region only) and the device's presence
+// item, their fold (fleet.FoldPresence). Errors wrap the fleet sentinels;
+// an invalid thing name or an empty region is ErrInvalid.
+type Presence interface {
+	// Record applies ev (fleet.RecordOf a lifecycle event) to the thing's
+	// session record in ev.Region by the rule fleet.ApplySession, atomically
+	// (a conditional write), adding 1 to Seq when it changes anything. It
+	// returns the stored record and whether it changed.
+	Record(ctx context.Context, ev fleet.SessionRecord) (fleet.SessionRecord, bool, error)
+	// Sessions reads the thing's session records in regions with strongly
+	// consistent reads, in the order of regions, skipping the regions that
+	// have none.
+	Sessions(ctx context.Context, thing string, regions []string) ([]fleet.SessionRecord, error)
+	// Publish stores p as the thing's presence item only if there is none,
+	// or the stored one has a smaller Generation; otherwise it returns false
+	// and nil and changes nothing.
+	Publish(ctx context.Context, p fleet.Presence) (bool, error)
+	// Get returns the thing's presence item (strongly consistent; ErrNotFound).
+	Get(ctx context.Context, thing string) (fleet.Presence, error)
+	// Connected returns up to limit presence items of connected devices
+	// after cursor ("" for the start) through the sparse index
+	// ConnectedIndex, and the cursor of the next page ("" at the end). The
+	// cursor is opaque (ErrInvalid when not one Connected gave); a page may
+	// hold fewer than limit items before the end. Index reads are eventually
+	// consistent. limit < 1: ErrInvalid.
+	Connected(ctx context.Context, limit int, cursor string) ([]fleet.Presence, string, error)
+}
+
 // Commands is one region's replica of the commands table (see
 // internal/aws/ddbitem: a command item per command, and insert-only
 // delivery and ack records beside it). A command read through the port is
@@ -273,13 +303,4 @@ type Commands interface {
 	// Expire sets Status EXPIRED only while Status is QUEUED or SENT and
 	// ExpiresAt is at or before now (ErrConditionFailed; ErrNotFound).
 	Expire(ctx context.Context, thing, id string, now time.Time) error
-}
-
-// CommandPresence reads the presence table (the presence function's
-// global table, key ThingName) for the commands function.
-type CommandPresence interface {
-	// Locate returns whether thing is connected, in which region and
-	// session (false and "" when there is no item), strongly consistent in
-	// the region's replica.
-	Locate(ctx context.Context, thing string) (connected bool, region, session string, err error)
 }

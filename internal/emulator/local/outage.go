@@ -30,7 +30,13 @@ type outageState struct {
 func (r *Region) Down() bool { return r.outage.down.Load() }
 
 // invokers are the region's functions that events invoke.
-func (r *Region) invokers() []*Invoker { return []*Invoker{r.jitr, r.replicate, r.ingest} }
+func (r *Region) invokers() []*Invoker {
+	out := []*Invoker{r.jitr, r.replicate, r.ingest}
+	if r.presence != nil {
+		out = append(out, r.presence)
+	}
+	return out
+}
 
 // errRegionDown is what a call into a region that is down returns.
 func errRegionDown(region string) error {

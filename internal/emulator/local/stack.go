@@ -50,6 +50,7 @@ const (
 	DataTable        = "mriot-data"
 	ClaimsTable      = "mriot-jitr-claims"
 	LeasesTable      = "mriot-device-leases"
+	PresenceTable    = "mriot-presence"
 	// JITRRuleSQL and DataRuleSQL are the two IoT rules of template.yaml.
 	JITRRuleSQL = "SELECT * FROM '$aws/events/certificates/registered/#'"
 	DataRuleSQL = "SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id FROM 'i/+/m'"
@@ -140,6 +141,10 @@ type Region struct {
 	// template.yaml): one writer per device in the region, and the region's
 	// ledger of each device.
 	Leases *memddb.Leases
+	// Presence is the region's replica of the presence global table; its
+	// stream (Presence.Table().Subscribe) is the one a Lambda event source
+	// mapping reads in template.yaml.
+	Presence *memddb.Presence
 	// Reconciler repairs the region's drift (every ReconcileInterval, and on
 	// demand); reconciling serializes its runs.
 	Reconciler  *reconcile.Reconciler
@@ -148,8 +153,10 @@ type Region struct {
 	outage      outageState
 
 	jitr, replicate, ingest *Invoker
+	presence                *Invoker
 	rules                   []boundRule
 	unsubscribe             func()
+	unsubscribePresence     func()
 	log                     *slog.Logger
 	metrics                 obs.Metrics
 }
@@ -169,6 +176,7 @@ type Stack struct {
 	byName    map[string]*Region
 	inventory *memddb.GlobalTable
 	data      *memddb.GlobalTable
+	presence  *memddb.GlobalTable
 	router    *router.Router
 	apiSrv    *http.Server
 	apiLn     net.Listener
@@ -272,7 +280,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	s.data = memddb.NewGlobalTable(DataTable, memddb.DataKey, cfg.Regions,
 		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewAndOldImages), memddb.WithAccount(AccountID),
 		memddb.WithDeferredDurability())
-	if err := s.restoreTables(s.inventory, s.data); err != nil {
+	s.presence = newPresenceTable(cfg)
+	if err := s.restoreTables(s.inventory, s.data, s.presence); err != nil {
 		return nil, err
 	}
 	s.countDevices()
@@ -480,6 +489,7 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 		Telemetry: memddb.NewTelemetry(s.data.Replica(name)),
 		Claims:    memddb.NewClaims(claims.Replica(name)),
 		Leases:    memddb.NewLeases(leases.Replica(name)),
+		Presence:  memddb.NewPresence(s.presence.Replica(name)),
 		log:       log, metrics: s.metrics,
 	}
 	// What the functions see: the registry behind the SDK's retryer, as in Lambda.
@@ -517,6 +527,9 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 	r.rules = []boundRule{
 		{name: "jitr", rule: rules.MustParse(JITRRuleSQL), target: r.jitr},
 		{name: "data", rule: rules.MustParse(DataRuleSQL), target: r.ingest},
+	}
+	if err := s.startPresence(r, newInvoker); err != nil {
+		return nil, err
 	}
 	// The EventBridge Pipe: this replica's inventory stream onto the custom
 	// bus, whose rule targets this region's replicate function.
@@ -710,14 +723,14 @@ var _ api.Admin = (*Stack)(nil)
 // that is down is not waited for.
 func (s *Stack) WaitIdle(ctx context.Context) error {
 	for {
-		for _, g := range []*memddb.GlobalTable{s.inventory, s.data} {
+		for _, g := range []*memddb.GlobalTable{s.inventory, s.data, s.presence} {
 			if err := g.WaitIdle(ctx); err != nil {
 				return err
 			}
 		}
 		busy := false
 		for _, r := range s.regions {
-			for _, iv := range []*Invoker{r.jitr, r.replicate, r.ingest} {
+			for _, iv := range r.invokers() {
 				if iv.Pending() > 0 {
 					busy = true
 				}
@@ -725,7 +738,7 @@ func (s *Stack) WaitIdle(ctx context.Context) error {
 		}
 		if !busy {
 			// A last look: an invocation may have written while we checked.
-			if s.inventory.WaitIdle(ctx) == nil && s.data.WaitIdle(ctx) == nil && !s.anyPending() {
+			if s.inventory.WaitIdle(ctx) == nil && s.data.WaitIdle(ctx) == nil && s.presence.WaitIdle(ctx) == nil && !s.anyPending() {
 				return nil
 			}
 		}
@@ -739,7 +752,7 @@ func (s *Stack) WaitIdle(ctx context.Context) error {
 
 func (s *Stack) anyPending() bool {
 	for _, r := range s.regions {
-		for _, iv := range []*Invoker{r.jitr, r.replicate, r.ingest} {
+		for _, iv := range r.invokers() {
 			if iv.Pending() > 0 {
 				return true
 			}
@@ -774,7 +787,10 @@ func (s *Stack) Close() {
 		if r.unsubscribe != nil {
 			r.unsubscribe()
 		}
-		for _, iv := range []*Invoker{r.jitr, r.replicate, r.ingest} {
+		if r.unsubscribePresence != nil {
+			r.unsubscribePresence()
+		}
+		for _, iv := range r.invokers() {
 			iv.Close(2 * time.Second)
 		}
 	}
@@ -783,6 +799,9 @@ func (s *Stack) Close() {
 	}
 	if s.data != nil {
 		s.data.Close()
+	}
+	if s.presence != nil {
+		s.presence.Close()
 	}
 	for _, r := range s.regions {
 		if r.Claims != nil {

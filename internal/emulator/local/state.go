@@ -109,7 +109,7 @@ func (s *Stack) resumeQueues(r *Region) error {
 	if s.store == nil {
 		return nil
 	}
-	for _, iv := range []*Invoker{r.jitr, r.replicate, r.ingest} {
+	for _, iv := range r.invokers() {
 		n, err := iv.Restore(s.store, "invoke/"+r.Name+"/"+iv.Name)
 		if err != nil {
 			return fmt.Errorf("state in %s: %w (mriot local --reset starts over with an empty state)", s.state.Path, err)

@@ -18,9 +18,6 @@ import (
 // CommandsKey is the key schema of the commands table.
 var CommandsKey = KeySchema{HashKey: ddbitem.CommandsHashKey, RangeKey: ddbitem.CommandsRangeKey}
 
-// PresenceKey is the key schema of the presence table.
-var PresenceKey = KeySchema{HashKey: ddbitem.AttrThingName}
-
 // Commands is the commands port on one replica.
 type Commands struct{ t *Table }
 
@@ -288,29 +285,4 @@ func (c *Commands) Expire(ctx context.Context, thing, id string, now time.Time) 
 		return fmt.Errorf("expire command %s/%s: %w", thing, id, err)
 	}
 	return nil
-}
-
-// CommandPresence reads the presence table on one replica.
-type CommandPresence struct{ t *Table }
-
-var _ contract.CommandPresence = (*CommandPresence)(nil)
-
-// NewCommandPresence returns the presence reader of a replica whose key
-// schema is PresenceKey.
-func NewCommandPresence(t *Table) *CommandPresence { return &CommandPresence{t: t} }
-
-// Locate implements contract.CommandPresence.
-func (p *CommandPresence) Locate(ctx context.Context, thing string) (bool, string, string, error) {
-	if err := fleet.ValidateThingName(thing); err != nil {
-		return false, "", "", fmt.Errorf("locate device: %w", err)
-	}
-	item, err := p.t.GetItem(ctx, ddbitem.DeviceKey(thing))
-	if err != nil {
-		return false, "", "", fmt.Errorf("locate device %s: %w", thing, err)
-	}
-	if item == nil {
-		return false, "", "", nil
-	}
-	connected, region, session := ddbitem.PresenceLocation(item)
-	return connected, region, session, nil
 }

@@ -49,3 +49,13 @@ func TestLeasesContract(t *testing.T) {
 		return memddb.NewLeases(g.Replica("eu-west-1"))
 	})
 }
+
+var _ contract.Presence = (*memddb.Presence)(nil)
+
+func TestPresenceContract(t *testing.T) {
+	contracttest.Presence(t, func(t *testing.T) contract.Presence {
+		g := memddb.NewGlobalTable("Presence", memddb.PresenceKey, regions, memddb.PresenceIndexes)
+		t.Cleanup(g.Close)
+		return memddb.NewPresence(g.Replica("eu-west-1"))
+	})
+}

@@ -222,24 +222,3 @@ func Commands(t *testing.T, newCommands func(t *testing.T) contract.Commands) {
 		}
 	})
 }
-
-// CommandPresence runs the contract.CommandPresence contract: put writes a
-// presence item of the agreed schema.
-func CommandPresence(t *testing.T, newPresence func(t *testing.T) (contract.CommandPresence, func(thing string, connected bool, region, session string))) {
-	p, put := newPresence(t)
-	ctx := context.Background()
-	if c, r, s, err := p.Locate(ctx, "dev-unknown"); err != nil || c || r != "" || s != "" {
-		t.Fatalf("Locate unknown = %v %q %q %v", c, r, s, err)
-	}
-	put("dev-1", true, "eu-west-1", "sess-1")
-	if c, r, s, err := p.Locate(ctx, "dev-1"); err != nil || !c || r != "eu-west-1" || s != "sess-1" {
-		t.Fatalf("Locate connected = %v %q %q %v", c, r, s, err)
-	}
-	put("dev-1", false, "eu-west-1", "sess-1")
-	if c, _, _, err := p.Locate(ctx, "dev-1"); err != nil || c {
-		t.Fatalf("Locate disconnected = %v %v", c, err)
-	}
-	if _, _, _, err := p.Locate(ctx, "bad/name"); !errors.Is(err, fleet.ErrInvalid) {
-		t.Fatalf("Locate bad name = %v, want ErrInvalid", err)
-	}
-}

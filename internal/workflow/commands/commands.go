@@ -67,9 +67,10 @@ type Store interface {
 	Expire(ctx context.Context, thing, id string, now time.Time) error
 }
 
-// Presence says where a device is connected (contract.CommandPresence).
+// Presence says where a device is connected: its presence item
+// (contract.Presence's Get; fleet.ErrNotFound when never seen).
 type Presence interface {
-	Locate(ctx context.Context, thing string) (connected bool, region, session string, err error)
+	Get(ctx context.Context, thing string) (fleet.Presence, error)
 }
 
 // Devices reads a device's inventory item and revocation record, to
@@ -220,31 +221,53 @@ func (h *Handler) HandleRecord(ctx context.Context, rec events.DynamoDBEventReco
 		return h.CommandCreated(ctx, cmd)
 	}
 	if _, ok := img[ddbitem.AttrConnected]; ok {
-		item, err := ddbitem.FromStreamImage(img)
+		key := ""
+		if k, ok := rec.Change.Keys[ddbitem.PresenceHashKey]; ok && k.DataType() == events.DataTypeString {
+			key = k.String()
+		}
+		if _, region := fleet.SplitPresenceKey(key); region != "" {
+			return nil // a region's session record, not the presence item
+		}
+		p, err := presenceOf(img)
 		if err != nil {
 			h.reject(ctx, "bad_presence_record", err, 0)
 			return nil
 		}
-		thing := ""
-		if s, ok := img[ddbitem.AttrThingName]; ok && s.DataType() == events.DataTypeString {
-			thing = s.String()
-		}
-		connected, region, session := ddbitem.PresenceLocation(item)
-		if !connected || region != h.region || session == "" {
+		if !p.Connected || p.Region != h.region || p.SessionID == "" {
 			return nil
 		}
-		if old, err := ddbitem.FromStreamImage(rec.Change.OldImage); err == nil && old != nil {
-			if oc, _, os := ddbitem.PresenceLocation(old); oc && os == session {
-				return nil // the same connection: not a connect
-			}
+		if old, err := presenceOf(rec.Change.OldImage); err == nil && old.Connected && old.SessionID == p.SessionID {
+			return nil // the same connection: not a connect
 		}
-		if err := fleet.ValidateThingName(thing); err != nil {
-			h.reject(ctx, "bad_presence_record", err, 0)
-			return nil
-		}
-		return h.Connected(ctx, thing, session)
+		return h.Connected(ctx, p.ThingName, p.SessionID)
 	}
 	return nil
+}
+
+func presenceOf(img map[string]events.DynamoDBAttributeValue) (fleet.Presence, error) {
+	item, err := ddbitem.FromStreamImage(img)
+	if err != nil {
+		return fleet.Presence{}, err
+	}
+	if item == nil {
+		return fleet.Presence{}, fmt.Errorf("no image: %w", fleet.ErrInvalid)
+	}
+	return ddbitem.UnmarshalPresence(item)
+}
+
+// locate returns where thing is connected ("" when it is not).
+func (h *Handler) locate(ctx context.Context, thing string) (region, session string, err error) {
+	p, err := h.presence.Get(ctx, thing)
+	if errors.Is(err, fleet.ErrNotFound) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("locate %s: %w", thing, err)
+	}
+	if !p.Connected {
+		return "", "", nil
+	}
+	return p.Region, p.SessionID, nil
 }
 
 // active reports whether the device may receive commands (ACTIVE, with no
@@ -266,11 +289,11 @@ func (h *Handler) active(ctx context.Context, thing string) (bool, error) {
 // CommandCreated delivers a new command if its device is connected in this
 // region now.
 func (h *Handler) CommandCreated(ctx context.Context, cmd fleet.Command) error {
-	connected, region, session, err := h.presence.Locate(ctx, cmd.ThingName)
+	region, session, err := h.locate(ctx, cmd.ThingName)
 	if err != nil {
-		return fmt.Errorf("locate %s: %w", cmd.ThingName, err)
+		return err
 	}
-	if !connected || region != h.region || session == "" {
+	if region != h.region || session == "" {
 		h.count("NotConnectedHere", "")
 		return nil // its connect will deliver it, wherever it is
 	}
@@ -292,11 +315,11 @@ func (h *Handler) CommandCreated(ctx context.Context, cmd fleet.Command) error {
 // Connected delivers thing's open commands to its new connection session
 // in this region, unless the device has moved on since.
 func (h *Handler) Connected(ctx context.Context, thing, session string) error {
-	connected, region, cur, err := h.presence.Locate(ctx, thing)
+	region, cur, err := h.locate(ctx, thing)
 	if err != nil {
-		return fmt.Errorf("locate %s: %w", thing, err)
+		return err
 	}
-	if !connected || region != h.region || cur != session {
+	if region != h.region || cur != session {
 		h.count("StaleConnect", "")
 		return nil // an older connection: the newer one's record delivers
 	}

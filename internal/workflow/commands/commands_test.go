@@ -56,12 +56,12 @@ func newWorld(t *testing.T, region string) *world {
 	t.Helper()
 	regions := []string{"eu-west-1", "us-west-2"}
 	cg := memddb.NewGlobalTable("commands", memddb.CommandsKey, regions)
-	pg := memddb.NewGlobalTable("presence", memddb.PresenceKey, regions)
+	pg := memddb.NewGlobalTable("presence", memddb.PresenceKey, regions, memddb.PresenceIndexes)
 	ig := memddb.NewGlobalTable("inventory", memddb.InventoryKey, regions, memddb.InventoryIndexes)
 	t.Cleanup(func() { cg.Close(); pg.Close(); ig.Close() })
 	w := &world{store: memddb.NewCommands(cg.Replica(region)), presence: pg.Replica(region),
 		inv: memddb.NewInventory(ig.Replica(region)), pub: &publisher{}, now: t0, metrics: obs.NewRecorder()}
-	h, err := commands.New(commands.Config{Store: w.store, Presence: memddb.NewCommandPresence(w.presence), Devices: w.inv,
+	h, err := commands.New(commands.Config{Store: w.store, Presence: memddb.NewPresence(w.presence), Devices: w.inv,
 		Publisher: w.pub, Region: region, Now: func() time.Time { return w.now }, Metrics: w.metrics})
 	if err != nil {
 		t.Fatal(err)
@@ -83,10 +83,11 @@ func (w *world) connect(t *testing.T, thing string, connected bool, region, sess
 	key := ddbitem.DeviceKey(thing)
 	var old map[string]types.AttributeValue
 	old, _ = w.presence.GetItem(context.Background(), key)
-	item := ddbitem.DeviceKey(thing)
-	item[ddbitem.AttrConnected] = &types.AttributeValueMemberBOOL{Value: connected}
-	item[ddbitem.AttrRegion] = &types.AttributeValueMemberS{Value: region}
-	item[ddbitem.AttrSessionID] = &types.AttributeValueMemberS{Value: session}
+	item, err := ddbitem.MarshalPresence(fleet.Presence{ThingName: thing, Connected: connected, Region: region, SessionID: session,
+		Since: w.now, LastSeen: w.now, EventAt: w.now, Version: 1, Generation: 1, UpdatedAt: w.now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := w.presence.PutItem(context.Background(), item, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +97,9 @@ func (w *world) connect(t *testing.T, thing string, connected bool, region, sess
 	if old == nil {
 		name = "INSERT"
 	}
+	keys, _ := ddbitem.ToStreamImage(ddbitem.PresenceKey(thing))
 	return events.DynamoDBEventRecord{EventName: name, EventSource: "aws:dynamodb",
-		Change: events.DynamoDBStreamRecord{NewImage: newImg, OldImage: oldImg, SequenceNumber: "1", StreamViewType: "NEW_AND_OLD_IMAGES"}}
+		Change: events.DynamoDBStreamRecord{Keys: keys, NewImage: newImg, OldImage: oldImg, SequenceNumber: "1", StreamViewType: "NEW_AND_OLD_IMAGES"}}
 }
 
 func (w *world) command(t *testing.T, thing string, ttl time.Duration) (fleet.Command, events.DynamoDBEventRecord) {

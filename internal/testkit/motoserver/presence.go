@@ -1,0 +1,45 @@
+package motoserver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/mriot/mriot/internal/aws/ddbitem"
+)
+
+// CreatePresenceTable creates a presence table as template.yaml declares it
+// (key ThingName, the sparse ConnectedIndex by OnlineShard and ThingName,
+// projection ALL) in cfg's region and waits until it is active.
+func CreatePresenceTable(t testing.TB, cfg aws.Config, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := dynamodb.NewFromConfig(cfg)
+	s := ddbtypes.ScalarAttributeTypeS
+	err := createTable(ctx, db, &dynamodb.CreateTableInput{
+		TableName:   aws.String(name),
+		BillingMode: ddbtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{
+			{AttributeName: aws.String(ddbitem.PresenceHashKey), AttributeType: s},
+			{AttributeName: aws.String(ddbitem.AttrOnlineShard), AttributeType: s},
+		},
+		KeySchema: []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.PresenceHashKey), KeyType: ddbtypes.KeyTypeHash}},
+		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{{
+			IndexName: aws.String(ddbitem.PresenceConnectedIndex),
+			KeySchema: []ddbtypes.KeySchemaElement{
+				{AttributeName: aws.String(ddbitem.AttrOnlineShard), KeyType: ddbtypes.KeyTypeHash},
+				{AttributeName: aws.String(ddbitem.PresenceHashKey), KeyType: ddbtypes.KeyTypeRange},
+			},
+			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll},
+		}},
+	})
+	if err != nil {
+		t.Fatalf("create presence table %s: %v", name, err)
+	}
+	waitActive(ctx, t, db, name)
+}
