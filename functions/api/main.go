@@ -4,7 +4,7 @@
 // report (GET /regions/{region}/drift: a dry run of that region's
 // reconciler, which only reads).
 //
-// Environment: INVENTORY_TABLE, DATA_TABLE, LEASES_TABLE (the name of the
+// Environment: INVENTORY_TABLE, DATA_TABLE, PRESENCE_TABLE, LEASES_TABLE (the name of the
 // device lease table, the same in every region), REGIONS (comma list, every
 // region of the fleet), DEVICE_POLICY_NAME, TRACING (true: X-Ray on SDK
 // clients), AWS_REGION (set by Lambda: the home region), COMMANDS_TABLE
@@ -35,6 +35,7 @@ import (
 type settings struct {
 	InventoryTable   string
 	DataTable        string
+	PresenceTable    string
 	LeasesTable      string
 	Regions          []string
 	DevicePolicyName string
@@ -48,6 +49,9 @@ func readSettings(env awsconf.Env) (settings, error) {
 		return s, err
 	}
 	if s.DataTable, err = env.MustString("DATA_TABLE"); err != nil {
+		return s, err
+	}
+	if s.PresenceTable, err = env.MustString("PRESENCE_TABLE"); err != nil {
 		return s, err
 	}
 	if s.LeasesTable, err = env.MustString("LEASES_TABLE"); err != nil {
@@ -104,6 +108,7 @@ func build(cfg aws.Config, s settings, log *slog.Logger) (*api.Handler, error) {
 		Metrics:          wiring.Metrics(),
 		Inventory:        inv,
 		Telemetry:        awsddb.NewTelemetry(ddb, s.DataTable),
+		Presence:         awsddb.NewPresence(ddb, s.PresenceTable),
 		Registries:       regs,
 		Regions:          s.Regions,
 		DevicePolicyName: s.DevicePolicyName,

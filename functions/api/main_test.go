@@ -190,7 +190,7 @@ func (a *recordingAdmin) PublishToDevice(context.Context, string, string, []byte
 
 func TestReadSettings(t *testing.T) {
 	full := map[string]string{
-		"INVENTORY_TABLE": "inventory", "DATA_TABLE": "data", "LEASES_TABLE": "leases",
+		"INVENTORY_TABLE": "inventory", "DATA_TABLE": "data", "PRESENCE_TABLE": "presence", "LEASES_TABLE": "leases",
 		"REGIONS": "eu-west-1, us-west-2", "DEVICE_POLICY_NAME": "device-policy",
 	}
 	cases := []struct {
@@ -201,6 +201,7 @@ func TestReadSettings(t *testing.T) {
 		{"complete", "", false},
 		{"no inventory table", "INVENTORY_TABLE", true},
 		{"no data table", "DATA_TABLE", true},
+		{"no presence table", "PRESENCE_TABLE", true},
 		{"no lease table", "LEASES_TABLE", true},
 		{"no regions", "REGIONS", true},
 		{"no policy", "DEVICE_POLICY_NAME", true},
@@ -224,7 +225,7 @@ func TestReadSettings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases", Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}
+			want := settings{InventoryTable: "inventory", DataTable: "data", PresenceTable: "presence", LeasesTable: "leases", Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}
 			if fmt.Sprint(s) != fmt.Sprint(want) {
 				t.Fatalf("settings %+v, want %+v", s, want)
 			}
@@ -247,7 +248,7 @@ func TestDeployedSettings(t *testing.T) {
 // TestBuild wires the SDK clients (no call is made) and serves /healthz.
 func TestBuild(t *testing.T) {
 	cfg := aws.Config{Region: "eu-west-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")}
-	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases",
+	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", PresenceTable: "presence", LeasesTable: "leases",
 		Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -258,10 +259,10 @@ func TestBuild(t *testing.T) {
 		health.Status != "ok" || !slices.Equal(health.Regions, []string{"eu-west-1", "us-west-2"}) {
 		t.Fatalf("healthz: %d %s", resp.StatusCode, resp.Body)
 	}
-	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases", DevicePolicyName: "p"}, nil); err == nil {
+	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", PresenceTable: "presence", LeasesTable: "leases", DevicePolicyName: "p"}, nil); err == nil {
 		t.Fatal("built a handler without regions")
 	}
-	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases",
+	if _, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", PresenceTable: "presence", LeasesTable: "leases",
 		Regions: []string{"eu-west-1"}, DevicePolicyName: "bad name"}, nil); err == nil {
 		t.Fatal("built a handler with an invalid policy name")
 	}
@@ -292,7 +293,7 @@ func TestDriftReadsTheRegionsLeaseTable(t *testing.T) {
 	defer srv.Close()
 	cfg := aws.Config{Region: "eu-west-1", BaseEndpoint: aws.String(srv.URL),
 		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")}
-	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", LeasesTable: "leases",
+	h, err := build(cfg, settings{InventoryTable: "inventory", DataTable: "data", PresenceTable: "presence", LeasesTable: "leases",
 		Regions: []string{"eu-west-1", "us-west-2"}, DevicePolicyName: "device-policy"}, nil)
 	if err != nil {
 		t.Fatal(err)

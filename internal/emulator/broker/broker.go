@@ -137,6 +137,9 @@ type Broker struct {
 
 	certMu sync.Mutex
 	byCert map[string]map[*mqtt.Client]struct{} // certificate id -> its sessions
+
+	versionMu sync.Mutex
+	versions  map[string]int64 // client id -> connections so far (lifecycle.go)
 }
 
 // Stats counts what the endpoint did.
@@ -150,6 +153,7 @@ type Stats struct {
 	SubscribeDenied   atomic.Int64
 	ReceiveSuppressed atomic.Int64
 	CertificateEnded  atomic.Int64 // sessions ended because their certificate left ACTIVE
+	LifecycleEvents   atomic.Int64 // connected and disconnected events published
 }
 
 // session is what the endpoint knows about one connected client.
@@ -162,9 +166,10 @@ type session struct {
 	mu      sync.Mutex
 	pending map[string]bool // filters of the SUBSCRIBE being processed -> allowed
 
-	established atomic.Bool   // CONNACK sent
-	up          chan struct{} // closed when established
-	ending      atomic.Bool   // endSession called
+	established atomic.Bool               // CONNACK sent
+	up          chan struct{}             // closed when established
+	ending      atomic.Bool               // endSession called
+	life        atomic.Pointer[lifecycle] // set with the connected event
 }
 
 // New makes a data endpoint; Start opens it.
@@ -677,6 +682,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if s, ok := h.b.session(cl); ok && s.established.CompareAndSwap(false, true) {
 		close(s.up)
+		h.b.connected(cl, s)
 	}
 	h.b.stats.Connected.Add(1)
 	h.b.log.Info("client connected", "clientId", cl.ID, "protocolVersion", cl.Properties.ProtocolVersion)
@@ -710,6 +716,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if v, ok := h.b.sessions.LoadAndDelete(cl); ok {
 		h.b.untrack(cl, v.(*session).certID)
+		h.b.disconnected(cl, v.(*session), err)
 		h.b.log.Info("client disconnected", "clientId", cl.ID, "error", err, "cause", cl.StopCause(), "takenOver", cl.IsTakenOver())
 	}
 }

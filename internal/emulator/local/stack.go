@@ -628,7 +628,7 @@ func (s *Stack) startAPI() error {
 	}
 	// The primary region's replicas, or another's while it is down.
 	h, err := api.New(api.Config{
-		Inventory: apiInventory{s}, Telemetry: apiTelemetry{s}, Registries: regs, Regions: s.cfg.Regions,
+		Inventory: apiInventory{s}, Telemetry: apiTelemetry{s}, Presence: apiPresence{s}, Registries: regs, Regions: s.cfg.Regions,
 		DevicePolicyName: DevicePolicyName, Health: s.Health, Commands: apiCommands{s}, Metrics: s.metrics, Admin: s, Drift: s, Logger: s.log.With("component", "api"),
 	})
 	if err != nil {

@@ -136,6 +136,17 @@ func TestEventFixturesDecode(t *testing.T) {
 					!strings.HasPrefix(ev.ScheduleArn, "arn:aws:scheduler:") || ev.ExecutionID == "" || ev.AttemptNumber == "" {
 					t.Errorf("scheduled event = %+v (%v): want the schedule's payload with its context attributes filled in", ev, err)
 				}
+			case "presence":
+				ev, err := fleet.ParseLifecycleEvent(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev.ClientID != "test_001" || !strings.HasSuffix(name, "-"+ev.EventType+".json") {
+					t.Errorf("clientId/eventType = %s/%s, want test_001 and the type the file name says", ev.ClientID, ev.EventType)
+				}
+				if (ev.EventType == fleet.EventDisconnected) != (ev.ClientInitiatedDisconnect != nil && ev.DisconnectReason != "") {
+					t.Errorf("clientInitiatedDisconnect/disconnectReason in a %s event: %v/%q (disconnected events only)", ev.EventType, ev.ClientInitiatedDisconnect, ev.DisconnectReason)
+				}
 			case "api":
 				var req events.APIGatewayV2HTTPRequest
 				if err := json.Unmarshal(raw, &req); err != nil {
@@ -146,11 +157,11 @@ func TestEventFixturesDecode(t *testing.T) {
 					t.Errorf("HTTP API event = %+v: want payload 2.0 of the template's ANY /{proxy+} route with IAM authorizer context", req)
 				}
 			default:
-				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-, reconcile-)", name)
+				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-, reconcile-, presence-)", name)
 			}
 		})
 	}
-	for _, kind := range []string{"jitr", "ingest", "replicate", "api", "reconcile"} {
+	for _, kind := range []string{"jitr", "ingest", "replicate", "api", "reconcile", "presence"} {
 		if seen[kind] == 0 {
 			t.Errorf("no events/%s-*.json fixture", kind)
 		}

@@ -16,9 +16,12 @@ const (
 	dataARN            = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-data"
 	claimsARN          = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-jitr-claims"
 	leasesARN          = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-leases"
-	certARNEx          = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
-	caCertARNEx        = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
-	thingARNEx         = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
+	presenceARN        = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-presence"
+	// connectedIndexARN is the presence table's ConnectedIndex (ddbitem.PresenceConnectedIndex).
+	connectedIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-presence/index/ConnectedIndex"
+	certARNEx         = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
+	caCertARNEx       = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
+	thingARNEx        = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
 	// The API reads every region's registry and lease table.
 	otherCertARN   = "arn:aws:iot:us-west-2:123456789012:cert/0123abcd"
 	otherCACertARN = "arn:aws:iot:us-west-2:123456789012:cacert/4567ef01"
@@ -84,11 +87,19 @@ var functionCalls = map[string][]Call{
 	"IngestFunction": {
 		{"dynamodb:PutItem", dataARN}, // Telemetry.Put
 	},
+	"PresenceFunction": {
+		{"dynamodb:UpdateItem", presenceARN}, // Presence.Record (conditional updates of the region's session record)
+		{"dynamodb:GetItem", presenceARN},    // Presence.Sessions, Record's read when no update applies
+		{"dynamodb:PutItem", presenceARN},    // Presence.Publish (conditional put)
+		{"dynamodb:GetItem", inventoryARN},   // Inventory.Get: devices only
+	},
 	"ApiFunction": concat(apiDriftCalls, []Call{
-		{"dynamodb:GetItem", inventoryARN}, // Inventory.Get
-		{"dynamodb:Scan", inventoryARN},    // Inventory.List
-		{"dynamodb:PutItem", inventoryARN}, // Inventory.Update (conditional put)
-		{"dynamodb:Query", dataARN},        // Telemetry.Query
+		{"dynamodb:GetItem", inventoryARN},    // Inventory.Get
+		{"dynamodb:Scan", inventoryARN},       // Inventory.List
+		{"dynamodb:PutItem", inventoryARN},    // Inventory.Update (conditional put)
+		{"dynamodb:Query", dataARN},           // Telemetry.Query
+		{"dynamodb:GetItem", presenceARN},     // Presence.Get
+		{"dynamodb:Query", connectedIndexARN}, // Presence.Connected
 		{"iot:DescribeThing", thingARNEx},
 		{"iot:DescribeThing", otherThingARN},
 		{"iot:ListThingPrincipals", otherThingARN},
@@ -100,6 +111,7 @@ var functionCalls = map[string][]Call{
 		{"iot:UpdateEventConfigurations", "*"},
 		{"iot:DescribeEndpoint", "*"},
 		{"dynamodb:DescribeTable", inventoryARN},
+		{"dynamodb:DescribeTable", presenceARN},
 	},
 }
 

@@ -114,7 +114,7 @@ func translate(t *testing.T) map[string]Translated {
 }
 
 // functions are the template's Lambda functions.
-var functions = []string{"JitrFunction", "ReplicateFunction", "ReconcileFunction", "IngestFunction", "ApiFunction", "SetupFunction"}
+var functions = []string{"JitrFunction", "ReplicateFunction", "ReconcileFunction", "IngestFunction", "ApiFunction", "SetupFunction", "PresenceFunction"}
 
 func TestSAMTransform(t *testing.T) {
 	for tpl, tr := range translate(t) {
@@ -148,7 +148,7 @@ func TestFunctionsRuntime(t *testing.T) {
 func TestRuleInvokedFunctionsKeepFailures(t *testing.T) {
 	for tpl, tr := range translate(t) {
 		got := sortedKeys(RuleInvoked(tr.Template))
-		want := []string{"IngestFunction", "JitrFunction", "ReconcileFunction", "ReplicateFunction"}
+		want := []string{"IngestFunction", "JitrFunction", "PresenceFunction", "ReconcileFunction", "ReplicateFunction"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: rule-invoked functions = %v, want %v", tpl, got, want)
 		}
@@ -164,6 +164,8 @@ func TestRules(t *testing.T) {
 	wantSQL := map[string]string{
 		"JitrRule": "SELECT * FROM '$aws/events/certificates/registered/#'",
 		"DataRule": "SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id FROM 'i/+/m'",
+		// AWS IoT's lifecycle events, as is (internal/workflow/presence).
+		"PresenceRule": "SELECT * FROM '$aws/events/presence/+/+'",
 	}
 	for tpl, tr := range translate(t) {
 		res := tr.Template.Resources
@@ -186,8 +188,8 @@ func TestRules(t *testing.T) {
 				t.Errorf("%s: %s lets iot.amazonaws.com invoke without a SourceArn of a rule: %v", tpl, id, r.Properties["SourceArn"])
 			}
 		}
-		if iotPerms != 2 {
-			t.Errorf("%s: %d Lambda permissions for iot.amazonaws.com, want 2 (one per rule)", tpl, iotPerms)
+		if iotPerms != len(wantSQL) {
+			t.Errorf("%s: %d Lambda permissions for iot.amazonaws.com, want %d (one per rule)", tpl, iotPerms, len(wantSQL))
 		}
 	}
 }
@@ -431,8 +433,8 @@ func TestRegionSlots(t *testing.T) {
 		t.Fatalf("region slot conditions = %v, want %v", conds, want)
 	}
 	for _, c := range want {
-		if n := strings.Count(text, c); n != 3 {
-			t.Errorf("%s used %d times, want 3 (definition, inventory replica, data replica)", c, n)
+		if n := strings.Count(text, c); n != 4 {
+			t.Errorf("%s used %d times, want 4 (definition, inventory, data and presence replicas)", c, n)
 		}
 	}
 	if !strings.Contains(text, "1 to 6 regions") {
@@ -479,7 +481,9 @@ func TestDashboardBody(t *testing.T) {
 			// convergence (internal/workflow/converge) and the reconciler (internal/workflow/reconcile)
 			"DriftFound", "DriftRepaired", "DriftUnrepaired", "ReconcileChecked", "ReconcilePassCompleted",
 			"LeaseContended", "LeaseLost", "Superseded",
-			"ObligationRecorded", "ObligationCompleted", "ObligationAbandoned", "ObligationUnrecorded", "RevocationPromoted", "RevocationNotRecorded", "ItemCaughtUp"} {
+			"ObligationRecorded", "ObligationCompleted", "ObligationAbandoned", "ObligationUnrecorded", "RevocationPromoted", "RevocationNotRecorded", "ItemCaughtUp",
+			// presence (internal/workflow/presence)
+			"PresenceEvents", "PresenceStale", "PresencePublished", "PresenceIgnored", "IteratorAge"} {
 			if !strings.Contains(body, m) {
 				t.Errorf("%s: the dashboard does not show %s", tpl, m)
 			}

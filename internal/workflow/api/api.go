@@ -114,6 +114,9 @@ const (
 type Config struct {
 	Inventory Inventory
 	Telemetry Telemetry
+	// Presence is the presence table (presence.go; nil: devices show no
+	// presence and GET /devices?connected=true answers 501).
+	Presence Presence
 	// Registries holds each region's registry.
 	Registries map[string]RegionRegistry
 	// Regions is the configured region order (the order of the "regions" of a

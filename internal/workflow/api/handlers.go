@@ -20,6 +20,7 @@ type DeviceSummary struct {
 	ThingName    string       `json:"thingName"`
 	Status       fleet.Status `json:"status"`
 	OriginRegion string       `json:"originRegion"`
+	PresenceView              // connected (GET /devices?connected=true only)
 }
 
 // DeviceList is the body of GET /devices.
@@ -63,6 +64,7 @@ type DeviceView struct {
 	// Live: every region shows the thing, the ACTIVE certificate, the
 	// principal and the policy attached.
 	Live bool `json:"live"`
+	PresenceView
 }
 
 // TelemetryItem is one message of GET /devices/{thingName}/telemetry.
@@ -187,6 +189,10 @@ type Health struct {
 }
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("connected") {
+		h.listConnected(w, r) // presence.go
+		return
+	}
 	limit, err := parseLimit(r, DefaultDeviceLimit, MaxDeviceLimit)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -214,7 +220,7 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 		h.backendError(w, r, "get device "+name, err)
 		return
 	}
-	view := DeviceView{DeviceRecord: record(d), Regions: h.regionViews(r.Context(), d)}
+	view := DeviceView{DeviceRecord: record(d), Regions: h.regionViews(r.Context(), d), PresenceView: h.presenceOf(r.Context(), name)}
 	view.Live = true
 	for _, region := range h.regions {
 		if !view.Regions[region].Live() {

@@ -37,6 +37,9 @@ import (
 const (
 	AttrInventoryStreamArn = "InventoryStreamArn"
 	AttrDataEndpoint       = "DataEndpoint"
+	// AttrPresenceStreamArn is this region's presence replica stream, when
+	// the PresenceTableName property is given.
+	AttrPresenceStreamArn = "PresenceStreamArn"
 )
 
 // IoT is what setup needs of the region's AWS IoT control plane.
@@ -59,8 +62,11 @@ var (
 // Properties are the custom resource's properties.
 type Properties struct {
 	InventoryTableName string
-	Regions            []string
-	EventTypes         []iottypes.EventType
+	// PresenceTableName is optional: with it, Setup also waits for this
+	// region's presence replica and returns its stream ARN.
+	PresenceTableName string
+	Regions           []string
+	EventTypes        []iottypes.EventType
 }
 
 // ParseProperties reads and checks the resource properties CloudFormation
@@ -73,6 +79,13 @@ func ParseProperties(m map[string]any) (Properties, error) {
 		return p, fmt.Errorf("property InventoryTableName: want a table name, got %v: %w", m["InventoryTableName"], fleet.ErrInvalid)
 	}
 	p.InventoryTableName = strings.TrimSpace(name)
+	if v, ok := m["PresenceTableName"]; ok {
+		name, ok := v.(string)
+		if !ok || strings.TrimSpace(name) == "" {
+			return p, fmt.Errorf("property PresenceTableName: want a table name, got %v: %w", v, fleet.ErrInvalid)
+		}
+		p.PresenceTableName = strings.TrimSpace(name)
+	}
 	regions, err := stringList(m["Regions"])
 	if err != nil || len(regions) == 0 {
 		return p, fmt.Errorf("property Regions: want a non-empty list of regions, got %v: %w", m["Regions"], fleet.ErrInvalid)
@@ -179,6 +192,13 @@ func (h *Handler) Handle(ctx context.Context, ev cfn.Event) (string, map[string]
 		AttrInventoryStreamArn: stream,
 		AttrDataEndpoint:       aws.ToString(ep.EndpointAddress),
 	}
+	if p.PresenceTableName != "" {
+		presence, err := h.waitForStream(ctx, p.PresenceTableName, p.Regions[0], log)
+		if err != nil {
+			return physicalID, nil, err
+		}
+		data[AttrPresenceStreamArn] = presence
+	}
 	log.Info("setup done", "inventory_stream_arn", stream, "data_endpoint", data[AttrDataEndpoint])
 	return physicalID, data, nil
 }
@@ -251,10 +271,10 @@ func (h *Handler) waitForStream(ctx context.Context, table, primary string, log 
 		default:
 			return aws.ToString(out.Table.LatestStreamArn), nil
 		}
-		log.Info("waiting for the inventory replica", "table", table, "state", last)
+		log.Info("waiting for the table replica", "table", table, "state", last)
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("inventory table %s in %s not ready after %v: %s: %w", table, h.Region, wait, last, fleet.ErrUnavailable)
+			return "", fmt.Errorf("table %s in %s not ready after %v: %s: %w", table, h.Region, wait, last, fleet.ErrUnavailable)
 		case <-time.After(poll):
 		}
 	}
