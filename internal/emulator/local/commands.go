@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
@@ -25,6 +26,12 @@ const (
 	// the on-failure destination (the event source mappings'
 	// MaximumRetryAttempts is 10: the first try and 10 retries).
 	StreamAttempts = 11
+	// StreamPollDelay is how long a stream record waits before its batch
+	// is invoked: Lambda polls a DynamoDB stream shard four times per
+	// second, so a record reaches the function a few hundred milliseconds
+	// after its write. A device subscribes to its commands right after its
+	// CONNACK, well within that.
+	StreamPollDelay = 250 * time.Millisecond
 )
 
 // newCommandsTable is the commands global table: a replica per region with
@@ -52,9 +59,17 @@ func (p brokerPublisher) Publish(_ context.Context, topic string, payload []byte
 // streamFunction is a stream event source mapping's view of the function:
 // a batch that reports failed records is an error, so that the invoker
 // retries it (as the mapping retries from the first failed record).
-type streamFunction struct{ h *commands.Handler }
+type streamFunction struct {
+	h     *commands.Handler
+	delay time.Duration
+}
 
 func (f streamFunction) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	out, err := f.h.Invoke(ctx, payload)
 	if err != nil {
 		return out, err
@@ -78,7 +93,7 @@ func (s *Stack) startCommands(r *Region, newInvoker func(fn string, h Function, 
 		return err
 	}
 	r.commands = newInvoker(commands.Function, h, s.cfg.AsyncAttempts)
-	r.commandStreams = newInvoker(commands.Function+"-streams", streamFunction{h}, StreamAttempts)
+	r.commandStreams = newInvoker(commands.Function+"-streams", streamFunction{h: h, delay: StreamPollDelay}, StreamAttempts)
 	r.rules = append(r.rules, boundRule{name: "ack", rule: rules.MustParse(AckRuleSQL), target: r.commands})
 	batch := func(rec events.DynamoDBEventRecord) {
 		b, err := json.Marshal(events.DynamoDBEvent{Records: []events.DynamoDBEventRecord{rec}})
