@@ -242,9 +242,11 @@ func MergeCommandRecords(c fleet.Command, records []map[string]types.AttributeVa
 		switch sAttr(rec, AttrKind) {
 		case KindDelivery:
 			deliveries++
-			if at, _ := msTime(rec, AttrAt); last == nil || at.After(lastAt) {
+			at, _ := msTime(rec, AttrAt)
+			if last == nil || at.After(lastAt) {
 				last, lastAt = rec, at
 			}
+			c.Sends = append(c.Sends, fleet.CommandSend{Session: sAttr(rec, AttrSessionID), Region: sAttr(rec, AttrRegion), At: at})
 		case KindAck:
 			if c.Status != fleet.CommandAcked {
 				c.Status = fleet.CommandAcked

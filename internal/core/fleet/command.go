@@ -67,10 +67,37 @@ type Command struct {
 	SentSession string
 	// Deliveries counts the deliveries (at most one per connection).
 	Deliveries int
+	// Sends are the delivery records read with the command (when the port
+	// reads them): to which session, in which region, claimed when.
+	Sends []CommandSend
 	AckedAt    time.Time
 	// Result is the device's ack payload, cut to MaxAckResult bytes.
 	Result  string
 	Version int64
+}
+
+// CommandSend is one delivery record: the claim of the command's delivery
+// to a session, made in Region at At, just before the publish.
+type CommandSend struct {
+	Session string
+	Region  string
+	At      time.Time
+}
+
+// ReachedSince reports whether a delivery of c was published in region at
+// or after since to another session than session: the connection the
+// device has had in that region since then received it already (IoT routes
+// a publish to whatever connection is subscribed).
+func (c Command) ReachedSince(region, session string, since time.Time) bool {
+	if since.IsZero() {
+		return false
+	}
+	for _, s := range c.Sends {
+		if s.Region == region && s.Session != session && !s.At.Before(since) {
+			return true
+		}
+	}
+	return false
 }
 
 // Effective returns c's status at now: a command past ExpiresAt that is not

@@ -255,19 +255,20 @@ func presenceOf(img map[string]events.DynamoDBAttributeValue) (fleet.Presence, e
 	return ddbitem.UnmarshalPresence(item)
 }
 
-// locate returns where thing is connected ("" when it is not).
-func (h *Handler) locate(ctx context.Context, thing string) (region, session string, err error) {
+// locate returns where thing is connected, and since when ("" when it is
+// not).
+func (h *Handler) locate(ctx context.Context, thing string) (region, session string, since time.Time, err error) {
 	p, err := h.presence.Get(ctx, thing)
 	if errors.Is(err, fleet.ErrNotFound) {
-		return "", "", nil
+		return "", "", time.Time{}, nil
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("locate %s: %w", thing, err)
+		return "", "", time.Time{}, fmt.Errorf("locate %s: %w", thing, err)
 	}
 	if !p.Connected {
-		return "", "", nil
+		return "", "", time.Time{}, nil
 	}
-	return p.Region, p.SessionID, nil
+	return p.Region, p.SessionID, p.Since, nil
 }
 
 // active reports whether the device may receive commands (ACTIVE, with no
@@ -289,7 +290,7 @@ func (h *Handler) active(ctx context.Context, thing string) (bool, error) {
 // CommandCreated delivers a new command if its device is connected in this
 // region now.
 func (h *Handler) CommandCreated(ctx context.Context, cmd fleet.Command) error {
-	region, session, err := h.locate(ctx, cmd.ThingName)
+	region, session, since, err := h.locate(ctx, cmd.ThingName)
 	if err != nil {
 		return err
 	}
@@ -309,13 +310,13 @@ func (h *Handler) CommandCreated(ctx context.Context, cmd fleet.Command) error {
 	if err != nil {
 		return err
 	}
-	return h.Deliver(ctx, cur, session)
+	return h.Deliver(ctx, cur, session, since)
 }
 
 // Connected delivers thing's open commands to its new connection session
 // in this region, unless the device has moved on since.
 func (h *Handler) Connected(ctx context.Context, thing, session string) error {
-	region, cur, err := h.locate(ctx, thing)
+	region, cur, since, err := h.locate(ctx, thing)
 	if err != nil {
 		return err
 	}
@@ -333,17 +334,20 @@ func (h *Handler) Connected(ctx context.Context, thing, session string) error {
 	}
 	var errs []error
 	for _, cmd := range open {
-		if err := h.Deliver(ctx, cmd, session); err != nil {
+		if err := h.Deliver(ctx, cmd, session, since); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Deliver delivers cmd to session in this region at most once: claim,
-// publish, mark SENT. An expired command is marked EXPIRED instead. The
-// error is worth retrying (the claim was released).
-func (h *Handler) Deliver(ctx context.Context, cmd fleet.Command, session string) error {
+// Deliver delivers cmd to session (connected in this region since
+// `since`) at most once: claim, publish, mark SENT. An expired command is
+// marked EXPIRED instead. A command published in this region to another
+// session at or after `since` reached this connection already (the presence
+// item lagged behind the broker): it is not published again. The error is
+// worth retrying (the claim was released).
+func (h *Handler) Deliver(ctx context.Context, cmd fleet.Command, session string, since time.Time) error {
 	now := h.now()
 	switch cmd.Effective(now) {
 	case fleet.CommandAcked:
@@ -362,11 +366,17 @@ func (h *Handler) Deliver(ctx context.Context, cmd fleet.Command, session string
 		}
 		return nil
 	}
+	if cmd.ReachedSince(h.region, session, since) {
+		h.count("Duplicate", "reached")
+		return nil
+	}
 	dup := false
 	steps := []saga.Step{{
 		Name: StepClaim,
 		Do: func(ctx context.Context) (bool, error) {
-			err := h.store.Claim(ctx, cmd.ThingName, cmd.ID, session, h.region, now, cmd.ExpiresAt)
+			// The record's time is the claim's, just before the publish
+			// (ReachedSince relies on it).
+			err := h.store.Claim(ctx, cmd.ThingName, cmd.ID, session, h.region, h.now(), cmd.ExpiresAt)
 			if errors.Is(err, fleet.ErrAlreadyExists) {
 				dup = true
 				return false, nil

@@ -80,11 +80,16 @@ func (w *world) device(t *testing.T, name string, status fleet.Status) {
 
 func (w *world) connect(t *testing.T, thing string, connected bool, region, session string) events.DynamoDBEventRecord {
 	t.Helper()
+	return w.connectSince(t, thing, connected, region, session, w.now)
+}
+
+func (w *world) connectSince(t *testing.T, thing string, connected bool, region, session string, since time.Time) events.DynamoDBEventRecord {
+	t.Helper()
 	key := ddbitem.DeviceKey(thing)
 	var old map[string]types.AttributeValue
 	old, _ = w.presence.GetItem(context.Background(), key)
 	item, err := ddbitem.MarshalPresence(fleet.Presence{ThingName: thing, Connected: connected, Region: region, SessionID: session,
-		Since: w.now, LastSeen: w.now, EventAt: w.now, Version: 1, Generation: 1, UpdatedAt: w.now})
+		Since: since, LastSeen: w.now, EventAt: w.now, Version: 1, Generation: 1, UpdatedAt: w.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +176,28 @@ func TestDelivery(t *testing.T) {
 			w.invoke(t, rec)
 			con := w.connect(t, "dev", true, here, "s1")
 			w.invoke(t, con, con)
+			w.now = w.now.Add(time.Second)
 			w.connect(t, "dev", false, here, "s1")
 			con2 := w.connect(t, "dev", true, here, "s2")
 			w.invoke(t, con2)
 			return c
 		}, 2, fleet.CommandSent},
+		{"a publish after the new connection began reached it: its connect does not publish again", func(t *testing.T, w *world) fleet.Command {
+			w.connect(t, "dev", true, here, "s1")
+			w.now = w.now.Add(2 * time.Second)
+			c, rec := w.command(t, "dev", time.Hour)
+			w.invoke(t, rec) // presence still says s1; the broker routes it to s2
+			w.invoke(t, w.connectSince(t, "dev", true, here, "s2", t0.Add(time.Second)))
+			return c
+		}, 1, fleet.CommandSent},
+		{"a publish in another region does not count for this one", func(t *testing.T, w *world) fleet.Command {
+			c, _ := w.command(t, "dev", time.Hour)
+			if err := w.store.Claim(context.Background(), "dev", c.ID, "s0", there, w.now, c.ExpiresAt); err != nil {
+				t.Fatal(err)
+			}
+			w.invoke(t, w.connectSince(t, "dev", true, here, "s1", t0.Add(-time.Second)))
+			return c
+		}, 1, fleet.CommandSent},
 		{"a stale connect record (the device moved on) delivers nothing", func(t *testing.T, w *world) fleet.Command {
 			c, _ := w.command(t, "dev", time.Hour)
 			con := w.connect(t, "dev", true, here, "s1")
