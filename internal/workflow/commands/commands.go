@@ -48,6 +48,10 @@ import (
 // Function is the function name in logs and metric dimensions.
 const Function = "commands"
 
+// DefaultSubscribeGrace is how long after its CONNACK a device may take to
+// subscribe to e/<thing>/cmd/+ (the device contract).
+const DefaultSubscribeGrace = 2 * time.Second
+
 // Saga step names.
 const (
 	StepClaim    = "claim-delivery"
@@ -92,11 +96,14 @@ type Config struct {
 	Devices   Devices
 	Publisher Publisher
 	Region    string
-	Now       func() time.Time // time.Now when nil
-	Log       *slog.Logger     // discarded when nil
-	Metrics   obs.Metrics      // dropped when nil
-	Tracer    obs.Tracer       // none when nil
-	Runner    saga.Runner
+	// SubscribeGrace: a publish in this region later than this after a
+	// connection began reached it (DefaultSubscribeGrace when zero).
+	SubscribeGrace time.Duration
+	Now            func() time.Time // time.Now when nil
+	Log            *slog.Logger     // discarded when nil
+	Metrics        obs.Metrics      // dropped when nil
+	Tracer         obs.Tracer       // none when nil
+	Runner         saga.Runner
 }
 
 // Handler is the commands function.
@@ -106,6 +113,7 @@ type Handler struct {
 	devices  Devices
 	pub      Publisher
 	region   string
+	grace    time.Duration
 	now      func() time.Time
 	log      *slog.Logger
 	metrics  obs.Metrics
@@ -127,7 +135,10 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("commands: no region")
 	}
 	h := &Handler{store: cfg.Store, presence: cfg.Presence, devices: cfg.Devices, pub: cfg.Publisher, region: cfg.Region,
-		now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, runner: cfg.Runner}
+		grace: cfg.SubscribeGrace, now: cfg.Now, log: cfg.Log, metrics: cfg.Metrics, runner: cfg.Runner}
+	if h.grace <= 0 {
+		h.grace = DefaultSubscribeGrace
+	}
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -344,9 +355,12 @@ func (h *Handler) Connected(ctx context.Context, thing, session string) error {
 // Deliver delivers cmd to session (connected in this region since
 // `since`) at most once: claim, publish, mark SENT. An expired command is
 // marked EXPIRED instead. A command published in this region to another
-// session at or after `since` reached this connection already (the presence
-// item lagged behind the broker): it is not published again. The error is
-// worth retrying (the claim was released).
+// session later than SubscribeGrace after `since` reached this connection
+// already (the presence item lagged behind the broker, and the device had
+// subscribed by then): it is not published again. One published within the
+// grace may or may not have reached it, and is published again: the
+// device tells the copies apart by the id in the topic. The error is worth
+// retrying (the claim was released).
 func (h *Handler) Deliver(ctx context.Context, cmd fleet.Command, session string, since time.Time) error {
 	now := h.now()
 	switch cmd.Effective(now) {
@@ -366,7 +380,7 @@ func (h *Handler) Deliver(ctx context.Context, cmd fleet.Command, session string
 		}
 		return nil
 	}
-	if cmd.ReachedSince(h.region, session, since) {
+	if !since.IsZero() && cmd.ReachedSince(h.region, session, since.Add(h.grace)) {
 		h.count("Duplicate", "reached")
 		return nil
 	}

@@ -184,12 +184,20 @@ func TestDelivery(t *testing.T) {
 		}, 2, fleet.CommandSent},
 		{"a publish after the new connection began reached it: its connect does not publish again", func(t *testing.T, w *world) fleet.Command {
 			w.connect(t, "dev", true, here, "s1")
-			w.now = w.now.Add(2 * time.Second)
+			w.now = w.now.Add(5 * time.Second)
 			c, rec := w.command(t, "dev", time.Hour)
-			w.invoke(t, rec) // presence still says s1; the broker routes it to s2
+			w.invoke(t, rec) // presence still says s1; the broker routes it to s2, subscribed since
 			w.invoke(t, w.connectSince(t, "dev", true, here, "s2", t0.Add(time.Second)))
 			return c
 		}, 1, fleet.CommandSent},
+		{"a publish within the new connection's subscribe grace is published again", func(t *testing.T, w *world) fleet.Command {
+			w.connect(t, "dev", true, here, "s1")
+			w.now = w.now.Add(2 * time.Second)
+			c, rec := w.command(t, "dev", time.Hour)
+			w.invoke(t, rec)
+			w.invoke(t, w.connectSince(t, "dev", true, here, "s2", t0.Add(time.Second)))
+			return c
+		}, 2, fleet.CommandSent},
 		{"a publish in another region does not count for this one", func(t *testing.T, w *world) fleet.Command {
 			c, _ := w.command(t, "dev", time.Hour)
 			if err := w.store.Claim(context.Background(), "dev", c.ID, "s0", there, w.now, c.ExpiresAt); err != nil {
