@@ -69,8 +69,8 @@ type Command struct {
 	Deliveries int
 	// Sends are the delivery records read with the command (when the port
 	// reads them): to which session, in which region, claimed when.
-	Sends []CommandSend
-	AckedAt    time.Time
+	Sends   []CommandSend
+	AckedAt time.Time
 	// Result is the device's ack payload, cut to MaxAckResult bytes.
 	Result  string
 	Version int64
