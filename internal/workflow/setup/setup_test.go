@@ -81,6 +81,8 @@ func table(status ddbtypes.TableStatus, stream string) func() (*dynamodb.Describ
 
 const streamARN = "arn:aws:dynamodb:us-west-2:123456789012:table/mriot-device-inventory/stream/2026-01-01T00:00:00.000"
 
+const presenceStreamARN = "arn:aws:dynamodb:us-west-2:123456789012:table/mriot-presence/stream/2026-01-01T00:00:00.000"
+
 func event(rt cfn.RequestType, props map[string]any) cfn.Event {
 	return cfn.Event{RequestType: rt, RequestID: "req-1", PhysicalResourceID: "phys-1", LogicalResourceID: "Setup", ResourceProperties: props}
 }
@@ -114,6 +116,20 @@ func TestHandle(t *testing.T) {
 				AttrInventoryStreamArn: streamARN, AttrDataEndpoint: "abc-ats.iot.us-west-2.amazonaws.com",
 			},
 			wantUpdates: []map[string]iottypes.Configuration{{"CERTIFICATE": {Enabled: true}, "CA_CERTIFICATE": {Enabled: true}}},
+		},
+		{
+			name: "with a presence table, its replica's stream too",
+			ev: event(cfn.RequestCreate, func() map[string]any {
+				p := props("eu-west-1", "us-west-2")
+				p["PresenceTableName"] = "mriot-presence"
+				return p
+			}()),
+			enabled: map[string]bool{"CERTIFICATE": true, "CA_CERTIFICATE": true},
+			tables: []func() (*dynamodb.DescribeTableOutput, error){table(ddbtypes.TableStatusActive, streamARN),
+				notFound, table(ddbtypes.TableStatusActive, presenceStreamARN)},
+			wantData: map[string]any{
+				AttrInventoryStreamArn: streamARN, AttrPresenceStreamArn: presenceStreamARN, AttrDataEndpoint: "abc-ats.iot.us-west-2.amazonaws.com",
+			},
 		},
 		{
 			name:    "update with events on already changes nothing",
@@ -221,6 +237,10 @@ func TestParseProperties(t *testing.T) {
 		{"region not a string", map[string]any{"InventoryTableName": "inv", "Regions": []any{1.0}}, Properties{}, true},
 		{"unknown event type", map[string]any{"InventoryTableName": "inv", "Regions": "eu-west-1", "EventTypes": []any{"CERTIFICATES"}}, Properties{}, true},
 		{"table not a string", map[string]any{"InventoryTableName": []any{"x"}, "Regions": "eu-west-1"}, Properties{}, true},
+		{"presence table", map[string]any{"InventoryTableName": "inv", "PresenceTableName": " pres ", "Regions": "eu-west-1"},
+			Properties{InventoryTableName: "inv", PresenceTableName: "pres", Regions: []string{"eu-west-1"}}, false},
+		{"presence table empty", map[string]any{"InventoryTableName": "inv", "PresenceTableName": "", "Regions": "eu-west-1"}, Properties{}, true},
+		{"presence table not a string", map[string]any{"InventoryTableName": "inv", "PresenceTableName": 3.0, "Regions": "eu-west-1"}, Properties{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
