@@ -180,6 +180,10 @@ func ParseAckEvent(raw []byte) (AckEvent, error) {
 	}
 	ev.TS = ts
 	if r := bytes.TrimSpace(wire.Result); len(r) > 0 && !bytes.Equal(r, []byte("null")) {
+		var compact bytes.Buffer
+		if json.Compact(&compact, r) == nil {
+			r = compact.Bytes()
+		}
 		ev.Result = CutResult(string(r))
 	}
 	return ev, nil
