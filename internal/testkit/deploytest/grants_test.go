@@ -23,9 +23,9 @@ const (
 	commandsARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-commands"
 	// cmdTopicARN is a command topic e/<thing>/cmd/<id> in the function's region.
 	cmdTopicARN = "arn:aws:iot:eu-west-1:123456789012:topic/e/sensor-1/cmd/1777636800000-00000000000000a1"
-	certARNEx         = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
-	caCertARNEx       = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
-	thingARNEx        = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
+	certARNEx   = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
+	caCertARNEx = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
+	thingARNEx  = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
 	// The API reads every region's registry and lease table.
 	otherCertARN   = "arn:aws:iot:us-west-2:123456789012:cert/0123abcd"
 	otherCACertARN = "arn:aws:iot:us-west-2:123456789012:cacert/4567ef01"
