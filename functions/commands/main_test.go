@@ -8,6 +8,7 @@ import (
 
 	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/testkit/wiringtest"
 )
 
 func envOf(m map[string]string) awsconf.Env {
@@ -73,5 +74,22 @@ func TestBuild(t *testing.T) {
 	}
 	if _, err := build(aws.Config{Region: "eu-west-1"}, settings{Region: "eu-west-1"}, obs.Discard()); err == nil {
 		t.Fatal("build without an endpoint succeeded")
+	}
+}
+
+// TestDeployedSettings: the environment template.yaml gives the function
+// (events/env.json) configures it, and each required variable is needed.
+func TestDeployedSettings(t *testing.T) {
+	s, err := readSettings(wiringtest.Env(wiringtest.DeployedEnv(t, "CommandsFunction", "eu-west-1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CommandsTable != "mriot-commands" || s.PresenceTable != "mriot-presence" || s.InventoryTable != "mriot-device-inventory" || s.Region != "eu-west-1" {
+		t.Fatalf("settings %+v", s)
+	}
+	for _, v := range []string{"COMMANDS_TABLE", "PRESENCE_TABLE", "INVENTORY_TABLE", "IOT_DATA_ENDPOINT", "AWS_REGION"} {
+		if _, err := readSettings(wiringtest.Env(wiringtest.DeployedEnv(t, "CommandsFunction", "eu-west-1", v))); err == nil {
+			t.Errorf("without %s: no error", v)
+		}
 	}
 }
