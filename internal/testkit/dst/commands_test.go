@@ -76,7 +76,7 @@ func TestCommandSimulationCatchesBrokenDesigns(t *testing.T) {
 		{MutationNoConnectDelivery, "C2"},
 	} {
 		t.Run(string(tc.mutation), func(t *testing.T) {
-			for seed := uint64(0); seed < 40; seed++ {
+			for seed := range uint64(40) {
 				cfg := CommandDefaults(seed)
 				cfg.Mutation = tc.mutation
 				res, err := RunCommands(cfg)
