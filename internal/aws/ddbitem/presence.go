@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -204,4 +205,28 @@ func ParsePresenceCursor(cursor string) (shard int, thing string, err error) {
 		return 0, "", fmt.Errorf("presence cursor %q: not one this API gave: %w", cursor, fleet.ErrInvalid)
 	}
 	return n, t, nil
+}
+
+// PresenceFromStreamImage decodes a presence table stream image (NewImage
+// or OldImage of a record) that is a device's presence item; ok is false
+// for a session record (key <thing>#<region>) and for an empty image,
+// which readers of the stream skip. A malformed presence item wraps
+// fleet.ErrInvalid.
+func PresenceFromStreamImage(img map[string]events.DynamoDBAttributeValue) (p fleet.Presence, ok bool, err error) {
+	key, has := img[AttrThingName]
+	if !has || key.DataType() != events.DataTypeString {
+		return fleet.Presence{}, false, nil
+	}
+	if _, region := fleet.SplitPresenceKey(key.String()); region != "" {
+		return fleet.Presence{}, false, nil
+	}
+	item, err := FromStreamImage(img)
+	if err != nil {
+		return fleet.Presence{}, false, fmt.Errorf("presence stream image: %w", err)
+	}
+	p, err = UnmarshalPresence(item)
+	if err != nil {
+		return fleet.Presence{}, false, fmt.Errorf("presence stream image: %w", err)
+	}
+	return p, true, nil
 }

@@ -21,7 +21,9 @@ import (
 // nothing.
 func TestPresenceUnderRIE(t *testing.T) {
 	s := motoserver.Start(t)
-	const region = "eu-west-1" // one of REGIONS in events/env.json
+	// A region no other RIE test uses (moto's IoT policies are shared
+	// across its accounts), added to REGIONS.
+	const region = "sa-east-1"
 	cfg := world(t, s, region)
 	env, err := rie.LoadEnv(filepath.Join(root(t), "events", "env.json"), "PresenceFunction")
 	if err != nil {
@@ -37,7 +39,7 @@ func TestPresenceUnderRIE(t *testing.T) {
 		t.Fatal(err)
 	}
 	pres := awsddb.NewPresence(db, env["PRESENCE_TABLE"])
-	em := startFunction(t, "presence", region, s, nil)
+	em := startFunction(t, "presence", region, s, map[string]string{"REGIONS": env["REGIONS"] + "," + region})
 
 	invokeFixture(t, em, "presence-connected.json")
 	p, err := pres.Get(ctx, "test_001")
