@@ -232,38 +232,20 @@ func (h *Handler) HandleRecord(ctx context.Context, rec events.DynamoDBEventReco
 		return h.CommandCreated(ctx, cmd)
 	}
 	if _, ok := img[ddbitem.AttrConnected]; ok {
-		key := ""
-		if k, ok := rec.Change.Keys[ddbitem.PresenceHashKey]; ok && k.DataType() == events.DataTypeString {
-			key = k.String()
-		}
-		if _, region := fleet.SplitPresenceKey(key); region != "" {
-			return nil // a region's session record, not the presence item
-		}
-		p, err := presenceOf(img)
+		p, ok, err := ddbitem.PresenceFromStreamImage(img)
 		if err != nil {
 			h.reject(ctx, "bad_presence_record", err, 0)
 			return nil
 		}
-		if !p.Connected || p.Region != h.region || p.SessionID == "" {
-			return nil
+		if !ok || !p.Connected || p.Region != h.region || p.SessionID == "" {
+			return nil // a region's session record, or not a connect here
 		}
-		if old, err := presenceOf(rec.Change.OldImage); err == nil && old.Connected && old.SessionID == p.SessionID {
+		if old, ok, err := ddbitem.PresenceFromStreamImage(rec.Change.OldImage); err == nil && ok && old.Connected && old.SessionID == p.SessionID {
 			return nil // the same connection: not a connect
 		}
 		return h.Connected(ctx, p.ThingName, p.SessionID)
 	}
 	return nil
-}
-
-func presenceOf(img map[string]events.DynamoDBAttributeValue) (fleet.Presence, error) {
-	item, err := ddbitem.FromStreamImage(img)
-	if err != nil {
-		return fleet.Presence{}, err
-	}
-	if item == nil {
-		return fleet.Presence{}, fmt.Errorf("no image: %w", fleet.ErrInvalid)
-	}
-	return ddbitem.UnmarshalPresence(item)
 }
 
 // locate returns where thing is connected, and since when ("" when it is
