@@ -23,7 +23,7 @@ import (
 // it ACKED.
 func TestCommandsUnderRIE(t *testing.T) {
 	s := motoserver.Start(t)
-	const region = "sa-east-1" // a region of its own in the shared moto
+	const region = "ap-northeast-1" // a region of its own in the shared moto (no other RIE test uses it)
 	cfg := world(t, s, region)
 	env, err := rie.LoadEnv(filepath.Join(root(t), "events", "env.json"), "CommandsFunction")
 	if err != nil {
