@@ -16,6 +16,7 @@ import (
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/emulator/local"
 	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/emulator/sim"
 	"github.com/mriot/mriot/internal/testkit/tier"
 	"github.com/mriot/mriot/internal/workflow/api"
 )
@@ -173,4 +174,41 @@ func TestCommandToOfflineDevice(t *testing.T) {
 	if n := before.times(cmd.ID); n != 0 {
 		t.Fatalf("the old connection received it %d times", n)
 	}
+}
+
+// TestSimulatedDeviceAcksCommands: the device simulator (mriot device)
+// subscribes to its commands and acknowledges them: a command sent while
+// it runs ends ACKED.
+func TestSimulatedDeviceAcksCommands(t *testing.T) {
+	st := startStack(t, local.Config{})
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(st.RootCAPEM())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan sim.Summary, 1)
+	go func() {
+		sum, _ := sim.Run(ctx, sim.Config{
+			Endpoint: st.GlobalAddr(), RootPool: roots, Count: 1, Rate: 2,
+			Backoff: sim.Backoff{Initial: 200 * time.Millisecond, Max: time.Second},
+			Mint: func(int) (sim.Device, error) {
+				certFile, keyFile, err := st.PKI().Device("cmd-sim")
+				return sim.Device{Name: "cmd-sim", CertFile: certFile, KeyFile: keyFile}, err
+			},
+		})
+		done <- sum
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitPresence(t, st, "cmd-sim", st.Regions()[0].Name)
+	cmd := postCommand(t, st, "cmd-sim", `{"payload":{"op":"blink"}}`)
+	got := waitCommandStatus(t, st, "cmd-sim", cmd.ID, fleet.CommandAcked)
+	if got.Deliveries != 1 {
+		t.Fatalf("command %+v: want one delivery", got)
+	}
+	cancel()
+	if sum := <-done; sum.Commands != 1 {
+		t.Fatalf("the simulator received %d commands, want 1: %s", sum.Commands, sum)
+	}
+	done <- sim.Summary{}
 }
