@@ -155,12 +155,3 @@ func (a apiCommands) Page(ctx context.Context, thing string, limit int, cursor s
 	}
 	return t.Page(ctx, thing, limit, cursor)
 }
-
-// Command reads a command from region's replica (tests).
-func (s *Stack) Command(ctx context.Context, region, thing, id string) (fleet.Command, error) {
-	r := s.byName[region]
-	if r == nil {
-		return fleet.Command{}, fmt.Errorf("region %s: %w", region, fleet.ErrNotFound)
-	}
-	return r.Commands.Get(ctx, thing, id)
-}
