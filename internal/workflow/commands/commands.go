@@ -413,11 +413,9 @@ func (h *Handler) Deliver(ctx context.Context, cmd fleet.Command, session string
 	res, err := h.runner.Run(ctx, saga.Saga{Name: Function, ID: "deliver/" + cmd.ThingName + "/" + cmd.ID + "/" + session, Steps: steps})
 	if err != nil {
 		h.count("DeliveryFailed", "")
-		if res.Outcome == saga.CompensationFailed {
-			// The claim stays: this connection will not get the command;
-			// the device's next connection will.
-			h.count("CompensationFailed", "")
-		}
+		// A compensation that failed (the runner counts CompensationFailed
+		// for Saga=commands) leaves the claim: this connection will not get
+		// the command; the device's next connection will.
 		h.log.ErrorContext(ctx, "delivery failed", slog.String("function", Function), slog.String("device", cmd.ThingName),
 			slog.String("commandId", cmd.ID), slog.String("sessionId", session), slog.String("outcome", string(res.Outcome)),
 			slog.String("error", err.Error()))
