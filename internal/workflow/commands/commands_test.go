@@ -50,6 +50,7 @@ type world struct {
 	h        *commands.Handler
 	now      time.Time
 	metrics  *obs.Recorder
+	region   string
 }
 
 func newWorld(t *testing.T, region string) *world {
@@ -60,7 +61,7 @@ func newWorld(t *testing.T, region string) *world {
 	ig := memddb.NewGlobalTable("inventory", memddb.InventoryKey, regions, memddb.InventoryIndexes)
 	t.Cleanup(func() { cg.Close(); pg.Close(); ig.Close() })
 	w := &world{store: memddb.NewCommands(cg.Replica(region)), presence: pg.Replica(region),
-		inv: memddb.NewInventory(ig.Replica(region)), pub: &publisher{}, now: t0, metrics: obs.NewRecorder()}
+		inv: memddb.NewInventory(ig.Replica(region)), pub: &publisher{}, now: t0, metrics: obs.NewRecorder(), region: region}
 	h, err := commands.New(commands.Config{Store: w.store, Presence: memddb.NewPresence(w.presence), Devices: w.inv,
 		Publisher: w.pub, Region: region, Now: func() time.Time { return w.now }, Metrics: w.metrics})
 	if err != nil {
@@ -68,6 +69,17 @@ func newWorld(t *testing.T, region string) *world {
 	}
 	w.h = h
 	return w
+}
+
+// handlerWith is a handler over w's tables with another publisher.
+func (w *world) handlerWith(t *testing.T, pub commands.Publisher) *commands.Handler {
+	t.Helper()
+	h, err := commands.New(commands.Config{Store: w.store, Presence: memddb.NewPresence(w.presence), Devices: w.inv,
+		Publisher: pub, Region: w.region, Now: func() time.Time { return w.now }, Metrics: w.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func (w *world) device(t *testing.T, name string, status fleet.Status) {
