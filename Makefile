@@ -1,7 +1,7 @@
 # mriot — make run (the product, locally), make test (every test tier).
 SHELL := /bin/bash
 GO    ?= go
-FUNCTIONS := jitr replicate reconcile ingest api setup presence
+FUNCTIONS := jitr replicate reconcile ingest api setup presence commands
 
 GOOS_LAMBDA   := linux
 GOARCH_LAMBDA := arm64
@@ -118,7 +118,7 @@ clean:
 ## ---- SAM (issue #3) -------------------------------------------------------
 ## sam build (BuildMethod: makefile) runs `make build-<LogicalId>` with
 ## ARTIFACTS_DIR set; each target writes the linux/arm64 bootstrap there.
-.PHONY: build-JitrFunction build-ReplicateFunction build-ReconcileFunction build-IngestFunction build-ApiFunction build-SetupFunction build-PresenceFunction invoke rie template-test
+.PHONY: build-JitrFunction build-ReplicateFunction build-ReconcileFunction build-IngestFunction build-ApiFunction build-SetupFunction build-PresenceFunction build-CommandsFunction invoke rie template-test
 
 define sam_build
 	CGO_ENABLED=0 GOOS=$(GOOS_LAMBDA) GOARCH=$(GOARCH_LAMBDA) $(GO) build $(LAMBDA_FLAGS) -o $(ARTIFACTS_DIR)/bootstrap ./functions/$(1)
@@ -138,6 +138,8 @@ build-SetupFunction:
 	$(call sam_build,setup)
 build-PresenceFunction:
 	$(call sam_build,presence)
+build-CommandsFunction:
+	$(call sam_build,commands)
 
 ## rie: install the Lambda Runtime Interface Emulator into bin/tools.
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d

@@ -7,7 +7,8 @@
 // Environment: INVENTORY_TABLE, DATA_TABLE, PRESENCE_TABLE, LEASES_TABLE (the name of the
 // device lease table, the same in every region), REGIONS (comma list, every
 // region of the fleet), DEVICE_POLICY_NAME, TRACING (true: X-Ray on SDK
-// clients), AWS_REGION (set by Lambda: the home region).
+// clients), AWS_REGION (set by Lambda: the home region), COMMANDS_TABLE
+// (optional: the commands routes exist when it is set).
 package main
 
 import (
@@ -38,6 +39,7 @@ type settings struct {
 	LeasesTable      string
 	Regions          []string
 	DevicePolicyName string
+	CommandsTable    string
 }
 
 func readSettings(env awsconf.Env) (settings, error) {
@@ -61,6 +63,7 @@ func readSettings(env awsconf.Env) (settings, error) {
 	if s.DevicePolicyName, err = env.MustString("DEVICE_POLICY_NAME"); err != nil {
 		return s, err
 	}
+	s.CommandsTable = env.String("COMMANDS_TABLE", "")
 	return s, nil
 }
 
@@ -96,7 +99,13 @@ func build(cfg aws.Config, s settings, log *slog.Logger) (*api.Handler, error) {
 		}
 		dr[region] = r
 	}
+	var cmds api.Commands
+	if s.CommandsTable != "" {
+		cmds = awsddb.NewCommands(ddb, s.CommandsTable)
+	}
 	h, err := api.New(api.Config{
+		Commands:         cmds,
+		Metrics:          wiring.Metrics(),
 		Inventory:        inv,
 		Telemetry:        awsddb.NewTelemetry(ddb, s.DataTable),
 		Presence:         awsddb.NewPresence(ddb, s.PresenceTable),
@@ -131,5 +140,6 @@ func main() {
 	wiring.ExitOn(log, "api: AWS configuration", err)
 	h, err := build(cfg, s, log)
 	wiring.ExitOn(log, "api: build handler", err)
-	lambda.Start(lambdaHandler(h))
+	// Flushed writes the invocation's metrics (Queued) when it ends.
+	lambda.Start(wiring.Flushed(lambda.NewHandler(lambdaHandler(h))))
 }

@@ -25,7 +25,7 @@ func main() {
 }
 
 func run() error {
-	fn := flag.String("fn", "", "function directory under functions/ (jitr, replicate, ingest, api, setup, presence)")
+	fn := flag.String("fn", "", "function directory under functions/ (jitr, replicate, ingest, api, setup, presence, commands)")
 	event := flag.String("event", "", "event file (JSON)")
 	envFile := flag.String("env", "events/env.json", "env vars file in the sam local invoke --env-vars format")
 	gobin := flag.String("gobin", "bin/tools", "where aws-lambda-rie is, or is installed")

@@ -263,3 +263,44 @@ type Presence interface {
 	// consistent. limit < 1: ErrInvalid.
 	Connected(ctx context.Context, limit int, cursor string) ([]fleet.Presence, string, error)
 }
+
+// Commands is one region's replica of the commands table (see
+// internal/aws/ddbitem: a command item per command, and insert-only
+// delivery and ack records beside it). A command read through the port is
+// merged with its records (ddbitem.MergeCommandRecords). Times are stored in
+// epoch milliseconds. Errors wrap the fleet sentinels; an invalid thing
+// name or command id is ErrInvalid.
+type Commands interface {
+	// Create stores c only if no item has its key (ErrAlreadyExists).
+	Create(ctx context.Context, c fleet.Command) error
+	// Get returns the command, merged (ErrNotFound), strongly consistent.
+	Get(ctx context.Context, thing, id string) (fleet.Command, error)
+	// Page returns up to limit commands of thing with an id below the
+	// cursor's ("" for the newest), newest first, merged, and the cursor of
+	// the next page: opaque, "" only when no older command is left; a page
+	// may be short before the end. A cursor Page did not give is ErrInvalid.
+	Page(ctx context.Context, thing string, limit int, cursor string) ([]fleet.Command, string, error)
+	// Open returns every command of thing that is neither ACKED nor EXPIRED
+	// once merged (expiry by time is the caller's to judge), oldest first,
+	// strongly consistent.
+	Open(ctx context.Context, thing string) ([]fleet.Command, error)
+	// Claim puts the delivery record of command id to session, only where
+	// absent (ErrAlreadyExists: this connection had it already).
+	Claim(ctx context.Context, thing, id, session, region string, at, expires time.Time) error
+	// Unclaim deletes the delivery record (the compensation of Claim); an
+	// absent record is a success.
+	Unclaim(ctx context.Context, thing, id, session string) error
+	// MarkSent sets Status SENT, SentAt, SentRegion, SentSession, adds 1 to
+	// Deliveries and Version, only while Status is QUEUED or SENT and
+	// ExpiresAt is after at (ErrConditionFailed; ErrNotFound when absent).
+	MarkSent(ctx context.Context, thing, id, session, region string, at time.Time) error
+	// Ack records the device's acknowledgement at `at`: the ack record (put
+	// where absent; a second ack keeps the first) and Status ACKED, AckedAt,
+	// Result on the item (unless ACKED already). An ack at or after
+	// ExpiresAt is refused with ErrConditionFailed (the command expired
+	// first); an unknown command is ErrNotFound.
+	Ack(ctx context.Context, thing, id string, at time.Time, result string) error
+	// Expire sets Status EXPIRED only while Status is QUEUED or SENT and
+	// ExpiresAt is at or before now (ErrConditionFailed; ErrNotFound).
+	Expire(ctx context.Context, thing, id string, now time.Time) error
+}

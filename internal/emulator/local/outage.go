@@ -35,6 +35,9 @@ func (r *Region) invokers() []*Invoker {
 	if r.presence != nil {
 		out = append(out, r.presence)
 	}
+	if r.commands != nil {
+		out = append(out, r.commands, r.commandStreams)
+	}
 	return out
 }
 
@@ -50,7 +53,7 @@ func (s *Stack) setOutage(r *Region, down bool) error {
 	if r.outage.down.Load() == down {
 		return nil
 	}
-	tables := []*memddb.GlobalTable{s.inventory, s.data, s.presence}
+	tables := []*memddb.GlobalTable{s.inventory, s.data, s.presence, s.commands}
 	if down {
 		// Nothing new starts in the region, then it is cut off.
 		r.outage.down.Store(true)

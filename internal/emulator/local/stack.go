@@ -145,6 +145,8 @@ type Region struct {
 	// stream (Presence.Table().Subscribe) is the one a Lambda event source
 	// mapping reads in template.yaml.
 	Presence *memddb.Presence
+	// Commands is the region's replica of the commands global table.
+	Commands *memddb.Commands
 	// Reconciler repairs the region's drift (every ReconcileInterval, and on
 	// demand); reconciling serializes its runs.
 	Reconciler  *reconcile.Reconciler
@@ -152,13 +154,15 @@ type Region struct {
 	Broker      *broker.Broker
 	outage      outageState
 
-	jitr, replicate, ingest *Invoker
-	presence                *Invoker
-	rules                   []boundRule
-	unsubscribe             func()
-	unsubscribePresence     func()
-	log                     *slog.Logger
-	metrics                 obs.Metrics
+	jitr, replicate, ingest  *Invoker
+	presence                 *Invoker
+	commands, commandStreams *Invoker
+	unsubscribeCommands      func()
+	rules                    []boundRule
+	unsubscribe              func()
+	unsubscribePresence      func()
+	log                      *slog.Logger
+	metrics                  obs.Metrics
 }
 
 type boundRule struct {
@@ -177,6 +181,7 @@ type Stack struct {
 	inventory *memddb.GlobalTable
 	data      *memddb.GlobalTable
 	presence  *memddb.GlobalTable
+	commands  *memddb.GlobalTable
 	router    *router.Router
 	apiSrv    *http.Server
 	apiLn     net.Listener
@@ -281,7 +286,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		memddb.WithReplicationLag(cfg.ReplicationLag), memddb.WithStreamView(memddb.ViewNewAndOldImages), memddb.WithAccount(AccountID),
 		memddb.WithDeferredDurability())
 	s.presence = newPresenceTable(cfg)
-	if err := s.restoreTables(s.inventory, s.data, s.presence); err != nil {
+	s.commands = newCommandsTable(cfg)
+	if err := s.restoreTables(s.inventory, s.data, s.presence, s.commands); err != nil {
 		return nil, err
 	}
 	s.countDevices()
@@ -490,6 +496,7 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 		Claims:    memddb.NewClaims(claims.Replica(name)),
 		Leases:    memddb.NewLeases(leases.Replica(name)),
 		Presence:  memddb.NewPresence(s.presence.Replica(name)),
+		Commands:  memddb.NewCommands(s.commands.Replica(name)),
 		log:       log, metrics: s.metrics,
 	}
 	// What the functions see: the registry behind the SDK's retryer, as in Lambda.
@@ -529,6 +536,9 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 		{name: "data", rule: rules.MustParse(DataRuleSQL), target: r.ingest},
 	}
 	if err := s.startPresence(r, newInvoker); err != nil {
+		return nil, err
+	}
+	if err := s.startCommands(r, newInvoker); err != nil {
 		return nil, err
 	}
 	// The EventBridge Pipe: this replica's inventory stream onto the custom
@@ -619,7 +629,7 @@ func (s *Stack) startAPI() error {
 	// The primary region's replicas, or another's while it is down.
 	h, err := api.New(api.Config{
 		Inventory: apiInventory{s}, Telemetry: apiTelemetry{s}, Presence: apiPresence{s}, Registries: regs, Regions: s.cfg.Regions,
-		DevicePolicyName: DevicePolicyName, Health: s.Health, Admin: s, Drift: s, Logger: s.log.With("component", "api"),
+		DevicePolicyName: DevicePolicyName, Health: s.Health, Commands: apiCommands{s}, Metrics: s.metrics, Admin: s, Drift: s, Logger: s.log.With("component", "api"),
 	})
 	if err != nil {
 		return err
@@ -723,7 +733,7 @@ var _ api.Admin = (*Stack)(nil)
 // that is down is not waited for.
 func (s *Stack) WaitIdle(ctx context.Context) error {
 	for {
-		for _, g := range []*memddb.GlobalTable{s.inventory, s.data, s.presence} {
+		for _, g := range []*memddb.GlobalTable{s.inventory, s.data, s.presence, s.commands} {
 			if err := g.WaitIdle(ctx); err != nil {
 				return err
 			}
@@ -738,7 +748,7 @@ func (s *Stack) WaitIdle(ctx context.Context) error {
 		}
 		if !busy {
 			// A last look: an invocation may have written while we checked.
-			if s.inventory.WaitIdle(ctx) == nil && s.data.WaitIdle(ctx) == nil && s.presence.WaitIdle(ctx) == nil && !s.anyPending() {
+			if s.inventory.WaitIdle(ctx) == nil && s.data.WaitIdle(ctx) == nil && s.presence.WaitIdle(ctx) == nil && s.commands.WaitIdle(ctx) == nil && !s.anyPending() {
 				return nil
 			}
 		}
@@ -790,6 +800,9 @@ func (s *Stack) Close() {
 		if r.unsubscribePresence != nil {
 			r.unsubscribePresence()
 		}
+		if r.unsubscribeCommands != nil {
+			r.unsubscribeCommands()
+		}
 		for _, iv := range r.invokers() {
 			iv.Close(2 * time.Second)
 		}
@@ -802,6 +815,9 @@ func (s *Stack) Close() {
 	}
 	if s.presence != nil {
 		s.presence.Close()
+	}
+	if s.commands != nil {
+		s.commands.Close()
 	}
 	for _, r := range s.regions {
 		if r.Claims != nil {

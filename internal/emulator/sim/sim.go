@@ -158,7 +158,9 @@ type Summary struct {
 	// set-up failures), with their reasons.
 	Errors       int64
 	ErrorReasons map[string]int64
-	Elapsed      time.Duration
+	// Commands received on e/<name>/cmd/<id> (and acknowledged).
+	Commands int64
+	Elapsed  time.Duration
 }
 
 // String renders a short human report.
@@ -170,6 +172,9 @@ func (s Summary) String() string {
 			round(s.FirstConnect.P50), round(s.FirstConnect.P99), round(s.FirstConnect.Max))
 	}
 	fmt.Fprintf(&b, "messages: %d sent, %d acknowledged; errors: %d; elapsed %s\n", s.Sent, s.Acked, s.Errors, round(s.Elapsed))
+	if s.Commands > 0 {
+		fmt.Fprintf(&b, "commands: %d received and acknowledged\n", s.Commands)
+	}
 	writeReasons(&b, "refusals", s.RefusalReasons)
 	writeReasons(&b, "errors", s.ErrorReasons)
 	return strings.TrimRight(b.String(), "\n")
@@ -277,6 +282,7 @@ type run struct {
 	connected, onboarded  atomic.Int64
 	refused, sent, acked  atomic.Int64
 	errs                  atomic.Int64
+	commands              atomic.Int64
 	refusalWhy, errorsWhy reasons
 	stuck                 sync.Once // hintStuck
 
@@ -472,7 +478,7 @@ func (r *run) summary(elapsed time.Duration) Summary {
 		FirstConnect: lat,
 		Sent:         r.sent.Load(), Acked: r.acked.Load(),
 		Errors: r.errs.Load(), ErrorReasons: r.errorsWhy.snapshot(),
-		Elapsed: elapsed,
+		Commands: r.commands.Load(), Elapsed: elapsed,
 	}
 }
 
@@ -586,6 +592,10 @@ func (r *run) device(ctx context.Context, dev Device) {
 		}
 		r.connected.Add(1)
 		log.Debug("sim: connected", "attempt", attempts)
+		if err := r.subscribeCommands(ctx, client, dev.Name); err != nil {
+			r.errs.Add(1)
+			r.errorsWhy.add("commands: " + Explain(err))
+		}
 		var ackedHere bool
 		seq, ackedHere = r.publish(ctx, client, dev.Name, seq, lost)
 		r.connected.Add(-1)

@@ -147,6 +147,42 @@ func TestEventFixturesDecode(t *testing.T) {
 				if (ev.EventType == fleet.EventDisconnected) != (ev.ClientInitiatedDisconnect != nil && ev.DisconnectReason != "") {
 					t.Errorf("clientInitiatedDisconnect/disconnectReason in a %s event: %v/%q (disconnected events only)", ev.EventType, ev.ClientInitiatedDisconnect, ev.DisconnectReason)
 				}
+			case "commands":
+				// The commands function's three event shapes: a commands
+				// stream batch (an INSERT of a command item), a presence
+				// stream batch (a connect), the ack rule's output.
+				if strings.HasSuffix(name, "-ack.json") {
+					ev, err := fleet.ParseAckEvent(raw)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ev.ThingName != "test_001" {
+						t.Errorf("thingName = %s, want test_001", ev.ThingName)
+					}
+					break
+				}
+				var ev events.DynamoDBEvent
+				if err := json.Unmarshal(raw, &ev); err != nil {
+					t.Fatal(err)
+				}
+				if len(ev.Records) != 1 || ev.Records[0].EventSource != "aws:dynamodb" || ev.Records[0].Change.StreamViewType != "NEW_AND_OLD_IMAGES" {
+					t.Fatalf("want one aws:dynamodb record of a NEW_AND_OLD_IMAGES stream: %+v", ev.Records)
+				}
+				item, err := ddbitem.FromStreamImage(ev.Records[0].Change.NewImage)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(name, "-presence-") {
+					p, err := ddbitem.UnmarshalPresence(item)
+					if err != nil || p.ThingName != "test_001" || !p.Connected || p.SessionID == "" {
+						t.Errorf("NewImage = %+v (%v): want test_001's presence item, connected", p, err)
+					}
+					break
+				}
+				c, err := ddbitem.UnmarshalCommand(item)
+				if err != nil || c.ThingName != "test_001" || c.Status != fleet.CommandQueued || ev.Records[0].EventName != "INSERT" {
+					t.Errorf("NewImage = %+v (%v): want an INSERT of a QUEUED command of test_001", c, err)
+				}
 			case "api":
 				var req events.APIGatewayV2HTTPRequest
 				if err := json.Unmarshal(raw, &req); err != nil {
@@ -157,11 +193,11 @@ func TestEventFixturesDecode(t *testing.T) {
 					t.Errorf("HTTP API event = %+v: want payload 2.0 of the template's ANY /{proxy+} route with IAM authorizer context", req)
 				}
 			default:
-				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-, reconcile-, presence-)", name)
+				t.Fatalf("events/%s: name does not say its handler (jitr-, ingest-, replicate-, api-, reconcile-, presence-, commands-)", name)
 			}
 		})
 	}
-	for _, kind := range []string{"jitr", "ingest", "replicate", "api", "reconcile", "presence"} {
+	for _, kind := range []string{"jitr", "ingest", "replicate", "api", "reconcile", "presence", "commands"} {
 		if seen[kind] == 0 {
 			t.Errorf("no events/%s-*.json fixture", kind)
 		}

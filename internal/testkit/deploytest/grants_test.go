@@ -19,9 +19,13 @@ const (
 	presenceARN        = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-presence"
 	// connectedIndexARN is the presence table's ConnectedIndex (ddbitem.PresenceConnectedIndex).
 	connectedIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-presence/index/ConnectedIndex"
-	certARNEx         = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
-	caCertARNEx       = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
-	thingARNEx        = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
+	// commandsARN is the commands table (internal/workflow/commands).
+	commandsARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-commands"
+	// cmdTopicARN is a command topic e/<thing>/cmd/<id> in the function's region.
+	cmdTopicARN = "arn:aws:iot:eu-west-1:123456789012:topic/e/sensor-1/cmd/1777636800000-00000000000000a1"
+	certARNEx   = "arn:aws:iot:eu-west-1:123456789012:cert/0123abcd"
+	caCertARNEx = "arn:aws:iot:eu-west-1:123456789012:cacert/4567ef01"
+	thingARNEx  = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
 	// The API reads every region's registry and lease table.
 	otherCertARN   = "arn:aws:iot:us-west-2:123456789012:cert/0123abcd"
 	otherCACertARN = "arn:aws:iot:us-west-2:123456789012:cacert/4567ef01"
@@ -100,6 +104,8 @@ var functionCalls = map[string][]Call{
 		{"dynamodb:Query", dataARN},           // Telemetry.Query
 		{"dynamodb:GetItem", presenceARN},     // Presence.Get
 		{"dynamodb:Query", connectedIndexARN}, // Presence.Connected
+		{"dynamodb:PutItem", commandsARN},     // Commands.Create (conditional put)
+		{"dynamodb:Query", commandsARN},       // Commands.Get, Commands.Page
 		{"iot:DescribeThing", thingARNEx},
 		{"iot:DescribeThing", otherThingARN},
 		{"iot:ListThingPrincipals", otherThingARN},
@@ -112,6 +118,17 @@ var functionCalls = map[string][]Call{
 		{"iot:DescribeEndpoint", "*"},
 		{"dynamodb:DescribeTable", inventoryARN},
 		{"dynamodb:DescribeTable", presenceARN},
+		{"dynamodb:DescribeTable", commandsARN},
+	},
+	"CommandsFunction": {
+		{"dynamodb:Query", commandsARN},      // Commands.Get, Commands.Open
+		{"dynamodb:GetItem", commandsARN},    // Commands.Ack's read
+		{"dynamodb:PutItem", commandsARN},    // Commands.Claim, the ack record (conditional puts)
+		{"dynamodb:DeleteItem", commandsARN}, // Commands.Unclaim (the compensation)
+		{"dynamodb:UpdateItem", commandsARN}, // Commands.MarkSent, Ack, Expire (conditional updates)
+		{"dynamodb:GetItem", presenceARN},    // Presence.Get
+		{"dynamodb:GetItem", inventoryARN},   // Inventory.Get, Revocation
+		{"iot:Publish", cmdTopicARN},         // the data plane's Publish of a command
 	},
 }
 

@@ -148,7 +148,7 @@ func TestFunctionsRuntime(t *testing.T) {
 func TestRuleInvokedFunctionsKeepFailures(t *testing.T) {
 	for tpl, tr := range translate(t) {
 		got := sortedKeys(RuleInvoked(tr.Template))
-		want := []string{"IngestFunction", "JitrFunction", "PresenceFunction", "ReconcileFunction", "ReplicateFunction"}
+		want := []string{"CommandsFunction", "IngestFunction", "JitrFunction", "PresenceFunction", "ReconcileFunction", "ReplicateFunction"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: rule-invoked functions = %v, want %v", tpl, got, want)
 		}
@@ -166,6 +166,8 @@ func TestRules(t *testing.T) {
 		"DataRule": "SELECT message, topic(2) AS device, timestamp() AS ts, newuuid() AS id FROM 'i/+/m'",
 		// AWS IoT's lifecycle events, as is (internal/workflow/presence).
 		"PresenceRule": "SELECT * FROM '$aws/events/presence/+/+'",
+		// A device's acknowledgement of a command (internal/workflow/commands).
+		"AckRule": "SELECT topic(2) AS thingName, topic(4) AS commandId, timestamp() AS ts, result FROM 'i/+/ack/+'",
 	}
 	for tpl, tr := range translate(t) {
 		res := tr.Template.Resources
@@ -433,8 +435,8 @@ func TestRegionSlots(t *testing.T) {
 		t.Fatalf("region slot conditions = %v, want %v", conds, want)
 	}
 	for _, c := range want {
-		if n := strings.Count(text, c); n != 4 {
-			t.Errorf("%s used %d times, want 4 (definition, inventory, data and presence replicas)", c, n)
+		if n := strings.Count(text, c); n != 5 {
+			t.Errorf("%s used %d times, want 5 (definition, inventory, data, presence and commands replicas)", c, n)
 		}
 	}
 	if !strings.Contains(text, "1 to 6 regions") {
@@ -483,7 +485,9 @@ func TestDashboardBody(t *testing.T) {
 			"LeaseContended", "LeaseLost", "Superseded",
 			"ObligationRecorded", "ObligationCompleted", "ObligationAbandoned", "ObligationUnrecorded", "RevocationPromoted", "RevocationNotRecorded", "ItemCaughtUp",
 			// presence (internal/workflow/presence)
-			"PresenceEvents", "PresenceStale", "PresencePublished", "PresenceIgnored", "IteratorAge"} {
+			"PresenceEvents", "PresenceStale", "PresencePublished", "PresenceIgnored", "IteratorAge",
+			// commands (internal/workflow/commands)
+			"Queued", "Sent", "Acked", "Expired", "DeliveryFailed"} {
 			if !strings.Contains(body, m) {
 				t.Errorf("%s: the dashboard does not show %s", tpl, m)
 			}

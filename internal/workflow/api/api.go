@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
 
@@ -138,6 +139,11 @@ type Config struct {
 	// RegionConcurrency bounds the registries read at once for one device
 	// (0: DefaultRegionConcurrency).
 	RegionConcurrency int
+	// Commands enables the /devices/{thingName}/commands routes (nil: they
+	// do not exist); see commands.go.
+	Commands Commands
+	// Metrics counts what the API does (nil: nothing is counted).
+	Metrics obs.Metrics
 }
 
 // Handler is the fleet API.
@@ -203,6 +209,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET /devices/{thingName}/telemetry", h.telemetry)
 	h.mux.HandleFunc("POST /devices/{thingName}/revoke", h.changeStatus(fleet.StatusRevoked))
 	h.mux.HandleFunc("POST /devices/{thingName}/decommission", h.changeStatus(fleet.StatusDecommissioned))
+	h.commandRoutes()
 	if h.cfg.Drift != nil {
 		h.mux.HandleFunc("GET /regions/{region}/drift", h.drift)
 	}

@@ -40,6 +40,9 @@ const (
 	// AttrPresenceStreamArn is this region's presence replica stream, when
 	// the PresenceTableName property is given.
 	AttrPresenceStreamArn = "PresenceStreamArn"
+	// AttrCommandsStreamArn is this region's commands replica stream, when
+	// the CommandsTableName property is given.
+	AttrCommandsStreamArn = "CommandsStreamArn"
 )
 
 // IoT is what setup needs of the region's AWS IoT control plane.
@@ -65,6 +68,9 @@ type Properties struct {
 	// PresenceTableName is optional: with it, Setup also waits for this
 	// region's presence replica and returns its stream ARN.
 	PresenceTableName string
+	// CommandsTableName is optional: with it, Setup also waits for this
+	// region's commands replica and returns its stream ARN.
+	CommandsTableName string
 	Regions           []string
 	EventTypes        []iottypes.EventType
 }
@@ -85,6 +91,13 @@ func ParseProperties(m map[string]any) (Properties, error) {
 			return p, fmt.Errorf("property PresenceTableName: want a table name, got %v: %w", v, fleet.ErrInvalid)
 		}
 		p.PresenceTableName = strings.TrimSpace(name)
+	}
+	if v, ok := m["CommandsTableName"]; ok {
+		name, ok := v.(string)
+		if !ok || strings.TrimSpace(name) == "" {
+			return p, fmt.Errorf("property CommandsTableName: want a table name, got %v: %w", v, fleet.ErrInvalid)
+		}
+		p.CommandsTableName = strings.TrimSpace(name)
 	}
 	regions, err := stringList(m["Regions"])
 	if err != nil || len(regions) == 0 {
@@ -198,6 +211,13 @@ func (h *Handler) Handle(ctx context.Context, ev cfn.Event) (string, map[string]
 			return physicalID, nil, err
 		}
 		data[AttrPresenceStreamArn] = presence
+	}
+	if p.CommandsTableName != "" {
+		cmds, err := h.waitForStream(ctx, p.CommandsTableName, p.Regions[0], log)
+		if err != nil {
+			return physicalID, nil, err
+		}
+		data[AttrCommandsStreamArn] = cmds
 	}
 	log.Info("setup done", "inventory_stream_arn", stream, "data_endpoint", data[AttrDataEndpoint])
 	return physicalID, data, nil

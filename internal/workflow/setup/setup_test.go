@@ -83,6 +83,8 @@ const streamARN = "arn:aws:dynamodb:us-west-2:123456789012:table/mriot-device-in
 
 const presenceStreamARN = "arn:aws:dynamodb:us-west-2:123456789012:table/mriot-presence/stream/2026-01-01T00:00:00.000"
 
+const commandsStreamARN = "arn:aws:dynamodb:us-west-2:123456789012:table/mriot-commands/stream/2026-01-01T00:00:00.000"
+
 func event(rt cfn.RequestType, props map[string]any) cfn.Event {
 	return cfn.Event{RequestType: rt, RequestID: "req-1", PhysicalResourceID: "phys-1", LogicalResourceID: "Setup", ResourceProperties: props}
 }
@@ -129,6 +131,22 @@ func TestHandle(t *testing.T) {
 				notFound, table(ddbtypes.TableStatusActive, presenceStreamARN)},
 			wantData: map[string]any{
 				AttrInventoryStreamArn: streamARN, AttrPresenceStreamArn: presenceStreamARN, AttrDataEndpoint: "abc-ats.iot.us-west-2.amazonaws.com",
+			},
+		},
+		{
+			name: "with a commands table, its replica's stream too",
+			ev: event(cfn.RequestCreate, func() map[string]any {
+				p := props("eu-west-1", "us-west-2")
+				p["PresenceTableName"] = "mriot-presence"
+				p["CommandsTableName"] = "mriot-commands"
+				return p
+			}()),
+			enabled: map[string]bool{"CERTIFICATE": true, "CA_CERTIFICATE": true},
+			tables: []func() (*dynamodb.DescribeTableOutput, error){table(ddbtypes.TableStatusActive, streamARN),
+				table(ddbtypes.TableStatusActive, presenceStreamARN), table(ddbtypes.TableStatusActive, commandsStreamARN)},
+			wantData: map[string]any{
+				AttrInventoryStreamArn: streamARN, AttrPresenceStreamArn: presenceStreamARN, AttrCommandsStreamArn: commandsStreamARN,
+				AttrDataEndpoint: "abc-ats.iot.us-west-2.amazonaws.com",
 			},
 		},
 		{
