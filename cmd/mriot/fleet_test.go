@@ -46,14 +46,18 @@ func TestFleetCommands(t *testing.T) {
 	cases := []struct {
 		args    []string
 		want    []string // in the output
+		notWant []string // not in the output
 		wantErr string
 	}{
-		{args: []string{"ls"}, want: []string{"THING", "dev-1  ACTIVE", "dev-2  ACTIVE"}},
-		{args: []string{"get", "dev-1"}, want: []string{"live everywhere: yes", "eu-west-1", "us-west-2", "ACTIVE"}},
+		{args: []string{"ls"}, want: []string{"THING", "CONNECTED", "dev-1  ACTIVE", "dev-2  ACTIVE"}},
+		{args: []string{"get", "dev-1"}, want: []string{"live everywhere: yes", "eu-west-1", "us-west-2", "ACTIVE", "never seen connected"}},
 		{args: []string{"get", "dev-2"}, want: []string{"live everywhere: no", "not live"}},
 		{args: []string{"telemetry", "dev-1"}, want: []string{"1767225600000", `{"temp":21.5}`, "1767225601000"}},
 		{args: []string{"telemetry", "dev-1", "--limit", "1"}, want: []string{"1767225601000", "older messages: --all"}},
 		{args: []string{"telemetry", "dev-1", "--limit", "1", "--all"}, want: []string{"1767225601000", "1767225600000"}},
+		{args: []string{"telemetry", "dev-1", "--since", "1767225601000", "--limit", "1", "--all"}, want: []string{"1767225601000"}, notWant: []string{"1767225600000", "older messages"}},
+		{args: []string{"telemetry", "dev-1", "--since", "2026-01-01T00:00:00.5Z"}, want: []string{"1767225601000"}, notWant: []string{"1767225600000"}},
+		{args: []string{"telemetry", "dev-1", "--since", "last week"}, wantErr: "HTTP 400: since"},
 		{args: []string{"revoke", "dev-1"}, want: []string{"dev-1: revoke accepted"}},
 		{args: []string{"revoke", "dev-1"}, want: []string{"dev-1: already so"}},
 		{args: []string{"ls", "--status", "REVOKED"}, want: []string{"dev-1  REVOKED"}},
@@ -76,6 +80,11 @@ func TestFleetCommands(t *testing.T) {
 		for _, w := range tc.want {
 			if !strings.Contains(out, w) {
 				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+		for _, w := range tc.notWant {
+			if strings.Contains(out, w) {
+				t.Errorf("%v: output has %q:\n%s", tc.args, w, out)
 			}
 		}
 	}

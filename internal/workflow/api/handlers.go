@@ -20,6 +20,7 @@ type DeviceSummary struct {
 	ThingName    string       `json:"thingName"`
 	Status       fleet.Status `json:"status"`
 	OriginRegion string       `json:"originRegion"`
+	Connected    *Connected   `json:"connected,omitempty"`
 }
 
 // DeviceList is the body of GET /devices.
@@ -62,7 +63,9 @@ type DeviceView struct {
 	Regions map[string]RegionView `json:"regions"`
 	// Live: every region shows the thing, the ACTIVE certificate, the
 	// principal and the policy attached.
-	Live bool `json:"live"`
+	Live      bool       `json:"live"`
+	Connected *Connected `json:"connected,omitempty"`
+	LastSeen  *time.Time `json:"lastSeen,omitempty"`
 }
 
 // TelemetryItem is one message of GET /devices/{thingName}/telemetry.
