@@ -184,17 +184,22 @@ func Final(s api.CommandStatus) bool { return s == api.CommandAcked || s == api.
 func (c *Client) WaitCommand(ctx context.Context, name, id string, interval time.Duration) (api.Command, error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last api.Command
 	for {
 		cmd, err := c.Command(ctx, name, id)
 		switch {
 		case err == nil && Final(cmd.Status):
 			return cmd, nil
-		case err != nil && (ctx.Err() != nil || !errors.Is(err, fleet.ErrUnavailable)):
-			return cmd, err
+		case err == nil:
+			last = cmd
+		case ctx.Err() != nil:
+			// The deadline fell during the request: say what was seen last.
+		case !errors.Is(err, fleet.ErrUnavailable):
+			return last, err
 		}
 		select {
 		case <-ctx.Done():
-			return cmd, fmt.Errorf("wait for command %s of %s (%s): %w", id, name, cmd.Status, ctx.Err())
+			return last, fmt.Errorf("wait for command %s of %s (last seen %s): %w", id, name, last.Status, ctx.Err())
 		case <-t.C:
 		}
 	}
