@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spf13/cobra"
@@ -50,11 +51,13 @@ Tables for people by default; -o json prints the API's answers.`,
 	p.StringVarP(&ff.output, "output", "o", "table", "table or json")
 
 	var status string
+	var connected bool
 	var limit int
 	var all bool
+	var since string
 	ls := &cobra.Command{
 		Use:   "ls",
-		Short: "List the devices (every page), with --status to keep one status",
+		Short: "List the devices (every page); --status keeps one status, --connected the devices connected now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := ff.client(cmd.Context())
@@ -64,11 +67,15 @@ Tables for people by default; -o json prints the API's answers.`,
 			if status != "" && !fleet.Status(status).Valid() {
 				return fmt.Errorf("--status %q: want ACTIVE, REVOKED or DECOMMISSIONED", status)
 			}
+			header := []string{"THING", "STATUS", "ORIGIN"}
+			if connected {
+				header = append(header, "CONNECTED IN", "SINCE")
+			}
 			var rows [][]string
 			var items []any
 			cursor := ""
 			for {
-				page, err := c.ListDevices(cmd.Context(), 1000, cursor)
+				page, err := c.ListDevices(cmd.Context(), fleetapi.DeviceQuery{Limit: 1000, Cursor: cursor, Connected: connected})
 				if err != nil {
 					return err
 				}
@@ -77,17 +84,22 @@ Tables for people by default; -o json prints the API's answers.`,
 						continue
 					}
 					items = append(items, d)
-					rows = append(rows, []string{d.ThingName, string(d.Status), d.OriginRegion})
+					row := []string{d.ThingName, string(d.Status), d.OriginRegion}
+					if connected {
+						row = append(row, where(d.Connected), sinceCol(d.Connected))
+					}
+					rows = append(rows, row)
 				}
 				if page.Next == "" {
 					break
 				}
 				cursor = page.Next
 			}
-			return ff.print(cmd.OutOrStdout(), map[string]any{"items": items}, []string{"THING", "STATUS", "ORIGIN"}, rows)
+			return ff.print(cmd.OutOrStdout(), map[string]any{"items": items}, header, rows)
 		},
 	}
 	ls.Flags().StringVar(&status, "status", "", "only devices with this status (ACTIVE, REVOKED, DECOMMISSIONED)")
+	ls.Flags().BoolVar(&connected, "connected", false, "only devices connected now, with the region they are connected to")
 
 	get := &cobra.Command{
 		Use:   "get NAME",
@@ -118,8 +130,17 @@ Tables for people by default; -o json prints the API's answers.`,
 				return ff.print(cmd.OutOrStdout(), v, nil, nil)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%s  %s  version %d  origin %s  certificate %s  live everywhere: %s\n\n",
+			fmt.Fprintf(w, "%s  %s  version %d  origin %s  certificate %s  live everywhere: %s\n",
 				v.ThingName, v.Status, v.Version, v.OriginRegion, v.CertificateID, yes(v.Live))
+			switch {
+			case v.Connected != nil:
+				fmt.Fprintf(w, "connected in %s since %s\n", v.Connected.Region, v.Connected.Since.UTC().Format(time.RFC3339))
+			case v.LastSeen != nil:
+				fmt.Fprintf(w, "not connected; last seen %s\n", v.LastSeen.UTC().Format(time.RFC3339))
+			default:
+				fmt.Fprintln(w, "never seen connected")
+			}
+			fmt.Fprintln(w)
 			return ff.print(w, nil, []string{"REGION", "THING", "CERTIFICATE", "ATTACHED", "POLICY", "STATE"}, rows)
 		},
 	}
@@ -137,7 +158,7 @@ Tables for people by default; -o json prints the API's answers.`,
 			var items []api.TelemetryItem
 			cursor := ""
 			for {
-				page, err := c.Telemetry(cmd.Context(), args[0], limit, cursor)
+				page, err := c.Telemetry(cmd.Context(), args[0], fleetapi.TelemetryQuery{Limit: limit, Cursor: cursor, Since: since})
 				if err != nil {
 					return err
 				}
@@ -164,7 +185,8 @@ Tables for people by default; -o json prints the API's answers.`,
 		},
 	}
 	telemetry.Flags().IntVar(&limit, "limit", 0, "messages per page (default: the API's)")
-	telemetry.Flags().BoolVar(&all, "all", false, "every page, down to the oldest message")
+	telemetry.Flags().BoolVar(&all, "all", false, "every page, down to the oldest message (or to --since)")
+	telemetry.Flags().StringVar(&since, "since", "", "only messages at or after this: RFC 3339, epoch milliseconds, or a duration back from now (15m)")
 
 	change := func(use, short string, call func(*fleetapi.Client, context.Context, string) (any, bool, error)) *cobra.Command {
 		return &cobra.Command{
@@ -198,8 +220,160 @@ Tables for people by default; -o json prints the API's answers.`,
 	decommission := change("decommission", "Remove a device from every region; its certificate stays REVOKED", func(c *fleetapi.Client, ctx context.Context, n string) (any, bool, error) {
 		return c.Decommission(ctx, n)
 	})
-	cmd.AddCommand(ls, get, telemetry, revoke, decommission)
+	cmd.AddCommand(ls, get, telemetry, revoke, decommission, ff.sendCmd(), ff.commandsCmd())
 	return cmd
+}
+
+// sendCmd is `mriot fleet send`.
+func (ff *fleetFlags) sendCmd() *cobra.Command {
+	var payload string
+	var ttl, timeout time.Duration
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "send NAME --payload JSON",
+		Short: "Send a command to a device, wherever it is connected or when it next connects",
+		Long: `Queues a command for the device. The API delivers it on e/<thing>/cmd/<id>
+in the region the device is connected to, or when it next connects, in any
+region, until --ttl has passed; the device acknowledges on
+i/<thing>/ack/<id>. --wait polls until the command is ACKED (exit 0) or
+EXPIRED (exit 1), or --timeout passes (exit 1, the command stays queued).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if payload == "" {
+				return errors.New("--payload is required (a JSON value, e.g. '{\"op\":\"reboot\"}')")
+			}
+			if !json.Valid([]byte(payload)) {
+				return fmt.Errorf("--payload %q is not JSON", payload)
+			}
+			if ttl < 0 || ttl%time.Second != 0 {
+				return fmt.Errorf("--ttl %s: want a whole number of seconds", ttl)
+			}
+			c, err := ff.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			sent, err := c.SendCommand(cmd.Context(), args[0], json.RawMessage(payload), ttl)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if !wait {
+				if ff.output == "json" {
+					return ff.print(w, sent, nil, nil)
+				}
+				fmt.Fprintf(w, "command %s to %s: %s until %s (mriot fleet commands %s)\n",
+					sent.ID, args[0], sent.Status, sent.ExpiresAt.UTC().Format(time.RFC3339), args[0])
+				return nil
+			}
+			if ff.output != "json" {
+				fmt.Fprintf(w, "command %s to %s: %s; waiting for the acknowledgement\n", sent.ID, args[0], sent.Status)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			got, err := c.WaitCommand(ctx, args[0], sent.ID, time.Second)
+			if got.ID == "" {
+				got = sent
+			}
+			if ff.output == "json" {
+				if perr := ff.print(w, got, nil, nil); perr != nil {
+					return perr
+				}
+			} else if err == nil {
+				fmt.Fprintf(w, "command %s: %s%s\n", got.ID, got.Status, delivered(got))
+			}
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				return fmt.Errorf("command %s still %s after %s: it stays queued until %s", got.ID, got.Status, timeout, got.ExpiresAt.UTC().Format(time.RFC3339))
+			case err != nil:
+				return err
+			case got.Status != fleet.CommandAcked:
+				return fmt.Errorf("command %s %s: the device did not acknowledge it in time", got.ID, got.Status)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&payload, "payload", "", "the command, a JSON value")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long the command may wait for the device (default: the API's, 24h)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the device acknowledges the command or it expires")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+// commandsCmd is `mriot fleet commands`.
+func (ff *fleetFlags) commandsCmd() *cobra.Command {
+	var limit int
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "commands NAME",
+		Short: "A device's commands, newest first, with their delivery status",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := ff.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			items := []api.CommandView{}
+			cursor := ""
+			for {
+				page, err := c.Commands(cmd.Context(), args[0], limit, cursor)
+				if err != nil {
+					return err
+				}
+				for _, m := range page.Items {
+					items = append(items, m)
+					rows = append(rows, []string{m.ID, string(m.Status), m.CreatedAt.UTC().Format(time.RFC3339),
+						m.SentRegion, fmt.Sprint(m.Deliveries), stamp(m.AckedAt), string(m.Payload)})
+				}
+				cursor = page.Next
+				if !all || cursor == "" {
+					break
+				}
+			}
+			w := cmd.OutOrStdout()
+			if err := ff.print(w, api.CommandList{Items: items, Next: cursor}, []string{"ID", "STATUS", "CREATED", "SENT IN", "DELIVERIES", "ACKED", "PAYLOAD"}, rows); err != nil {
+				return err
+			}
+			if cursor != "" && ff.output != "json" {
+				fmt.Fprintf(w, "older commands: --all, or the API's cursor %s\n", cursor)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 0, "commands per page (default: the API's)")
+	cmd.Flags().BoolVar(&all, "all", false, "every page")
+	return cmd
+}
+
+// where is the CONNECTED column: the region, or "-".
+func where(c *api.Connection) string {
+	if c == nil {
+		return "-"
+	}
+	return c.Region
+}
+
+// sinceCol is the SINCE column: when the session began, or "-".
+func sinceCol(c *api.Connection) string {
+	if c == nil {
+		return "-"
+	}
+	return c.Since.UTC().Format(time.RFC3339)
+}
+
+func stamp(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// delivered says where and how often a command was delivered.
+func delivered(c api.CommandView) string {
+	if c.SentRegion == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (delivered in %s, %d time(s))", c.SentRegion, c.Deliveries)
 }
 
 // client builds the API client the flags describe.

@@ -93,32 +93,126 @@ func RegionOf(host string) (string, bool) {
 	return "", false
 }
 
-// ListDevices returns a page of at most limit devices (0: the API's default)
-// from cursor ("" : the first page); the next page's cursor is in Next.
-func (c *Client) ListDevices(ctx context.Context, limit int, cursor string) (api.DeviceList, error) {
-	q := url.Values{}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
-	}
-	if cursor != "" {
-		q.Set("cursor", cursor)
+// DeviceQuery selects a page of devices.
+type DeviceQuery struct {
+	Limit  int    // 0: the API's default
+	Cursor string // "": the first page
+	// Connected keeps the devices connected now (GET /devices?connected=true).
+	Connected bool
+}
+
+// ListDevices returns a page of devices; the next page's cursor is in Next.
+func (c *Client) ListDevices(ctx context.Context, dq DeviceQuery) (api.DeviceList, error) {
+	q := page(dq.Limit, dq.Cursor)
+	if dq.Connected {
+		q.Set("connected", "true")
 	}
 	var out api.DeviceList
-	_, err := c.do(ctx, http.MethodGet, "/devices", q, &out)
+	_, err := c.do(ctx, http.MethodGet, "/devices", q, nil, &out)
 	return out, err
 }
 
-// Device returns a device's inventory record and its state in every region.
+// Device returns a device's inventory record, its presence and its state
+// in every region.
 func (c *Client) Device(ctx context.Context, name string) (api.DeviceView, error) {
 	var out api.DeviceView
-	_, err := c.do(ctx, http.MethodGet, "/devices/"+url.PathEscape(name), nil, &out)
+	_, err := c.do(ctx, http.MethodGet, devicePath(name), nil, nil, &out)
 	return out, err
 }
 
-// Telemetry returns a page of the device's messages, newest first, at most
-// limit (0: the API's default), older than cursor ("": the newest); the
-// next page's cursor is in Next.
-func (c *Client) Telemetry(ctx context.Context, name string, limit int, cursor string) (api.TelemetryList, error) {
+// TelemetryQuery selects a page of a device's messages.
+type TelemetryQuery struct {
+	Limit  int    // 0: the API's default
+	Cursor string // "": the newest
+	// Since keeps the messages at or after it: an RFC 3339 time, epoch
+	// milliseconds or a duration back from the API's clock ("15m"); "":
+	// every message.
+	Since string
+}
+
+// Telemetry returns a page of the device's messages, newest first; the
+// next (older) page's cursor is in Next, "" at the end or past Since.
+func (c *Client) Telemetry(ctx context.Context, name string, tq TelemetryQuery) (api.TelemetryList, error) {
+	q := page(tq.Limit, tq.Cursor)
+	if tq.Since != "" {
+		q.Set("since", tq.Since)
+	}
+	var out api.TelemetryList
+	_, err := c.do(ctx, http.MethodGet, devicePath(name)+"/telemetry", q, nil, &out)
+	return out, err
+}
+
+// SendCommand queues a command for the device; the API delivers it where
+// the device is connected, or when it next connects, until ttl has passed
+// (0: the API's default).
+func (c *Client) SendCommand(ctx context.Context, name string, payload json.RawMessage, ttl time.Duration) (api.CommandView, error) {
+	if !json.Valid(payload) {
+		return api.CommandView{}, fmt.Errorf("send a command to %s: the payload is not JSON: %w", name, fleet.ErrInvalid)
+	}
+	if ttl < 0 || ttl%time.Second != 0 {
+		return api.CommandView{}, fmt.Errorf("send a command to %s: ttl %s is not a positive number of seconds: %w", name, ttl, fleet.ErrInvalid)
+	}
+	req := api.CommandRequest{Payload: payload}
+	if ttl > 0 {
+		secs := int(ttl / time.Second)
+		req.TTLSeconds = &secs
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return api.CommandView{}, fmt.Errorf("send a command to %s: %w", name, err)
+	}
+	var out api.CommandView
+	_, err = c.do(ctx, http.MethodPost, devicePath(name)+"/commands", nil, body, &out)
+	return out, err
+}
+
+// Commands returns a page of the device's commands, newest first.
+func (c *Client) Commands(ctx context.Context, name string, limit int, cursor string) (api.CommandList, error) {
+	var out api.CommandList
+	_, err := c.do(ctx, http.MethodGet, devicePath(name)+"/commands", page(limit, cursor), nil, &out)
+	return out, err
+}
+
+// Command returns one command of the device.
+func (c *Client) Command(ctx context.Context, name, id string) (api.CommandView, error) {
+	var out api.CommandView
+	_, err := c.do(ctx, http.MethodGet, devicePath(name)+"/commands/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}
+
+// Final reports whether a command's status can change no more.
+func Final(s fleet.CommandStatus) bool { return s == fleet.CommandAcked || s == fleet.CommandExpired }
+
+// WaitCommand polls the command every interval until its status is final
+// (ACKED or EXPIRED) and returns it, or returns the last status read with
+// ctx's error when ctx ends first.
+func (c *Client) WaitCommand(ctx context.Context, name, id string, interval time.Duration) (api.CommandView, error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last api.CommandView
+	for {
+		cmd, err := c.Command(ctx, name, id)
+		switch {
+		case err == nil && Final(cmd.Status):
+			return cmd, nil
+		case err == nil:
+			last = cmd
+		case ctx.Err() != nil:
+			// The deadline fell during the request: say what was seen last.
+		case !errors.Is(err, fleet.ErrUnavailable):
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return last, fmt.Errorf("wait for command %s of %s (last seen %s): %w", id, name, last.Status, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func devicePath(name string) string { return "/devices/" + url.PathEscape(name) }
+
+func page(limit int, cursor string) url.Values {
 	q := url.Values{}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
@@ -126,22 +220,20 @@ func (c *Client) Telemetry(ctx context.Context, name string, limit int, cursor s
 	if cursor != "" {
 		q.Set("cursor", cursor)
 	}
-	var out api.TelemetryList
-	_, err := c.do(ctx, http.MethodGet, "/devices/"+url.PathEscape(name)+"/telemetry", q, &out)
-	return out, err
+	return q
 }
 
 // Revoke revokes the device everywhere; changed is false when it was
 // revoked already (200 rather than 202).
 func (c *Client) Revoke(ctx context.Context, name string) (rec api.DeviceRecord, changed bool, err error) {
-	status, err := c.do(ctx, http.MethodPost, "/devices/"+url.PathEscape(name)+"/revoke", nil, &rec)
+	status, err := c.do(ctx, http.MethodPost, devicePath(name)+"/revoke", nil, nil, &rec)
 	return rec, status == http.StatusAccepted, err
 }
 
 // Decommission removes the device everywhere, its certificate left REVOKED;
 // changed is false when it was decommissioned already.
 func (c *Client) Decommission(ctx context.Context, name string) (rec api.DeviceRecord, changed bool, err error) {
-	status, err := c.do(ctx, http.MethodPost, "/devices/"+url.PathEscape(name)+"/decommission", nil, &rec)
+	status, err := c.do(ctx, http.MethodPost, devicePath(name)+"/decommission", nil, nil, &rec)
 	return rec, status == http.StatusAccepted, err
 }
 
@@ -157,6 +249,9 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, query url.
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	switch {
 	case c.Credentials != nil:
 		creds, err := c.Credentials.Retrieve(ctx)
@@ -177,8 +272,8 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, query url.
 	return req, nil
 }
 
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, out any) (int, error) {
-	req, err := c.NewRequest(ctx, method, path, query, nil)
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, out any) (int, error) {
+	req, err := c.NewRequest(ctx, method, path, query, body)
 	if err != nil {
 		return 0, err
 	}
@@ -191,14 +286,14 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return resp.StatusCode, fmt.Errorf("%s %s: read the answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e api.ErrorBody
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg := strings.TrimSpace(string(answer))
+		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
 			msg = e.Error
 		} else if resp.StatusCode == http.StatusForbidden && msg == "" {
 			msg = "forbidden (is the request signed by a principal allowed execute-api:Invoke?)"
@@ -206,7 +301,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return resp.StatusCode, &APIError{Status: resp.StatusCode, Message: msg}
 	}
 	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
+		if err := json.Unmarshal(answer, out); err != nil {
 			return resp.StatusCode, fmt.Errorf("%s %s: the answer is not what the API sends: %w", method, path, err)
 		}
 	}

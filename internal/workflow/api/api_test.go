@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -216,6 +217,8 @@ func TestBadRequests(t *testing.T) {
 		{"GET", "/devices/dev-1/telemetry?limit=0", 400, "limit"},
 		{"GET", "/devices/dev-1/telemetry?limit=1001", 400, "limit"},
 		{"GET", "/devices/dev-1/telemetry?limit=-5", 400, "limit"},
+		{"GET", "/devices/dev-1/telemetry?since=yesterday", 400, "since"},
+		{"GET", "/devices/dev-1/telemetry?since=-5m", 400, "since"},
 		{"GET", "/devices/bad.name/telemetry", 400, "thing name"},
 		{"POST", "/devices/unknown-device/revoke", 404, "not found"},
 		{"POST", "/devices/bad$name/decommission", 400, "thing name"},
@@ -410,6 +413,16 @@ func TestTelemetry(t *testing.T) {
 			{Device: "dev-1", TS: base + 2000, Region: eu, Message: json.RawMessage(`{"temp":22,"tags":["a","b"]}`)},
 		}},
 		{"/devices/nobody/telemetry", []api.TelemetryItem{}},
+		// since, in epoch milliseconds, RFC 3339 or a duration back from
+		// the API's clock: the messages at or after it.
+		{fmt.Sprintf("/devices/dev-1/telemetry?since=%d", base+1000), []api.TelemetryItem{
+			{Device: "dev-1", TS: base + 2000, Region: eu, Message: json.RawMessage(`{"temp":22,"tags":["a","b"]}`)},
+			{Device: "dev-1", TS: base + 1000, Region: us, Message: json.RawMessage(`"Hello From Test-001"`)},
+		}},
+		{"/devices/dev-1/telemetry?since=" + url.QueryEscape(f.Now.Add(1500*time.Millisecond).Format(time.RFC3339Nano)), []api.TelemetryItem{
+			{Device: "dev-1", TS: base + 2000, Region: eu, Message: json.RawMessage(`{"temp":22,"tags":["a","b"]}`)},
+		}},
+		{fmt.Sprintf("/devices/dev-1/telemetry?since=%d", base+5000), []api.TelemetryItem{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.target, func(t *testing.T) {
@@ -446,6 +459,22 @@ func TestTelemetry(t *testing.T) {
 	do(t, h, "GET", "/devices/dev-1/telemetry?limit=2&cursor="+first.Next, "").decode(t, &second)
 	if len(second.Items) != 1 || second.Next != "" || second.Items[0].TS != base {
 		t.Fatalf("second page %+v", second)
+	}
+	// A page that reaches past since is the last: no cursor into older
+	// messages.
+	var bounded api.TelemetryList
+	do(t, h, "GET", fmt.Sprintf("/devices/dev-1/telemetry?limit=3&since=%d", base+1000), "").decode(t, &bounded)
+	if len(bounded.Items) != 2 || bounded.Next != "" {
+		t.Fatalf("page bounded by since: %+v", bounded)
+	}
+	do(t, h, "GET", fmt.Sprintf("/devices/dev-1/telemetry?limit=1&since=%d", base+1000), "").decode(t, &bounded)
+	if len(bounded.Items) != 1 || bounded.Next == "" {
+		t.Fatalf("a page within since keeps its cursor: %+v", bounded)
+	}
+	// A duration counts back from the API's clock: an hour back holds all three.
+	do(t, h, "GET", "/devices/dev-1/telemetry?since=1h", "").decode(t, &bounded)
+	if len(bounded.Items) != 3 {
+		t.Fatalf("since=1h: %+v", bounded)
 	}
 	if r := do(t, h, "GET", "/devices/dev-1/telemetry?cursor=%25bad", ""); r.status != 400 || !strings.Contains(r.errorText(t), "cursor") {
 		t.Fatalf("bad cursor: %d %s", r.status, r.body)

@@ -338,6 +338,11 @@ func (h *Handler) telemetry(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	since, err := parseSince(r.URL.Query().Get("since"), h.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	msgs, next, err := h.cfg.Telemetry.Page(r.Context(), name, limit, r.URL.Query().Get("cursor"))
 	if err != nil {
 		h.backendError(w, r, "query telemetry of "+name, err)
@@ -345,9 +350,34 @@ func (h *Handler) telemetry(w http.ResponseWriter, r *http.Request) {
 	}
 	out := TelemetryList{Items: make([]TelemetryItem, 0, len(msgs)), Next: next}
 	for _, m := range msgs {
+		if m.Timestamp < since {
+			// Newest first: every later message, and every later page, is
+			// older still.
+			out.Next = ""
+			break
+		}
 		out.Items = append(out.Items, TelemetryItem{Device: m.Device, TS: m.Timestamp, Region: m.Region, Message: rawJSON(m.Payload)})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// parseSince reads the telemetry query's since: an RFC 3339 time, epoch
+// milliseconds (the messages' own ts), or a Go duration back from now
+// ("15m"). Empty: no bound (0).
+func parseSince(s string, now time.Time) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UnixMilli(), nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil && ms >= 0 {
+		return ms, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d).UnixMilli(), nil
+	}
+	return 0, fmt.Errorf("since %q: want an RFC 3339 time, epoch milliseconds or a positive duration such as 15m: %w", s, fleet.ErrInvalid)
 }
 
 // rawJSON passes a stored message on as it is when it is JSON, and as a JSON
