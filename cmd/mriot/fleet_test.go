@@ -166,8 +166,7 @@ func TestFleetSendWait(t *testing.T) {
 		return out.String(), err
 	}
 	// The device: once the command is queued, it is delivered and acknowledged.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	acked := make(chan error, 1)
 	go func() {
 		for ctx.Err() == nil {
