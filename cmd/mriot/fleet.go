@@ -71,31 +71,27 @@ Tables for people by default; -o json prints the API's answers.`,
 			if connected {
 				header = append(header, "CONNECTED IN", "SINCE")
 			}
-			var rows [][]string
-			var items []any
-			cursor := ""
-			for {
+			devs, _, err := collect(true, func(cursor string) ([]api.DeviceSummary, string, error) {
 				page, err := c.ListDevices(cmd.Context(), fleetapi.DeviceQuery{Limit: 1000, Cursor: cursor, Connected: connected})
-				if err != nil {
-					return err
-				}
-				for _, d := range page.Items {
-					if status != "" && string(d.Status) != status {
-						continue
-					}
-					items = append(items, d)
-					row := []string{d.ThingName, string(d.Status), d.OriginRegion}
-					if connected {
-						row = append(row, where(d.Connected), sinceCol(d.Connected))
-					}
-					rows = append(rows, row)
-				}
-				if page.Next == "" {
-					break
-				}
-				cursor = page.Next
+				return page.Items, page.Next, err
+			})
+			if err != nil {
+				return err
 			}
-			return ff.print(cmd.OutOrStdout(), map[string]any{"items": items}, header, rows)
+			var rows [][]string
+			items := []api.DeviceSummary{}
+			for _, d := range devs {
+				if status != "" && string(d.Status) != status {
+					continue
+				}
+				items = append(items, d)
+				row := []string{d.ThingName, string(d.Status), d.OriginRegion}
+				if connected {
+					row = append(row, where(d.Connected), sinceCol(d.Connected))
+				}
+				rows = append(rows, row)
+			}
+			return ff.print(cmd.OutOrStdout(), api.DeviceList{Items: items}, header, rows)
 		},
 	}
 	ls.Flags().StringVar(&status, "status", "", "only devices with this status (ACTIVE, REVOKED, DECOMMISSIONED)")
@@ -154,27 +150,18 @@ Tables for people by default; -o json prints the API's answers.`,
 			if err != nil {
 				return err
 			}
-			var rows [][]string
-			var items []api.TelemetryItem
-			cursor := ""
-			for {
+			items, cursor, err := collect(all, func(cursor string) ([]api.TelemetryItem, string, error) {
 				page, err := c.Telemetry(cmd.Context(), args[0], fleetapi.TelemetryQuery{Limit: limit, Cursor: cursor, Since: since})
-				if err != nil {
-					return err
-				}
-				for _, m := range page.Items {
-					items = append(items, m)
-					rows = append(rows, []string{fmt.Sprint(m.TS), m.Region, string(m.Message)})
-				}
-				cursor = page.Next
-				if !all || cursor == "" {
-					break
-				}
+				return page.Items, page.Next, err
+			})
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, m := range items {
+				rows = append(rows, []string{fmt.Sprint(m.TS), m.Region, string(m.Message)})
 			}
 			out := api.TelemetryList{Items: items, Next: cursor}
-			if out.Items == nil {
-				out.Items = []api.TelemetryItem{}
-			}
 			if err := ff.print(cmd.OutOrStdout(), out, []string{"TS", "REGION", "MESSAGE"}, rows); err != nil {
 				return err
 			}
@@ -312,23 +299,17 @@ func (ff *fleetFlags) commandsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rows [][]string
-			items := []api.CommandView{}
-			cursor := ""
-			for {
+			items, cursor, err := collect(all, func(cursor string) ([]api.CommandView, string, error) {
 				page, err := c.Commands(cmd.Context(), args[0], limit, cursor)
-				if err != nil {
-					return err
-				}
-				for _, m := range page.Items {
-					items = append(items, m)
-					rows = append(rows, []string{m.ID, string(m.Status), m.CreatedAt.UTC().Format(time.RFC3339),
-						m.SentRegion, fmt.Sprint(m.Deliveries), stamp(m.AckedAt), string(m.Payload)})
-				}
-				cursor = page.Next
-				if !all || cursor == "" {
-					break
-				}
+				return page.Items, page.Next, err
+			})
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, m := range items {
+				rows = append(rows, []string{m.ID, string(m.Status), m.CreatedAt.UTC().Format(time.RFC3339),
+					m.SentRegion, fmt.Sprint(m.Deliveries), stamp(m.AckedAt), string(m.Payload)})
 			}
 			w := cmd.OutOrStdout()
 			if err := ff.print(w, api.CommandList{Items: items, Next: cursor}, []string{"ID", "STATUS", "CREATED", "SENT IN", "DELIVERIES", "ACKED", "PAYLOAD"}, rows); err != nil {
@@ -343,6 +324,25 @@ func (ff *fleetFlags) commandsCmd() *cobra.Command {
 	cmd.Flags().IntVar(&limit, "limit", 0, "commands per page (default: the API's)")
 	cmd.Flags().BoolVar(&all, "all", false, "every page")
 	return cmd
+}
+
+// collect reads pages from fetch, from the first, while all is set and a
+// cursor is left, and returns their items (never nil) and the cursor where
+// it stopped ("" at the end).
+func collect[T any](all bool, fetch func(cursor string) ([]T, string, error)) ([]T, string, error) {
+	items := []T{}
+	cursor := ""
+	for {
+		page, next, err := fetch(cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		items = append(items, page...)
+		cursor = next
+		if !all || cursor == "" {
+			return items, cursor, nil
+		}
+	}
 }
 
 // where is the CONNECTED column: the region, or "-".

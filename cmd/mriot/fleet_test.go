@@ -52,16 +52,8 @@ func TestFleetCommands(t *testing.T) {
 	defer srv.Close()
 	t.Setenv(endpointEnv, srv.URL)
 	t.Setenv(apiTokenEnv, "s3cret")
+	run := fleetCLI(t)
 
-	run := func(args ...string) (string, error) {
-		cmd := newRootCmd()
-		var out strings.Builder
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append([]string{"fleet"}, args...))
-		err := cmd.Execute()
-		return out.String(), err
-	}
 	cases := []struct {
 		args    []string
 		want    []string // in the output
@@ -156,15 +148,7 @@ func TestFleetSendWait(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	t.Setenv(endpointEnv, srv.URL)
-	run := func(args ...string) (string, error) {
-		cmd := newRootCmd()
-		var out strings.Builder
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append([]string{"fleet"}, args...))
-		err := cmd.Execute()
-		return out.String(), err
-	}
+	run := fleetCLI(t)
 	// The device: once the command is queued, it is delivered and acknowledged.
 	ctx := t.Context()
 	acked := make(chan error, 1)
@@ -192,4 +176,9 @@ func TestFleetSendWait(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "still QUEUED after 1.5s") {
 		t.Fatalf("send --wait without an ack: %v\n%s", err, out)
 	}
+}
+
+// fleetCLI runs `mriot fleet args...` and returns what it printed.
+func fleetCLI(t *testing.T) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) { return run(t, t.Context(), append([]string{"fleet"}, args...)...) }
 }
