@@ -180,5 +180,7 @@ func TestFleetSendWait(t *testing.T) {
 
 // fleetCLI runs `mriot fleet args...` and returns what it printed.
 func fleetCLI(t *testing.T) func(args ...string) (string, error) {
-	return func(args ...string) (string, error) { return run(t, t.Context(), append([]string{"fleet"}, args...)...) }
+	return func(args ...string) (string, error) {
+		return run(t, t.Context(), append([]string{"fleet"}, args...)...)
+	}
 }
