@@ -1,9 +1,7 @@
 package motoserver
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -16,11 +14,8 @@ import (
 // NEW_AND_OLD_IMAGES) as template.yaml does.
 func CreateCommandsTable(t testing.TB, cfg aws.Config, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db := dynamodb.NewFromConfig(cfg)
 	s := ddbtypes.ScalarAttributeTypeS
-	err := createTable(ctx, db, &dynamodb.CreateTableInput{
+	createActive(t, cfg, "commands", &dynamodb.CreateTableInput{
 		TableName:   aws.String(name),
 		BillingMode: ddbtypes.BillingModePayPerRequest,
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{
@@ -35,8 +30,4 @@ func CreateCommandsTable(t testing.TB, cfg aws.Config, name string) {
 			StreamEnabled: aws.Bool(true), StreamViewType: ddbtypes.StreamViewTypeNewAndOldImages,
 		},
 	})
-	if err != nil {
-		t.Fatalf("create commands table %s: %v", name, err)
-	}
-	waitActive(ctx, t, db, name)
 }

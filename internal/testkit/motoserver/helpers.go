@@ -183,3 +183,16 @@ func waitActive(ctx context.Context, t testing.TB, db *dynamodb.Client, names ..
 		}
 	}
 }
+
+// createActive creates the table in describes, in cfg's region, and waits
+// until it is active (what names it in a failure).
+func createActive(t testing.TB, cfg aws.Config, what string, in *dynamodb.CreateTableInput) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := dynamodb.NewFromConfig(cfg)
+	if err := createTable(ctx, db, in); err != nil {
+		t.Fatalf("create %s table %s: %v", what, aws.ToString(in.TableName), err)
+	}
+	waitActive(ctx, t, db, aws.ToString(in.TableName))
+}

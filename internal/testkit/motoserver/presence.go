@@ -1,9 +1,7 @@
 package motoserver
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -17,11 +15,8 @@ import (
 // projection ALL) in cfg's region and waits until it is active.
 func CreatePresenceTable(t testing.TB, cfg aws.Config, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db := dynamodb.NewFromConfig(cfg)
 	s := ddbtypes.ScalarAttributeTypeS
-	err := createTable(ctx, db, &dynamodb.CreateTableInput{
+	createActive(t, cfg, "presence", &dynamodb.CreateTableInput{
 		TableName:   aws.String(name),
 		BillingMode: ddbtypes.BillingModePayPerRequest,
 		AttributeDefinitions: []ddbtypes.AttributeDefinition{
@@ -38,8 +33,4 @@ func CreatePresenceTable(t testing.TB, cfg aws.Config, name string) {
 			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll},
 		}},
 	})
-	if err != nil {
-		t.Fatalf("create presence table %s: %v", name, err)
-	}
-	waitActive(ctx, t, db, name)
 }
