@@ -1,0 +1,189 @@
+package converge
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mriot/mriot/internal/core/fleet"
+	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/emulator/pki"
+)
+
+// rotated is the item of dev-1 rotated from fx.dev (A) to a newer
+// certificate B, A retiring at retireAt; B's PEM is returned too.
+func rotated(t *testing.T, retireAt time.Time) (fleet.Device, *pki.Leaf) {
+	t.Helper()
+	leaf, err := fx.ca.Issue(pki.Options{CommonName: thing, NotBefore: fx.dev.Cert.NotBefore.Add(time.Second), Validity: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := item(fleet.StatusActive, origin, 1)
+	b := fleet.Certificate{ID: fleet.CertificateID(leaf.Cert), PEM: leaf.CertPEM(), CACertificateID: a.CACertificateID}
+	d, err := a.Rotated(b, retireAt, origin, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, leaf
+}
+
+// usable reports whether certificate id is ACTIVE here, attached to the
+// thing, with the policy.
+func (w *eworld) usable(t *testing.T, id string) bool {
+	t.Helper()
+	ctx := context.Background()
+	c, err := w.reg.DescribeCertificate(ctx, id)
+	if err != nil || c.Status != fleet.CertActive {
+		return false
+	}
+	prs, _ := w.reg.ListThingPrincipals(ctx, thing)
+	pols, _ := w.reg.ListAttachedPolicies(ctx, c.ARN)
+	return slices.Contains(prs, c.ARN) && slices.Contains(pols, policy)
+}
+
+// TestRetiringCertificateLifecycle: a region converging a rotated item
+// keeps the retiring certificate usable while in its grace (registering it
+// from the item's PEM where unknown), removes it everywhere once its
+// RetireAt has passed, and drops it from the item past RetireAt +
+// RetireKeep once removed here.
+func TestRetiringCertificateLifecycle(t *testing.T) {
+	w := newEWorld(t)
+	ctx := context.Background()
+	retireAt := t0.Add(time.Hour)
+	d, _ := rotated(t, retireAt)
+	a := fleet.CertificateID(fx.dev.Cert)
+	if err := w.put(d); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name        string
+		at          time.Time
+		wantA       bool // A usable here
+		wantAGone   bool
+		wantRetires int // entries left in the item
+	}{
+		{name: "in grace: both usable", at: t0, wantA: true, wantRetires: 1},
+		{name: "a second before RetireAt: still usable", at: retireAt.Add(-time.Second), wantA: true, wantRetires: 1},
+		{name: "at RetireAt: removed, still named", at: retireAt, wantAGone: true, wantRetires: 1},
+		{name: "past RetireAt + keep: dropped from the item", at: retireAt.Add(DefaultRetireKeep), wantAGone: true, wantRetires: 0},
+	}
+	for _, st := range steps {
+		w.clock.now = st.at
+		res, err := w.e.Converge(ctx, thing, Options{Function: "replicate"})
+		if err != nil {
+			t.Fatalf("%s: converge: %v", st.name, err)
+		}
+		if !w.usable(t, d.CertificateID) {
+			t.Errorf("%s: B not usable", st.name)
+		}
+		if got := w.usable(t, a); got != st.wantA {
+			t.Errorf("%s: A usable = %v, want %v", st.name, got, st.wantA)
+		}
+		if _, err := w.reg.DescribeCertificate(ctx, a); st.wantAGone && err == nil {
+			t.Errorf("%s: A still registered here", st.name)
+		}
+		cur, _ := w.inv.Get(ctx, thing)
+		if len(cur.Retiring) != st.wantRetires {
+			t.Errorf("%s: item has %d retiring, want %d (%s)", st.name, len(cur.Retiring), st.wantRetires, res.Action)
+		}
+		kinds, err := w.e.Inspect(ctx, cur)
+		if err != nil || len(kinds) != 0 {
+			t.Errorf("%s: drift after converging: %v %v", st.name, kinds, err)
+		}
+	}
+	if n := w.metrics.Get("CertificatesRetired", obs.D("Function", "replicate")); n != 1 {
+		t.Errorf("CertificatesRetired = %v, want 1", n)
+	}
+	if l, _ := w.leases.Get(ctx, thing); slices.Contains(l.Ledger.Certificates, a) {
+		t.Errorf("ledger still names A: %v", l.Ledger.Certificates)
+	}
+}
+
+// TestInspectRetiring: the drift of retiring certificates is found.
+func TestInspectRetiring(t *testing.T) {
+	w := newEWorld(t)
+	ctx := context.Background()
+	retireAt := t0.Add(time.Hour)
+	d, _ := rotated(t, retireAt)
+	if err := w.put(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+		t.Fatal(err)
+	}
+	a := fleet.CertificateID(fx.dev.Cert)
+	if err := w.reg.UpdateCertificate(ctx, a, fleet.CertInactive); err != nil {
+		t.Fatal(err)
+	}
+	if kinds, _ := w.e.Inspect(ctx, d); !slices.Equal(kinds, []string{DriftRetiringNotActive}) {
+		t.Errorf("in grace, A inactive: %v", kinds)
+	}
+	w.clock.now = retireAt
+	if kinds, _ := w.e.Inspect(ctx, d); !slices.Equal(kinds, []string{DriftRetiredNotRemoved}) {
+		t.Errorf("past grace, A still there: %v", kinds)
+	}
+}
+
+// TestRevocationTakesRetiringCertificates: a revoked device's retiring
+// certificates are revoked with its current one; decommission too.
+func TestRevocationTakesRetiringCertificates(t *testing.T) {
+	for _, status := range []fleet.Status{fleet.StatusRevoked, fleet.StatusDecommissioned} {
+		t.Run(string(status), func(t *testing.T) {
+			w := newEWorld(t)
+			ctx := context.Background()
+			d, _ := rotated(t, t0.Add(time.Hour))
+			if err := w.put(d); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+				t.Fatal(err)
+			}
+			r := d
+			r.Status, r.Version = status, d.Version+1
+			if err := w.put(r); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range r.CertificateIDs() {
+				if c, err := w.reg.DescribeCertificate(ctx, id); err != nil || c.Status != fleet.CertRevoked {
+					t.Errorf("certificate %s: %s %v, want REVOKED", id[:8], c.Status, err)
+				}
+			}
+		})
+	}
+}
+
+// TestRotationRoundTrip: jitr's rotation through the engine: the newer
+// presented certificate becomes current, the old one retires, both usable.
+func TestRotationRoundTrip(t *testing.T) {
+	w := newEWorld(t)
+	ctx := context.Background()
+	if err := w.put(item(fleet.StatusActive, origin, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := fx.ca.Issue(pki.Options{CommonName: thing, NotBefore: fx.dev.Cert.NotBefore.Add(time.Second), Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := w.reg.AutoRegister(ctx, leaf.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.e.Converge(ctx, thing, Options{Function: "jitr", Presented: &c})
+	if err != nil || res.Action != Rotated {
+		t.Fatalf("converge: %s %v, want rotated", res.Action, err)
+	}
+	cur, _ := w.inv.Get(ctx, thing)
+	if cur.CertificateID != c.ID || len(cur.Retiring) != 1 || !cur.Retiring[0].RetireAt.Equal(t0.Add(DefaultRotationGrace)) {
+		t.Errorf("item %s retiring %+v", cur.CertificateID[:8], cur.Retiring)
+	}
+	if !w.usable(t, c.ID) || !w.usable(t, fleet.CertificateID(fx.dev.Cert)) {
+		t.Error("both certificates must be usable during the grace")
+	}
+}
