@@ -52,10 +52,18 @@ const (
 	// valid everywhere (ROTATION_GRACE).
 	DefaultRotationGrace = 7 * 24 * time.Hour
 	// DefaultRetireKeep is how long past its RetireAt a retired certificate
-	// stays named in the item, so that every region's sweep finds it due
-	// (the sweep reads the item's retirement index).
-	DefaultRetireKeep = 10 * time.Minute
+	// stays named in the item, so that every region's reconciler finds it
+	// due through the item's retirement index (at every invocation) and
+	// removes it there, whatever its replicate runs did.
+	DefaultRetireKeep = 24 * time.Hour
 )
+
+// RotationGrace is how long a rotated-out certificate stays valid.
+func (e *Engine) RotationGrace() time.Duration { return e.grace }
+
+// RetireKeep is how long past its RetireAt a retired certificate stays
+// named in the item.
+func (e *Engine) RetireKeep() time.Duration { return e.keep }
 
 // rotation decides what a presented certificate p other than the ACTIVE
 // item's current one makes of the item: the rotated item, or a refusal.
