@@ -65,6 +65,10 @@ type Device struct {
 	Retiring []RetiringCertificate `dynamodbav:"Retiring,omitempty" json:"retiring,omitempty"`
 }
 
+// DefaultRotationGrace is how long a rotated-out certificate stays valid
+// unless configured otherwise (ROTATION_GRACE).
+const DefaultRotationGrace = 7 * 24 * time.Hour
+
 // RetiringCertificate is a device's previous certificate during the grace
 // period of a rotation.
 type RetiringCertificate struct {

@@ -50,7 +50,7 @@ const (
 const (
 	// DefaultRotationGrace is how long a rotated-out certificate stays
 	// valid everywhere (ROTATION_GRACE).
-	DefaultRotationGrace = 7 * 24 * time.Hour
+	DefaultRotationGrace = fleet.DefaultRotationGrace
 	// DefaultRetireKeep is how long past its RetireAt a retired certificate
 	// stays named in the item, so that every region's reconciler finds it
 	// due through the item's retirement index (at every invocation) and
