@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -313,7 +314,7 @@ func TestDeviceView(t *testing.T) {
 			r.decode(t, &v)
 			wantRec := api.DeviceRecord{ThingName: "dev-1", Status: fleet.StatusActive, CertificateID: d.CertificateID,
 				OriginRegion: eu, Version: 1, UpdatedAt: f.Now}
-			if v.DeviceRecord != wantRec {
+			if !reflect.DeepEqual(v.DeviceRecord, wantRec) {
 				t.Fatalf("record %+v, want %+v", v.DeviceRecord, wantRec)
 			}
 			if v.Live != tc.wantLive {
