@@ -28,7 +28,7 @@ func pahoPublish(st *local.Stack, addr, name, certFile, keyFile string) error {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(st.RootCAPEM())
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("ssl://"+addr).SetClientID(name).
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("ssl://" + addr).SetClientID(name).
 		SetTLSConfig(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: pki.ServerName, MinVersion: tls.VersionTLS12}).
 		SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).SetConnectTimeout(5 * time.Second))
 	tok := c.Connect()
