@@ -61,7 +61,12 @@ func (r *run) apply(ctx context.Context, item fleet.Device, found bool) (Action,
 				case err != nil:
 					return "", t, err
 				case refusal != "":
+					// Never onboarded: revoked here, under the lease, so that
+					// it neither connects nor fires the event again.
 					r.refused = refusal
+					if _, err := r.runSaga(ctx, r.o.Function+"/"+r.e.region+"/"+r.thing+"/refused", []saga.Step{r.revokeStep(item, p.ID)}); err != nil {
+						return "", t, fmt.Errorf("revoke the refused certificate %s of %s: %w", p.ID, r.thing, err)
+					}
 					return Refused, t, nil
 				}
 				item, rotate, t = rotated, true, target{rotated, true}

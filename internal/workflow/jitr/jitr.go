@@ -283,14 +283,18 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	case res.Action == converge.Refused:
 		// A certificate issued no later than the device's current one (a
 		// renewal that lost to a newer one, a retired certificate coming
-		// back) is never onboarded: revoked, so that it never connects and
-		// never fires the event again.
+		// back) is never onboarded: the convergence revoked it, under the
+		// device's lease, so that it never connects and never fires the
+		// event again.
 		h.metrics.Count("RotationsRefused", 1, obs.D("Function", Function), obs.D("Reason", res.Refusal))
-		why := fmt.Errorf("device %s holds certificate %s: %s", thing, res.Item.CertificateID, res.Detail)
+		why := fmt.Sprintf("device %s holds certificate %s: %s", thing, res.Item.CertificateID, res.Detail)
 		if res.Refusal == converge.RefusedRetired {
-			why = fmt.Errorf("device %s: certificate %s was retired by a rotation to %s", thing, cert.ID, res.Item.CertificateID)
+			why = fmt.Sprintf("device %s: certificate %s was retired by a rotation to %s", thing, cert.ID, res.Item.CertificateID)
 		}
-		return h.revoke(ctx, log, cert.ID, res.Refusal, why)
+		log.WarnContext(ctx, "certificate revoked", slog.String("reason", res.Refusal), slog.String("error", why))
+		h.metrics.Count("Rejected", 1, obs.D("Function", Function), obs.D("Reason", res.Refusal))
+		h.metrics.Count("CertificateRevoked", 1, obs.D("Function", Function), obs.D("Reason", res.Refusal))
+		return nil
 	case res.Found && res.Item.Status != fleet.StatusActive:
 		log.WarnContext(ctx, "certificate revoked", slog.String("reason", ReasonRevoked),
 			slog.String("error", fmt.Sprintf("device %s is %s in the inventory", thing, res.Item.Status)))
