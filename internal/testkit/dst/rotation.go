@@ -191,7 +191,7 @@ func (s *Sim) retiredActive(final bool) []string {
 //     and its retiring ones in their grace, and every region was last
 //     converged to the current one; a device that renewed holds its renewed
 //     certificate (the newest wins);
-//   - R3 (with I2, I2', I2'' over every certificate of the device): a
+//   - R3 (with I2, I2', I2” over every certificate of the device): a
 //     revoked or decommissioned device's certificates, retiring ones
 //     included, are ACTIVE nowhere.
 func (s *Sim) checkRotation(items map[string]fleet.Device) []string {
