@@ -187,3 +187,78 @@ func TestRotationRoundTrip(t *testing.T) {
 		t.Error("both certificates must be usable during the grace")
 	}
 }
+
+// TestConcurrentRotations: the device renewed twice (B, then C) and two
+// regions each accepted one at the same moment; the global table's last
+// writer wins. Whichever wins, the loser is not left ACTIVE here, and when
+// the older one won, the device's next connection with the newer one
+// rotates again: the newest certificate ends current, and the loser
+// retires with A.
+func TestConcurrentRotations(t *testing.T) {
+	for _, olderWins := range []bool{false, true} {
+		t.Run(map[bool]string{false: "newer wins", true: "older wins"}[olderWins], func(t *testing.T) {
+			w := newEWorld(t)
+			ctx := context.Background()
+			nbA := fx.dev.Cert.NotBefore
+			issue := func(d time.Duration) fleet.Certificate {
+				leaf, err := fx.ca.Issue(pki.Options{CommonName: thing, NotBefore: nbA.Add(d), Validity: 24 * time.Hour})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fleet.Certificate{ID: fleet.CertificateID(leaf.Cert), PEM: leaf.CertPEM(), CACertificateID: fleet.CertificateID(fx.ca.Cert)}
+			}
+			b, c := issue(time.Second), issue(2*time.Second)
+			a := item(fleet.StatusActive, origin, 1)
+			if err := w.put(a); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+				t.Fatal(err)
+			}
+			// This region accepts one; the other region's write of the
+			// other wins.
+			mine, theirs := c, b
+			if !olderWins {
+				mine, theirs = b, c
+			}
+			p, _, err := w.reg.AutoRegister(ctx, mine.PEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := w.e.Converge(ctx, thing, Options{Function: "jitr", Presented: &p}); err != nil || res.Action != Rotated {
+				t.Fatalf("rotation here: %s %v", res.Action, err)
+			}
+			won, err := a.Rotated(theirs, t0.Add(time.Hour), origin, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.put(won); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := w.reg.DescribeCertificate(ctx, mine.ID); got.Status == fleet.CertActive {
+				t.Errorf("the losing certificate %s is still ACTIVE here", mine.ID[:8])
+			}
+			if !w.usable(t, theirs.ID) || !w.usable(t, a.CertificateID) {
+				t.Error("the winner and A (in its grace) must be usable")
+			}
+			if !olderWins {
+				return
+			}
+			// The device keeps presenting C, the newest: it rotates again.
+			p, _, err = w.reg.AutoRegister(ctx, c.PEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := w.e.Converge(ctx, thing, Options{Function: "jitr", Presented: &p}); err != nil || res.Action != Rotated {
+				t.Fatalf("rotation to the newest: %s %v", res.Action, err)
+			}
+			cur, _ := w.inv.Get(ctx, thing)
+			if cur.CertificateID != c.ID || len(cur.Retiring) != 2 {
+				t.Errorf("item %s retiring %+v, want C with A and B retiring", cur.CertificateID[:8], cur.Retiring)
+			}
+		})
+	}
+}
