@@ -413,6 +413,9 @@ func (e *Engine) converged(ctx context.Context, thing string) (Result, bool, err
 	if err != nil || !found || !l.Ledger.Converged.Matches(item) {
 		return Result{}, false, err
 	}
+	if retireDue(item, l.Ledger, e.now()) {
+		return Result{}, false, nil // a certificate to retire here: converge
+	}
 	return Result{Action: Unchanged, Item: item, Found: true}, true, nil
 }
 
@@ -624,7 +627,8 @@ func (r *run) converge(ctx context.Context) (Result, error) {
 		if round > MaxRounds {
 			return res, fmt.Errorf("the inventory item of %s changed %d times during the run: %w", r.thing, MaxRounds, fleet.ErrBusy)
 		}
-		if r.o.SkipConverged && r.o.Presented == nil && len(r.o.Hints) == 0 && found && r.ledger.Converged.Matches(item) {
+		if r.o.SkipConverged && r.o.Presented == nil && len(r.o.Hints) == 0 && found && r.ledger.Converged.Matches(item) &&
+			!retireDue(item, r.ledger, r.e.now()) {
 			res.Action = stronger(res.Action, Unchanged)
 			return res, nil
 		}

@@ -290,3 +290,10 @@ func (r *run) retireStep(s saga.Step) saga.Step {
 	}
 	return s
 }
+
+// retireDue reports whether the region (its ledger) still holds a retiring
+// certificate of item whose grace has ended at now: a convergence that
+// would otherwise skip as converged removes it.
+func retireDue(item fleet.Device, l fleet.Ledger, now time.Time) bool {
+	return slices.ContainsFunc(item.Retired(now), func(id string) bool { return contains(l.Certificates, id) })
+}

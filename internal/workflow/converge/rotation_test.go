@@ -262,3 +262,30 @@ func TestConcurrentRotations(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipConvergedStillRetires: a duplicate stream record of a version
+// this region converged to skips without the lease, except when a retiring
+// certificate's grace has ended: then the convergence removes it.
+func TestSkipConvergedStillRetires(t *testing.T) {
+	w := newEWorld(t)
+	ctx := context.Background()
+	retireAt := t0.Add(time.Hour)
+	d, _ := rotated(t, retireAt)
+	if err := w.put(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+		t.Fatal(err)
+	}
+	a := fleet.CertificateID(fx.dev.Cert)
+	if res, err := w.e.Converge(ctx, thing, Options{Function: "replicate", SkipConverged: true}); err != nil || res.Action != Unchanged || !w.usable(t, a) {
+		t.Fatalf("in the grace: %s %v, A usable %v", res.Action, err, w.usable(t, a))
+	}
+	w.clock.now = retireAt
+	if res, err := w.e.Converge(ctx, thing, Options{Function: "replicate", SkipConverged: true}); err != nil || res.Action != Converged {
+		t.Fatalf("past the grace: %s %v, want converged", res.Action, err)
+	}
+	if _, err := w.reg.DescribeCertificate(ctx, a); err == nil {
+		t.Error("A still registered past its grace")
+	}
+}
