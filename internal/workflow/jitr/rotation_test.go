@@ -25,11 +25,14 @@ func TestRotation(t *testing.T) {
 		name      string
 		notBefore time.Time
 		// retired: B is named in the item's Retiring, past its grace.
-		retired     bool
+		retired bool
+		// otherCA: B is signed by the other auto-registration CA.
+		otherCA     bool
 		wantStatus  fleet.CertStatus
 		wantRefusal string
 	}{
 		{name: "newer is the new current certificate", notBefore: nbA.Add(time.Second), wantStatus: fleet.CertActive},
+		{name: "newer from another auto-registration CA", notBefore: nbA.Add(30 * time.Second), otherCA: true, wantStatus: fleet.CertActive},
 		{name: "same NotBefore is refused", notBefore: nbA, wantStatus: fleet.CertRevoked, wantRefusal: converge.RefusedOlder},
 		{name: "older is refused", notBefore: nbA.Add(-time.Hour), wantStatus: fleet.CertRevoked, wantRefusal: converge.RefusedOlder},
 		{name: "retired is refused", notBefore: nbA.Add(time.Second), retired: true, wantStatus: fleet.CertRevoked, wantRefusal: converge.RefusedRetired},
@@ -42,7 +45,11 @@ func TestRotation(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := w.cert
-			leaf, err := fx.ca.Issue(pkiOptions{CommonName: "dev-1", NotBefore: tt.notBefore, Validity: 24 * time.Hour})
+			ca := fx.ca
+			if tt.otherCA {
+				ca = fx.otherCA
+			}
+			leaf, err := ca.Issue(pkiOptions{CommonName: "dev-1", NotBefore: tt.notBefore, Validity: 24 * time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,6 +97,9 @@ func TestRotation(t *testing.T) {
 			if item.CertificateID != b.ID || !item.NotBefore.Equal(tt.notBefore) || item.Version != before.Version+1 {
 				t.Errorf("item: current %s NotBefore %v version %d; want B %v version %d", item.CertificateID[:8], item.NotBefore,
 					item.Version, tt.notBefore, before.Version+1)
+			}
+			if item.CACertificateID != got.CACertificateID {
+				t.Errorf("item CA %s, want B's %s", item.CACertificateID[:8], got.CACertificateID[:8])
 			}
 			want := []fleet.RetiringCertificate{{CertificateID: a.ID, CertificatePEM: a.PEM, CACertificateID: a.CACertificateID, RetireAt: t0.Add(grace)}}
 			if !slices.EqualFunc(item.Retiring, want, func(x, y fleet.RetiringCertificate) bool {
