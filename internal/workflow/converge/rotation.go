@@ -91,7 +91,8 @@ func (r *run) rotation(item fleet.Device, p fleet.Certificate) (fleet.Device, st
 
 // rotateItemStep writes the rotated item, conditionally on the version it
 // was derived from. A changed item supersedes the run. The undo puts the
-// previous item back while the item is still the one this run wrote.
+// previous item back, exactly (its version too), while the item is still
+// the one this run wrote.
 func (r *run) rotateItemStep(prev, item fleet.Device) saga.Step {
 	return saga.Step{
 		Name: StepRotateInventory,
@@ -122,9 +123,10 @@ func (r *run) rotateItemStep(prev, item fleet.Device) saga.Step {
 			if err := r.guard(ctx); err != nil {
 				return err
 			}
-			back := prev
-			back.Version, back.UpdatedAt = item.Version+1, r.e.now().UTC()
-			if err := r.e.inv.Update(ctx, back, item.Version); err != nil && !errors.Is(err, fleet.ErrConditionFailed) {
+			// The previous item exactly, as the write never happened (as
+			// onboarding's undo deletes the item it created): a run that
+			// read it before derives the same from it.
+			if err := r.e.inv.Update(ctx, prev, item.Version); err != nil && !errors.Is(err, fleet.ErrConditionFailed) {
 				return fmt.Errorf("put back the inventory of %s: %w", r.thing, err)
 			}
 			return nil

@@ -3,12 +3,14 @@ package converge
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/testkit/faultmatrix"
 )
 
 // rotated is the item of dev-1 rotated from fx.dev (A) to a newer
@@ -287,5 +289,49 @@ func TestSkipConvergedStillRetires(t *testing.T) {
 	}
 	if _, err := w.reg.DescribeCertificate(ctx, a); err == nil {
 		t.Error("A still registered past its grace")
+	}
+}
+
+// renewed is dev-1's renewed certificate, the same in every world of a
+// fault matrix.
+var (
+	renewedOnce sync.Once
+	renewed     *pki.Leaf
+	renewedErr  error
+)
+
+// rotationPresented: dev-1 is onboarded and converged here with A, and
+// presents a renewed certificate B (auto-registered, PENDING_ACTIVATION).
+func rotationPresented(w *eworld) error {
+	ctx := context.Background()
+	if err := w.put(item(fleet.StatusActive, origin, 1)); err != nil {
+		return err
+	}
+	if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+		return err
+	}
+	w.expireLeases()
+	renewedOnce.Do(func() {
+		renewed, renewedErr = fx.ca.Issue(pki.Options{CommonName: thing, NotBefore: fx.dev.Cert.NotBefore.Add(time.Second), Validity: 24 * time.Hour})
+	})
+	if renewedErr != nil {
+		return renewedErr
+	}
+	c, _, err := w.reg.AutoRegister(ctx, renewed.CertPEM())
+	if err != nil {
+		return err
+	}
+	w.opts = Options{Function: "jitr", Presented: &c}
+	return nil
+}
+
+// TestFaultMatrixOfTheRotation: every call of a clean rotation as a fault
+// point: a terminal failure leaves the registry and the inventory as they
+// were (the previous item put back), a retryable one and a crash roll
+// forward on redelivery, a duplicate changes nothing.
+func TestFaultMatrixOfTheRotation(t *testing.T) {
+	fixtures(t)
+	if _, err := faultmatrix.Run(matrixScenario("rotation", rotationPresented, nil)); err != nil {
+		t.Fatal(err)
 	}
 }
