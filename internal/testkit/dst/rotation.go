@@ -186,16 +186,17 @@ func (s *Sim) retiredActive(final bool) []string {
 //
 //   - R1: no certificate past its grace is ACTIVE anywhere (along the way:
 //     not past its grace plus the bound, watchRotation);
-//   - R2: an ACTIVE device has one current certificate: in every region
-//     the only ACTIVE certificates of the device are the item's current one
-//     and its retiring ones in their grace, and every region was last
-//     converged to the current one; a device that renewed holds its renewed
-//     certificate (the newest wins);
+//   - R2: an ACTIVE device has one current certificate: every region
+//     converged to it (I1 checks the item's current certificate live
+//     everywhere), the only other ACTIVE certificates of the device in any
+//     region are its retiring ones in their grace, and a device that
+//     renewed holds its renewed certificate (the newest wins). (The
+//     ledger's Converged is a hint, not checked: a run whose lease release
+//     failed leaves it behind while the registry is converged.)
 //   - R3 (with I2, I2', I2” over every certificate of the device): a
 //     revoked or decommissioned device's certificates, retiring ones
 //     included, are ACTIVE nowhere.
 func (s *Sim) checkRotation(items map[string]fleet.Device) []string {
-	ctx := context.Background()
 	v := s.retiredActive(true)
 	for _, d := range s.devices {
 		it, ok := items[d.name]
@@ -214,10 +215,6 @@ func (s *Sim) checkRotation(items map[string]fleet.Device) []string {
 				if _, graced := it.InGrace(id, s.now); !graced {
 					v = append(v, fmt.Sprintf("R2 %s: certificate %s ACTIVE in %s, neither current (%s) nor in its grace", d.name, short(id), r.name, short(it.CertificateID)))
 				}
-			}
-			if l, err := r.leases.Get(ctx, d.name); err != nil || l.Ledger.Converged.CertificateID != it.CertificateID {
-				v = append(v, fmt.Sprintf("R2 %s: %s was last converged to %s, the item holds %s (%v)", d.name, r.name,
-					short(l.Ledger.Converged.CertificateID), short(it.CertificateID), err))
 			}
 		}
 	}
