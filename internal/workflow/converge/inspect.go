@@ -134,7 +134,7 @@ func (e *Engine) inspectRetiring(ctx context.Context, item fleet.Device, princip
 		}
 		if now.Before(rc.RetireAt) {
 			if !known || c.Status == fleet.CertRevoked {
-				if !known && !slices.Contains(drift, DriftRetiringNotActive) {
+				if !known && !slices.Contains(drift, DriftRetiringNotActive) && e.caRegistered(ctx, rc.CACertificateID) {
 					drift = append(drift, DriftRetiringNotActive)
 				}
 				continue

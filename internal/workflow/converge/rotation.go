@@ -179,9 +179,17 @@ func (r *run) keepStep(item fleet.Device, c fleet.RetiringCertificate) saga.Step
 					return false, err
 				}
 				cert, err = r.e.reg.RegisterCertificate(ctx, c.CertificatePEM, fleet.CertInactive)
-				if errors.Is(err, fleet.ErrAlreadyExists) {
+				switch {
+				case errors.Is(err, fleet.ErrAlreadyExists):
 					cert, err = r.e.reg.DescribeCertificate(ctx, id)
-				} else if err == nil {
+				case errors.Is(err, fleet.ErrInvalid) && !r.e.caRegistered(ctx, c.CACertificateID):
+					// Its CA is not registered here (any more): the device
+					// cannot connect here with it anyway.
+					r.ledger = r.ledger.WithoutCertificate(id)
+					r.log.WarnContext(ctx, "retiring certificate not kept in this region: its CA is not registered here",
+						slog.String("certificateId", id), slog.String("caCertificateId", c.CACertificateID))
+					return false, nil
+				case err == nil:
 					changed = true
 				}
 				if err != nil {

@@ -335,3 +335,39 @@ func TestFaultMatrixOfTheRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRetiringCertificateOfAnUnregisteredCA: a retiring certificate whose
+// CA this region does not have cannot be registered here, and cannot be
+// connected with here either: the convergence goes on without it and no
+// drift is reported.
+func TestRetiringCertificateOfAnUnregisteredCA(t *testing.T) {
+	w := newEWorld(t)
+	ctx := context.Background()
+	root, err := pki.NewRoot("elsewhere root", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := root.NewIntermediate("elsewhere devices", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := other.Issue(pki.Options{CommonName: thing, NotBefore: fx.dev.Cert.NotBefore.Add(-time.Hour), Validity: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := item(fleet.StatusActive, origin, 2)
+	d.Retiring = []fleet.RetiringCertificate{{CertificateID: fleet.CertificateID(leaf.Cert), CertificatePEM: leaf.CertPEM(),
+		CACertificateID: fleet.CertificateID(other.Cert), RetireAt: t0.Add(time.Hour)}}
+	if err := w.put(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.e.Converge(ctx, thing, Options{Function: "replicate"}); err != nil {
+		t.Fatalf("converge: %v", err)
+	}
+	if !w.usable(t, d.CertificateID) {
+		t.Error("the current certificate is not usable")
+	}
+	if kinds, err := w.e.Inspect(ctx, d); err != nil || len(kinds) != 0 {
+		t.Errorf("drift %v %v", kinds, err)
+	}
+}
