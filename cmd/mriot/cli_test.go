@@ -20,6 +20,7 @@ func TestCLIRefusesBadValues(t *testing.T) {
 		{[]string{"local", "--fault", "CreateThing=2"}, "--fault"},
 		{[]string{"local", "--replication-lag", "-1s", "--api-addr", "", "--mqtt-port", "0"}, "replication lag -1s is negative"},
 		{[]string{"local", "--reconcile-interval", "-5s"}, "--reconcile-interval"},
+		{[]string{"local", "--rotation-grace", "0s"}, "--rotation-grace"},
 		{[]string{"local", "--api-addr", "0.0.0.0:0", "--mqtt-port", "0"}, "--api-token"},
 		{[]string{"local", "--regions", "eu-west1", "--api-addr", "", "--mqtt-port", "0"}, `region "eu-west1"`},
 		{[]string{"local", "--quotas", "all"}, "--quotas"},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/emulator/local"
 	"github.com/mriot/mriot/internal/emulator/pki"
@@ -35,6 +36,7 @@ func newLocalCmd() *cobra.Command {
 		logLevel       string
 		logFile        string
 		reconcileEvery time.Duration
+		rotationGrace  time.Duration
 		bind           string
 		apiToken       string
 		reset          bool
@@ -63,7 +65,10 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 				CAFiles: cas, ServerCertFile: serverCert, ServerKeyFile: serverKey,
 				ReplicationLag: replicationLag, APILatency: apiLatency,
 				Metrics: obs.NewRecorder(), ReconcileInterval: reconcileEvery,
-				Persist: true, Reset: reset, Down: down,
+				Persist: true, Reset: reset, Down: down, RotationGrace: rotationGrace,
+			}
+			if rotationGrace <= 0 {
+				return fmt.Errorf("--rotation-grace %s must be positive", rotationGrace)
 			}
 			if reconcileEvery < 0 {
 				return fmt.Errorf("--reconcile-interval %s is negative (0: only on demand)", reconcileEvery)
@@ -113,6 +118,7 @@ order) on --mqtt-port+1+i, the HTTP API on --api-addr.`,
 	f.BoolVar(&demo, "demo", true, "onboard a few demo devices and show what happens in each region")
 	f.StringVar(&logLevel, "log-level", "info", "log level of the JSON logs: debug, info, warn or error")
 	f.DurationVar(&reconcileEvery, "reconcile-interval", 30*time.Second, "how often every region's reconciler repairs drift (0: only on demand, mriot reconcile)")
+	f.DurationVar(&rotationGrace, "rotation-grace", fleet.DefaultRotationGrace, "how long a device's previous certificate stays valid after a rotation (ROTATION_GRACE), e.g. 30s in tests")
 	f.StringSliceVar(&down, "down", nil, "start with REGION down, as in an outage (repeatable); POST /regions/REGION/up brings it back")
 	f.StringVar(&logFile, "log-file", "", "write the JSON logs of functions and endpoints to this file (default: <state-dir>/mriot.log; '-' for stderr)")
 	f.BoolVar(&reset, "reset", false, "start with an empty state: delete <state-dir>/"+local.StateFile+" (devices, telemetry, queues); the PKI is kept")

@@ -4,6 +4,7 @@
 //	mriot local                 every region in one process (what `make run` starts)
 //	mriot pki init              root CA, intermediate CA, server certificate
 //	mriot pki device NAME       a device certificate whose CN is NAME
+//	mriot pki device NAME --renew  a new certificate for NAME (certificate rotation)
 //	mriot device run --name N   a simulated device (or --count N devices)
 package main
 

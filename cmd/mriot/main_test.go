@@ -53,6 +53,19 @@ func TestPKICommands(t *testing.T) {
 	if _, err := run(t, context.Background(), "pki", "device", "bad/name", "--state-dir", dir); err == nil {
 		t.Error("pki device accepted an invalid thing name")
 	}
+	// --renew: a new certificate for test_001, the previous one kept.
+	before, _ := os.ReadFile(filepath.Join(dir, "devices", "test_001.crt"))
+	if out, err := run(t, context.Background(), "pki", "device", "test_001", "--renew", "--state-dir", dir); err != nil {
+		t.Fatalf("pki device --renew: %v\n%s", err, out)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "devices", "test_001.crt"))
+	kept, _ := os.ReadFile(filepath.Join(dir, "devices", "test_001.previous.crt"))
+	if string(after) == string(before) || string(kept) != string(before) {
+		t.Error("pki device --renew did not replace the certificate and keep the previous one")
+	}
+	if _, err := run(t, context.Background(), "pki", "device", "test_009", "--renew", "--state-dir", dir); err == nil {
+		t.Error("pki device --renew renewed a device that has no certificate")
+	}
 }
 
 func TestParseFaults(t *testing.T) {

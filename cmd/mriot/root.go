@@ -46,9 +46,10 @@ func newPKICmd() *cobra.Command {
 			return nil
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
+	var renew bool
+	device := &cobra.Command{
 		Use:   "device NAME...",
-		Short: "Issue device certificates whose CN is the thing name",
+		Short: "Issue device certificates whose CN is the thing name (--renew: a new one for an existing device)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s := pki.Store{Dir: stateDir(cmd)}
@@ -59,7 +60,11 @@ func newPKICmd() *cobra.Command {
 				if err := fleet.ValidateThingName(name); err != nil {
 					return fmt.Errorf("device %q: %w", name, err)
 				}
-				certFile, keyFile, err := s.Device(name)
+				issue := s.Device
+				if renew {
+					issue = s.RenewDevice
+				}
+				certFile, keyFile, err := issue(name)
 				if err != nil {
 					return err
 				}
@@ -67,6 +72,9 @@ func newPKICmd() *cobra.Command {
 			}
 			return nil
 		},
-	})
+	}
+	device.Flags().BoolVar(&renew, "renew", false,
+		"issue a new key and certificate for a device that has one (NotBefore later than the current one's); the previous pair is kept as NAME"+pki.PreviousSuffix+".crt/.key")
+	cmd.AddCommand(device)
 	return cmd
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/aws/wiring"
 	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/workflow/converge"
 	"github.com/mriot/mriot/internal/workflow/jitr"
 )
 
@@ -41,6 +42,7 @@ func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*jitr.H
 		Metrics:    d.Metrics,
 		Tracer:     d.Tracer,
 		Claims:     d.Claims,
+		Lease:      converge.Config{RotationGrace: s.RotationGrace},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jitr handler: %w", err)

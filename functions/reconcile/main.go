@@ -29,6 +29,7 @@ import (
 	"github.com/mriot/mriot/internal/aws/wiring"
 	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/workflow/converge"
 	"github.com/mriot/mriot/internal/workflow/jitr"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
 )
@@ -95,6 +96,7 @@ func newReconciler(d wiring.RegistryDeps, s settings, log *slog.Logger) (*reconc
 		Quotas:           fleet.IoTQuotas,
 		QuotaShare:       s.QuotaShare,
 		PendingThreshold: s.PendingThreshold,
+		Lease:            converge.Config{RotationGrace: s.RotationGrace},
 		Log:              log,
 		Metrics:          d.Metrics,
 		Tracer:           d.Tracer,
@@ -112,6 +114,7 @@ func newReconciler(d wiring.RegistryDeps, s settings, log *slog.Logger) (*reconc
 		Metrics:    d.Metrics,
 		Tracer:     d.Tracer,
 		Claims:     d.Claims,
+		Lease:      converge.Config{RotationGrace: s.RotationGrace},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("redriver: %w", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/aws/wiring"
 	"github.com/mriot/mriot/internal/core/obs"
+	"github.com/mriot/mriot/internal/workflow/converge"
 	"github.com/mriot/mriot/internal/workflow/replicate"
 )
 
@@ -40,6 +41,7 @@ func build(cfg aws.Config, s wiring.RegistrySettings, log *slog.Logger) (*replic
 		Log:        log,
 		Metrics:    d.Metrics,
 		Tracer:     d.Tracer,
+		Lease:      converge.Config{RotationGrace: s.RotationGrace},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replicate handler: %w", err)

@@ -368,6 +368,46 @@ func (inv *Inventory) RevokedOn(ctx context.Context, day string) ([]string, erro
 	return things, nil
 }
 
+// RetiringOn queries the sparse global secondary index RetirementIndex
+// (KEYS_ONLY) for the devices whose earliest retiring certificate ends its
+// grace on day (UTC, 2006-01-02), every page, and returns them, sorted.
+// The index is eventually consistent.
+func (inv *Inventory) RetiringOn(ctx context.Context, day string) ([]string, error) {
+	if _, err := time.Parse(time.DateOnly, day); err != nil {
+		return nil, fmt.Errorf("list retirements of %q: %w: %w", day, fleet.ErrInvalid, err)
+	}
+	key := expression.Key(ddbitem.AttrRetireDay).Equal(expression.Value(day))
+	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
+	if err != nil {
+		return nil, fmt.Errorf("list retirements of %s: build key condition: %w", day, err)
+	}
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(inv.table),
+		IndexName:                 aws.String(ddbitem.InventoryRetirementIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	}
+	var things []string
+	for {
+		out, err := inv.client.Query(ctx, in)
+		if err != nil {
+			return nil, inv.wrap(err, "list retirements of %s", day)
+		}
+		for _, item := range out.Items {
+			if s, ok := item[ddbitem.AttrThingName].(*types.AttributeValueMemberS); ok {
+				things = append(things, s.Value)
+			}
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	slices.Sort(things)
+	return things, nil
+}
+
 // Revocation reads the thing's revocation record with a strongly
 // consistent read (ErrNotFound when there is none).
 func (inv *Inventory) Revocation(ctx context.Context, thingName string) (fleet.Revocation, error) {

@@ -28,6 +28,8 @@ const (
 	AttrOriginRegion    = "OriginRegion"
 	AttrVersion         = "Version"
 	AttrUpdatedAt       = "UpdatedAt"
+	AttrNotBefore       = "NotBefore"
+	AttrRetiring        = "Retiring"
 
 	// InventoryHashKey is the inventory's partition key.
 	InventoryHashKey = AttrThingName
@@ -48,6 +50,16 @@ const (
 	// reconciler reads the last two days' at every invocation (its sweep),
 	// whatever the state of its long pass.
 	InventoryRevocationIndex = "RevocationIndex"
+
+	// AttrRetireDay is the UTC day (2006-01-02) of the earliest RetireAt of
+	// a device item's retiring certificates, on items with some only.
+	AttrRetireDay = "RetireDay"
+	// InventoryRetirementIndex is the inventory's sparse global secondary
+	// index keyed by AttrRetireDay (hash key only, projection KEYS_ONLY):
+	// the devices whose earliest retiring certificate ends its grace on one
+	// day. Each region's reconciler reads the days up to today at every
+	// invocation (its retirement sweep).
+	InventoryRetirementIndex = "RetirementIndex"
 )
 
 // RevokedDay is the AttrRevokedDay of a record updated at t.
@@ -74,6 +86,12 @@ func MarshalDevice(d fleet.Device) (map[string]types.AttributeValue, error) {
 	item, err := attributevalue.MarshalMap(d)
 	if err != nil {
 		return nil, fmt.Errorf("marshal device %s: %w", d.ThingName, err)
+	}
+	if d.NotBefore.IsZero() {
+		delete(item, AttrNotBefore)
+	}
+	if t := d.EarliestRetireAt(); !t.IsZero() {
+		item[AttrRetireDay] = &types.AttributeValueMemberS{Value: RevokedDay(t)}
 	}
 	return item, nil
 }

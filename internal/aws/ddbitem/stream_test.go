@@ -111,6 +111,8 @@ func FuzzStreamImageJSON(f *testing.F) {
 	f.Add(`{"ThingName":{"S":"d"},"Version":{"N":"1"}}`)
 	f.Add(`{"a":{"L":[{"M":{"b":{"BS":["AQ=="]}}}]}}`)
 	f.Add(`{"a":{"X":1}}`)
+	f.Add(`{"ThingName":{"S":"d"},"Version":{"N":"2"},"NotBefore":{"S":"2026-01-02T03:04:05Z"},"RetireDay":{"S":"2026-12-07"},` +
+		`"Retiring":{"L":[{"M":{"CertificateId":{"S":"a"},"CertificatePem":{"S":"p"},"CaCertificateId":{"S":"c"},"RetireAt":{"S":"2026-12-07T10:00:00Z"}}}]}}`)
 	f.Fuzz(func(t *testing.T, raw string) {
 		var img map[string]events.DynamoDBAttributeValue
 		if json.Unmarshal([]byte(raw), &img) != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,6 +20,7 @@ import (
 	"github.com/mriot/mriot/internal/aws/awsiot"
 	"github.com/mriot/mriot/internal/aws/xraytrace"
 	"github.com/mriot/mriot/internal/core/contract"
+	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/core/obs"
 )
 
@@ -34,7 +36,13 @@ type RegistrySettings struct {
 	// ClaimsTable is jitr's regional claims table (CLAIMS_TABLE, optional:
 	// "" leaves jitr with its in-process deduplication only).
 	ClaimsTable string
+	// RotationGrace is how long a rotated-out certificate stays valid
+	// (ROTATION_GRACE, a Go duration such as "168h"; default 7 days).
+	RotationGrace time.Duration
 }
+
+// RotationGraceEnv names the rotation grace's variable.
+const RotationGraceEnv = "ROTATION_GRACE"
 
 // ReadRegistrySettings reads RegistrySettings; the error names the variable.
 func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
@@ -56,6 +64,12 @@ func ReadRegistrySettings(env awsconf.Env) (RegistrySettings, error) {
 		return s, err
 	}
 	s.ClaimsTable = env.String("CLAIMS_TABLE", "")
+	if s.RotationGrace, err = env.Duration(RotationGraceEnv, fleet.DefaultRotationGrace); err != nil {
+		return s, err
+	}
+	if s.RotationGrace <= 0 {
+		return s, &awsconf.EnvError{Name: RotationGraceEnv, Value: s.RotationGrace.String(), Reason: "must be positive"}
+	}
 	return s, nil
 }
 

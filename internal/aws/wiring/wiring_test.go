@@ -7,11 +7,13 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/mriot/mriot/internal/aws/awsconf"
 	"github.com/mriot/mriot/internal/aws/xraytrace"
+	"github.com/mriot/mriot/internal/core/fleet"
 	"github.com/mriot/mriot/internal/core/obs"
 )
 
@@ -35,6 +37,9 @@ func TestReadRegistrySettings(t *testing.T) {
 		{name: "no region", drop: "AWS_REGION", wantErr: "AWS_REGION"},
 		{name: "bad tracing", set: map[string]string{"TRACING": "maybe"}, wantErr: "TRACING"},
 		{name: "claims table", set: map[string]string{"CLAIMS_TABLE": "claims"}},
+		{name: "rotation grace", set: map[string]string{"ROTATION_GRACE": "90s"}},
+		{name: "bad rotation grace", set: map[string]string{"ROTATION_GRACE": "7"}, wantErr: "ROTATION_GRACE"},
+		{name: "zero rotation grace", set: map[string]string{"ROTATION_GRACE": "0s"}, wantErr: "ROTATION_GRACE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,6 +62,13 @@ func TestReadRegistrySettings(t *testing.T) {
 			}
 			if s.InventoryTable != "inv" || s.LeasesTable != "leases" || s.DevicePolicyName != "mriot-device" || s.Region != "eu-west-1" || !s.Tracing {
 				t.Errorf("settings %+v", s)
+			}
+			wantGrace := fleet.DefaultRotationGrace
+			if v, ok := tt.set["ROTATION_GRACE"]; ok {
+				wantGrace, _ = time.ParseDuration(v)
+			}
+			if s.RotationGrace != wantGrace {
+				t.Errorf("RotationGrace = %v, want %v", s.RotationGrace, wantGrace)
 			}
 			if s.ClaimsTable != tt.set["CLAIMS_TABLE"] {
 				t.Errorf("ClaimsTable = %q, want %q", s.ClaimsTable, tt.set["CLAIMS_TABLE"])

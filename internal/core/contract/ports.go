@@ -147,6 +147,13 @@ type Inventory interface {
 	// Index reads are eventually consistent: a caller reads the record with
 	// Revocation.
 	RevokedOn(ctx context.Context, day string) ([]string, error)
+	// RetiringOn returns the things whose device item's earliest retiring
+	// certificate (fleet.Device.Retiring) ends its grace on day (UTC,
+	// 2006-01-02; another form is fleet.ErrInvalid), sorted, through the
+	// sparse global secondary index RetirementIndex. An item whose
+	// retiring certificates are all dropped leaves the index. Eventually
+	// consistent: a caller reads the item with Get.
+	RetiringOn(ctx context.Context, day string) ([]string, error)
 }
 
 // Telemetry is one region's replica of the data table. Errors wrap the fleet

@@ -55,6 +55,120 @@ type Device struct {
 	OriginRegion    string    `dynamodbav:"OriginRegion" json:"originRegion"`
 	Version         int64     `dynamodbav:"Version" json:"version"`
 	UpdatedAt       time.Time `dynamodbav:"UpdatedAt" json:"updatedAt"`
+	// NotBefore is the current certificate's NotBefore (zero on items
+	// written before rotation existed: CurrentNotBefore derives it from
+	// the PEM). A rotation accepts only a certificate issued later.
+	NotBefore time.Time `dynamodbav:"NotBefore,omitempty" json:"notBefore,omitzero"`
+	// Retiring are the device's previous certificates, each still valid in
+	// every region until its RetireAt (the rotation's grace period), then
+	// deactivated, detached and deleted everywhere.
+	Retiring []RetiringCertificate `dynamodbav:"Retiring,omitempty" json:"retiring,omitempty"`
+}
+
+// DefaultRotationGrace is how long a rotated-out certificate stays valid
+// unless configured otherwise (ROTATION_GRACE).
+const DefaultRotationGrace = 7 * 24 * time.Hour
+
+// RetiringCertificate is a device's previous certificate during the grace
+// period of a rotation.
+type RetiringCertificate struct {
+	CertificateID   string    `dynamodbav:"CertificateId" json:"certificateId"`
+	CertificatePEM  string    `dynamodbav:"CertificatePem" json:"-"`
+	CACertificateID string    `dynamodbav:"CaCertificateId" json:"-"`
+	RetireAt        time.Time `dynamodbav:"RetireAt" json:"retireAt"`
+}
+
+// CurrentNotBefore is the NotBefore of the item's current certificate: the
+// item's own, or, for an item written before rotation existed, the PEM's.
+func (d Device) CurrentNotBefore() (time.Time, error) {
+	if !d.NotBefore.IsZero() {
+		return d.NotBefore, nil
+	}
+	x, err := ParseCertificatePEM(d.CertificatePEM)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("certificate of %s: %w", d.ThingName, err)
+	}
+	return x.NotBefore.UTC(), nil
+}
+
+// InGrace returns the retiring certificate id in its grace period at now.
+func (d Device) InGrace(id string, now time.Time) (RetiringCertificate, bool) {
+	for _, r := range d.Retiring {
+		if r.CertificateID == id && now.Before(r.RetireAt) {
+			return r, true
+		}
+	}
+	return RetiringCertificate{}, false
+}
+
+// Graced returns the retiring certificates still in their grace period at now.
+func (d Device) Graced(now time.Time) []RetiringCertificate {
+	var out []RetiringCertificate
+	for _, r := range d.Retiring {
+		if now.Before(r.RetireAt) && r.CertificateID != d.CertificateID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Retired returns the ids of the retiring certificates past their grace at
+// now (RetireAt reached).
+func (d Device) Retired(now time.Time) []string {
+	var out []string
+	for _, r := range d.Retiring {
+		if !now.Before(r.RetireAt) && r.CertificateID != d.CertificateID {
+			out = append(out, r.CertificateID)
+		}
+	}
+	return out
+}
+
+// CertificateIDs returns the current certificate's id and every retiring
+// one's: every certificate the item names.
+func (d Device) CertificateIDs() []string {
+	ids := []string{d.CertificateID}
+	for _, r := range d.Retiring {
+		if r.CertificateID != "" && r.CertificateID != d.CertificateID {
+			ids = append(ids, r.CertificateID)
+		}
+	}
+	return ids
+}
+
+// EarliestRetireAt is the earliest RetireAt of the retiring certificates
+// (zero when none).
+func (d Device) EarliestRetireAt() time.Time {
+	var t time.Time
+	for _, r := range d.Retiring {
+		if t.IsZero() || r.RetireAt.Before(t) {
+			t = r.RetireAt
+		}
+	}
+	return t
+}
+
+// Rotated returns the item with c (issued at notBefore) as its current
+// certificate and the previous one retiring at retireAt, at the next
+// version, written by region at now.
+func (d Device) Rotated(c Certificate, retireAt time.Time, region string, now time.Time) (Device, error) {
+	x, err := ParseCertificatePEM(c.PEM)
+	if err != nil {
+		return Device{}, fmt.Errorf("certificate %s: %w", c.ID, err)
+	}
+	out := d
+	out.Retiring = nil
+	for _, r := range d.Retiring {
+		if r.CertificateID != c.ID {
+			out.Retiring = append(out.Retiring, r)
+		}
+	}
+	out.Retiring = append(out.Retiring, RetiringCertificate{CertificateID: d.CertificateID, CertificatePEM: d.CertificatePEM,
+		CACertificateID: d.CACertificateID, RetireAt: retireAt.UTC()})
+	out.CertificateID, out.CertificatePEM, out.CACertificateID = c.ID, c.PEM, c.CACertificateID
+	out.NotBefore, out.NotAfter = x.NotBefore.UTC(), x.NotAfter.UTC()
+	out.OriginRegion, out.Version, out.UpdatedAt = region, d.Version+1, now.UTC()
+	return out, nil
 }
 
 // Certificate is a certificate as one region's IoT registry describes it.

@@ -36,6 +36,7 @@ import (
 	"github.com/mriot/mriot/internal/fake/memddb"
 	"github.com/mriot/mriot/internal/fake/memiot"
 	"github.com/mriot/mriot/internal/workflow/api"
+	"github.com/mriot/mriot/internal/workflow/converge"
 	"github.com/mriot/mriot/internal/workflow/ingest"
 	"github.com/mriot/mriot/internal/workflow/jitr"
 	"github.com/mriot/mriot/internal/workflow/reconcile"
@@ -126,6 +127,10 @@ type Config struct {
 	PendingThreshold time.Duration
 	// Down lists the regions that start down (SetRegionDown).
 	Down []string
+	// RotationGrace is how long a rotated-out certificate stays valid
+	// (ROTATION_GRACE; default 7 days); RetireKeep how long past its grace
+	// it stays named in the item (default a day).
+	RotationGrace, RetireKeep time.Duration
 }
 
 // Region is one region of the local stack.
@@ -501,13 +506,14 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 	}
 	// What the functions see: the registry behind the SDK's retryer, as in Lambda.
 	sdkRegistry := newRetryingRegistry(reg)
+	rotation := converge.Config{RotationGrace: cfg.RotationGrace, RetireKeep: cfg.RetireKeep}
 	jh, err := jitr.New(jitr.Config{Registry: sdkRegistry, Inventory: r.Inventory, Leases: r.Leases, Region: name, PolicyName: DevicePolicyName,
-		Log: log.With("function", jitr.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}, Claims: r.Claims})
+		Log: log.With("function", jitr.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}, Claims: r.Claims, Lease: rotation})
 	if err != nil {
 		return nil, err
 	}
 	rh, err := replicate.New(replicate.Config{Registry: sdkRegistry, Inventory: r.Inventory, Leases: r.Leases, Region: name, PolicyName: DevicePolicyName,
-		Log: log.With("function", replicate.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}})
+		Log: log.With("function", replicate.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}, Lease: rotation})
 	if err != nil {
 		return nil, err
 	}
@@ -528,7 +534,7 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 	r.replicate = newInvoker(replicate.Function, rh, cfg.BusAttempts)
 	if r.Reconciler, err = reconcile.New(reconcile.Config{Registry: sdkRegistry, Inventory: r.Inventory, Leases: r.Leases,
 		Redriver: jh, Region: name, PolicyName: DevicePolicyName, Quotas: cfg.Quotas, PendingThreshold: cfg.PendingThreshold,
-		Log: log.With("function", reconcile.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}}); err != nil {
+		Log: log.With("function", reconcile.Function), Metrics: s.metrics, Tracer: obs.NopTracer{}, Lease: rotation}); err != nil {
 		return nil, err
 	}
 	r.rules = []boundRule{

@@ -298,3 +298,46 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	}
 	return false
 }
+
+// PreviousSuffix names the files a renewal keeps the previous certificate
+// and key in: devices/NAME.previous.crt and .key.
+const PreviousSuffix = ".previous"
+
+// RenewDevice issues a new key and certificate for device name, which must
+// have one already (Device), and makes it the device's: devices/NAME.crt
+// and .key; the previous pair moves to devices/NAME.previous.crt and .key
+// (a device may use either during the rotation's grace). The new
+// certificate's NotBefore is later than the previous one's, even within
+// the same second (NotBefore has a precision of a second): a rotation
+// accepts only a certificate issued after the current one.
+func (s Store) RenewDevice(name string) (certFile, keyFile string, err error) {
+	certFile = filepath.Join(s.Dir, DevicesDir, name+".crt")
+	keyFile = filepath.Join(s.Dir, DevicesDir, name+".key")
+	prev, err := LoadCertificates(certFile)
+	if err != nil {
+		return "", "", fmt.Errorf("renew %s: no certificate to renew (issue one first: mriot pki device %s): %w", name, name, err)
+	}
+	inter, err := s.Intermediate()
+	if err != nil {
+		return "", "", err
+	}
+	nb := time.Now().Add(-time.Minute).Truncate(time.Second)
+	if floor := prev[0].NotBefore.Add(time.Second); nb.Before(floor) {
+		nb = floor
+	}
+	leaf, err := inter.Issue(Options{CommonName: name, NotBefore: nb, Validity: DeviceValidity,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return "", "", err
+	}
+	base := filepath.Join(DevicesDir, name)
+	for _, ext := range []string{".crt", ".key"} {
+		if err := os.Rename(s.path(base+ext), s.path(base+PreviousSuffix+ext)); err != nil {
+			return "", "", fmt.Errorf("keep the previous %s of %s: %w", ext, name, err)
+		}
+	}
+	if err := s.writeLeaf(base+".crt", base+".key", leaf); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}

@@ -17,10 +17,12 @@ var InventoryKey = KeySchema{HashKey: ddbitem.InventoryHashKey}
 // InventoryIndexes is the option that gives an inventory table its global
 // secondary indexes, as the deployment does: ddbitem.InventoryCertificateIndex
 // on CertificateId (Inventory.ByCertificate) and
-// ddbitem.InventoryRevocationIndex on RevokedDay (Inventory.RevokedOn).
+// ddbitem.InventoryRevocationIndex on RevokedDay (Inventory.RevokedOn) and
+// ddbitem.InventoryRetirementIndex on RetireDay (Inventory.RetiringOn).
 var InventoryIndexes Option = func(g *GlobalTable) {
 	WithIndex(ddbitem.InventoryCertificateIndex, ddbitem.AttrCertificateID)(g)
 	WithIndex(ddbitem.InventoryRevocationIndex, ddbitem.AttrRevokedDay)(g)
+	WithIndex(ddbitem.InventoryRetirementIndex, ddbitem.AttrRetireDay)(g)
 }
 
 // DataKey is the key schema of the data table.
@@ -229,6 +231,24 @@ func (inv *Inventory) RevokedOn(ctx context.Context, day string) ([]string, erro
 		if thing, ok := ddbitem.IsRevocationKey(stringAttr(k, ddbitem.AttrThingName)); ok {
 			things = append(things, thing)
 		}
+	}
+	return things, nil
+}
+
+// RetiringOn implements contract.Inventory: the things whose earliest
+// retiring certificate ends its grace on day (UTC, 2006-01-02), in key
+// order, through the global secondary index RetirementIndex.
+func (inv *Inventory) RetiringOn(ctx context.Context, day string) ([]string, error) {
+	if _, err := time.Parse(time.DateOnly, day); err != nil {
+		return nil, fmt.Errorf("list retirements of %q: %w: %w", day, fleet.ErrInvalid, err)
+	}
+	keys, err := inv.t.QueryIndex(ctx, ddbitem.InventoryRetirementIndex, &types.AttributeValueMemberS{Value: day})
+	if err != nil {
+		return nil, fmt.Errorf("list retirements of %s: %w", day, err)
+	}
+	var things []string
+	for _, k := range keys {
+		things = append(things, stringAttr(k, ddbitem.AttrThingName))
 	}
 	return things, nil
 }

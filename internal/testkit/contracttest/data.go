@@ -208,6 +208,8 @@ func Inventory(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 	})
 	t.Run("Revocation records", func(t *testing.T) { testRevocations(t, newInv) })
 	t.Run("RevokedOn", func(t *testing.T) { testRevokedOn(t, newInv) })
+	t.Run("Retiring round trip", func(t *testing.T) { testRetiring(t, newInv) })
+	t.Run("RetiringOn", func(t *testing.T) { testRetiringOn(t, newInv) })
 }
 
 // eventually retries check until it returns nil, for reads that are

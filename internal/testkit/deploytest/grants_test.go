@@ -13,6 +13,8 @@ const (
 	certIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/CertificateIndex"
 	// revocationIndexARN is its RevocationIndex (ddbitem.InventoryRevocationIndex).
 	revocationIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/RevocationIndex"
+	// retirementIndexARN is its RetirementIndex (ddbitem.InventoryRetirementIndex).
+	retirementIndexARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-inventory/index/RetirementIndex"
 	dataARN            = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-data"
 	claimsARN          = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-jitr-claims"
 	leasesARN          = "arn:aws:dynamodb:eu-west-1:123456789012:table/mriot-device-leases"
@@ -83,6 +85,7 @@ var functionCalls = map[string][]Call{
 		{"dynamodb:Scan", inventoryARN},        // List, Revocations
 		{"dynamodb:Query", certIndexARN},       // ByCertificate
 		{"dynamodb:Query", revocationIndexARN}, // RevokedOn (the sweep of recent revocations)
+		{"dynamodb:Query", retirementIndexARN}, // RetiringOn (the retirement sweep)
 		// reconcile.Leases
 		{"dynamodb:Scan", leasesARN},    // Pending
 		{"dynamodb:GetItem", leasesARN}, // LoadCursor (item "#reconcile")

@@ -815,6 +815,7 @@ func TestTables(t *testing.T) {
 		for name, attr := range map[string]string{
 			ddbitem.InventoryCertificateIndex: ddbitem.AttrCertificateID, // Inventory.ByCertificate
 			ddbitem.InventoryRevocationIndex:  ddbitem.AttrRevokedDay,    // Inventory.RevokedOn
+			ddbitem.InventoryRetirementIndex:  ddbitem.AttrRetireDay,     // Inventory.RetiringOn
 		} {
 			var index map[string]any
 			for _, g := range gsis {

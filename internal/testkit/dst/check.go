@@ -53,8 +53,11 @@ func (m *monitor) registryChanged(r *region, op string, console bool) {
 		return
 	}
 	for _, d := range m.s.devices {
-		c, ok := r.reg.CertificateByID(d.id)
-		isActive := ok && c.Status == fleet.CertActive
+		isActive := false
+		for _, id := range d.ids() {
+			c, ok := r.reg.CertificateByID(id)
+			isActive = isActive || ok && c.Status == fleet.CertActive
+		}
 		k := [2]string{r.name, d.name}
 		iv := m.active[k]
 		open := len(iv) > 0 && iv[len(iv)-1].to.IsZero()
@@ -168,7 +171,11 @@ func (s *Sim) check() []string {
 	for _, d := range s.devices {
 		it, ok := items[d.name]
 		for _, r := range s.regions {
-			c, certOK := r.reg.CertificateByID(d.id)
+			current := d.id
+			if ok && slices.Contains(d.ids(), it.CertificateID) {
+				current = it.CertificateID // a rotation's current certificate
+			}
+			c, certOK := r.reg.CertificateByID(current)
 			_, thingErr := r.reg.DescribeThing(ctx, d.name)
 			thing := thingErr == nil
 			switch {
@@ -181,8 +188,10 @@ func (s *Sim) check() []string {
 			case ok:
 				// I2: a REVOKED or DECOMMISSIONED item's certificate is not
 				// ACTIVE anywhere; I3: a DECOMMISSIONED device has no thing.
-				if certOK && c.Status == fleet.CertActive {
-					bad("I2 %s is %s but its certificate is ACTIVE in %s", d.name, it.Status, r.name)
+				for _, id := range d.ids() {
+					if c, certOK := r.reg.CertificateByID(id); certOK && c.Status == fleet.CertActive {
+						bad("I2 %s is %s but its certificate %s is ACTIVE in %s", d.name, it.Status, short(id), r.name)
+					}
 				}
 				if it.Status == fleet.StatusDecommissioned && thing {
 					bad("I3 %s is DECOMMISSIONED but has a thing in %s", d.name, r.name)
@@ -198,7 +207,7 @@ func (s *Sim) check() []string {
 			if !ok && thing {
 				bad("I4 %s has no item but a thing in %s", d.name, r.name)
 			}
-			if ok && it.CertificateID != d.id {
+			if ok && !slices.Contains(d.ids(), it.CertificateID) {
 				bad("%s: item holds certificate %s, not the device's", d.name, short(it.CertificateID))
 			}
 		}
@@ -281,6 +290,9 @@ func (s *Sim) check() []string {
 	}
 	for _, d := range s.dlq {
 		bad("I6 %s in %s dead-lettered after the redrive: %s", d.fn, d.region, d.err)
+	}
+	if s.cfg.Rotation.Grace > 0 {
+		v = append(v, s.checkRotation(items)...)
 	}
 	return v
 }

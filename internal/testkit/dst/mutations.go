@@ -22,6 +22,9 @@ type Mutations struct {
 	// NoReconciler: the reconciler never runs (what the events miss stays
 	// missed).
 	NoReconciler bool
+	// NoRetirement: a rotated-out certificate's grace never ends (every
+	// function reads its RetireAt a century later).
+	NoRetirement bool
 }
 
 // anyLease hands out the lease whoever holds it: a lease table that

@@ -3,6 +3,7 @@ package dst
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,7 +81,7 @@ func (l watchedLeases) Release(ctx context.Context, le fleet.Lease, ledger fleet
 // byCert is the device of a certificate id (the simulation's devices).
 func (w watched) byCert(id string) string {
 	for _, d := range w.s.devices {
-		if d.id == id {
+		if slices.Contains(d.ids(), id) {
 			return d.name
 		}
 	}

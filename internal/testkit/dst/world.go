@@ -75,6 +75,9 @@ type Config struct {
 	Drift int
 	// Mutations break the system on purpose (tests of the simulation).
 	Mutations Mutations
+	// Rotation runs the certificate rotation scenario (rotation.go): zero
+	// leaves it out.
+	Rotation Rotation
 }
 
 // Defaults returns the configuration of the seed: a few regions and
@@ -138,6 +141,9 @@ type device struct {
 	doom   fleet.Status // what the operator will make of it ("" : nothing)
 	doomed bool         // the operator acted
 	sent   int
+	// The rotation scenario: the device's CA, and its certificates.
+	ca  string
+	rot *rotating
 }
 
 // message is a telemetry message a region accepted (PUBACK).
@@ -205,7 +211,7 @@ func New(cfg Config) (*Sim, error) {
 		if err != nil {
 			return nil, fmt.Errorf("simulation device %d: %w", i, err)
 		}
-		d := &device{name: x.Subject.CommonName, pem: pems[i], id: fleet.CertificateID(x)}
+		d := &device{name: x.Subject.CommonName, pem: pems[i], id: fleet.CertificateID(x), ca: s.caID}
 		switch s.rng.IntN(3) {
 		case 0:
 			d.doom = fleet.StatusRevoked
@@ -213,6 +219,11 @@ func New(cfg Config) (*Sim, error) {
 			d.doom = fleet.StatusDecommissioned
 		}
 		s.devices = append(s.devices, d)
+	}
+	if cfg.Rotation.Grace > 0 {
+		if err := s.newRotation(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -249,6 +260,9 @@ func (s *Sim) newRegion(name string) (*region, error) {
 	if s.cfg.Mutations.NoRevocationRecords {
 		r.invPort = noRecords{r.inv}
 	}
+	if s.cfg.Mutations.NoRetirement {
+		r.invPort = noRetirement{r.invPort}
+	}
 	if s.cfg.Mutations.NoLeases {
 		r.leasesPort = anyLease{r.leases}
 	}
@@ -282,7 +296,8 @@ func (s *Sim) runner() saga.Runner {
 }
 
 func (s *Sim) lease() converge.Config {
-	return converge.Config{Sleep: s.sleep, NewID: s.newID, LeaseDuration: s.cfg.LeaseDuration, Deadline: virtualDeadline}
+	return converge.Config{Sleep: s.sleep, NewID: s.newID, LeaseDuration: s.cfg.LeaseDuration, Deadline: virtualDeadline,
+		RotationGrace: s.cfg.Rotation.Grace}
 }
 
 type deadlineKey struct{}
@@ -532,6 +547,9 @@ func (s *Sim) start() {
 	for i := 0; i < s.cfg.Drift; i++ {
 		s.after(s.between(0, s.cfg.Active), "console", s.console)
 	}
+	if s.cfg.Rotation.Grace > 0 {
+		s.startRotation()
+	}
 }
 
 // console is someone changing a region's registry behind the system's back,
@@ -726,10 +744,14 @@ func (s *Sim) connect(d *device) {
 	if r == nil {
 		return
 	}
-	c, ok := r.reg.CertificateByID(d.id)
+	pem, id, caID := d.pem, d.id, d.ca
+	if d.rot != nil {
+		pem, id, caID = s.presented(d)
+	}
+	c, ok := r.reg.CertificateByID(id)
 	if !ok {
 		var err error
-		if c, _, err = r.reg.AutoRegister(context.Background(), d.pem); err != nil {
+		if c, _, err = r.reg.AutoRegister(context.Background(), pem); err != nil {
 			s.log("connect %s in %s: %v", d.name, r.name, err)
 			return
 		}
@@ -738,7 +760,7 @@ func (s *Sim) connect(d *device) {
 	case fleet.CertPendingActivation:
 		// IoT Core drops the connection and publishes the registered event.
 		s.log("connect %s in %s: pending, registered event", d.name, r.name)
-		ev, _ := json.Marshal(map[string]any{"certificateId": c.ID, "caCertificateId": s.caID, "timestamp": s.now.UnixMilli(),
+		ev, _ := json.Marshal(map[string]any{"certificateId": c.ID, "caCertificateId": caID, "timestamp": s.now.UnixMilli(),
 			"certificateStatus": "PENDING_ACTIVATION", "awsAccountId": account, "certificateRegistrationTimestamp": nil})
 		s.after(s.between(5*time.Millisecond, 500*time.Millisecond), "rule jitr "+r.name, func() { s.lambda(r, "jitr", ev, 1) })
 	case fleet.CertActive:

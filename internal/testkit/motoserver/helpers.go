@@ -17,7 +17,7 @@ import (
 
 // CreateTables creates the device inventory (hash key ThingName, stream
 // NEW_IMAGE, global secondary indexes CertificateIndex on CertificateId and
-// RevocationIndex on RevokedDay, both KEYS_ONLY) and the data table (PK/SK, stream NEW_AND_OLD_IMAGES, TTL on
+// RevocationIndex on RevokedDay and RetirementIndex on RetireDay, all KEYS_ONLY) and the data table (PK/SK, stream NEW_AND_OLD_IMAGES, TTL on
 // ExpiresAt) in cfg's region, as the deployment does.
 func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) {
 	t.Helper()
@@ -32,6 +32,7 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 			{AttributeName: aws.String(ddbitem.InventoryHashKey), AttributeType: s},
 			{AttributeName: aws.String(ddbitem.AttrCertificateID), AttributeType: s},
 			{AttributeName: aws.String(ddbitem.AttrRevokedDay), AttributeType: s},
+			{AttributeName: aws.String(ddbitem.AttrRetireDay), AttributeType: s},
 		},
 		KeySchema: []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.InventoryHashKey), KeyType: ddbtypes.KeyTypeHash}},
 		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{{
@@ -41,6 +42,10 @@ func CreateTables(t testing.TB, cfg aws.Config, inventoryName, dataName string) 
 		}, {
 			IndexName:  aws.String(ddbitem.InventoryRevocationIndex),
 			KeySchema:  []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.AttrRevokedDay), KeyType: ddbtypes.KeyTypeHash}},
+			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly},
+		}, {
+			IndexName:  aws.String(ddbitem.InventoryRetirementIndex),
+			KeySchema:  []ddbtypes.KeySchemaElement{{AttributeName: aws.String(ddbitem.AttrRetireDay), KeyType: ddbtypes.KeyTypeHash}},
 			Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly},
 		}},
 		StreamSpecification: &ddbtypes.StreamSpecification{

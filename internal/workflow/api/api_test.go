@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -316,7 +317,7 @@ func TestDeviceView(t *testing.T) {
 			r.decode(t, &v)
 			wantRec := api.DeviceRecord{ThingName: "dev-1", Status: fleet.StatusActive, CertificateID: d.CertificateID,
 				OriginRegion: eu, Version: 1, UpdatedAt: f.Now}
-			if v.DeviceRecord != wantRec {
+			if !reflect.DeepEqual(v.DeviceRecord, wantRec) {
 				t.Fatalf("record %+v, want %+v", v.DeviceRecord, wantRec)
 			}
 			if v.Live != tc.wantLive {

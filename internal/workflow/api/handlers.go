@@ -39,6 +39,9 @@ type DeviceRecord struct {
 	OriginRegion  string       `json:"originRegion"`
 	Version       int64        `json:"version"`
 	UpdatedAt     time.Time    `json:"updatedAt"`
+	// Retiring are the previous certificates of a rotation, valid until
+	// their retireAt (absent when none).
+	Retiring []RetiringView `json:"retiring,omitempty"`
 }
 
 // RegionView is what one region's registry holds of a device.
@@ -90,7 +93,7 @@ type ErrorBody struct {
 func record(d fleet.Device) DeviceRecord {
 	return DeviceRecord{
 		ThingName: d.ThingName, Status: d.Status, CertificateID: d.CertificateID,
-		OriginRegion: d.OriginRegion, Version: d.Version, UpdatedAt: d.UpdatedAt,
+		OriginRegion: d.OriginRegion, Version: d.Version, UpdatedAt: d.UpdatedAt, Retiring: retiringViews(d),
 	}
 }
 

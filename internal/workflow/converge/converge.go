@@ -178,6 +178,11 @@ type Config struct {
 	// when zero; a negative LeaseWait never waits.
 	LeaseDuration time.Duration
 	LeaseWait     time.Duration
+	// RotationGrace is how long a rotated-out certificate stays valid
+	// (DefaultRotationGrace when zero); RetireKeep how long past its grace
+	// it stays named in the item (DefaultRetireKeep when zero).
+	RotationGrace time.Duration
+	RetireKeep    time.Duration
 	// Deadline returns the run's deadline (ctx.Deadline when nil): a lease
 	// lasts no longer than LeaseMargin past it.
 	Deadline func(ctx context.Context) (time.Time, bool)
@@ -201,6 +206,8 @@ type Engine struct {
 	newID     func() string
 	duration  time.Duration
 	wait      time.Duration
+	grace     time.Duration
+	keep      time.Duration
 	deadline  func(ctx context.Context) (time.Time, bool)
 	log       *slog.Logger
 	metrics   obs.Metrics
@@ -243,6 +250,12 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if e.wait == 0 {
 		e.wait = DefaultLeaseWait
+	}
+	if e.grace = cfg.RotationGrace; e.grace <= 0 {
+		e.grace = DefaultRotationGrace
+	}
+	if e.keep = cfg.RetireKeep; e.keep <= 0 {
+		e.keep = DefaultRetireKeep
 	}
 	if e.deadline == nil {
 		e.deadline = func(ctx context.Context) (time.Time, bool) { return ctx.Deadline() }
@@ -317,9 +330,13 @@ const (
 	// Onboarded: the run wrote the item of a new device and converged to it
 	// (jitr with Presented).
 	Onboarded Action = "onboarded"
-	// Refused: the presented certificate is not the item's, which is ACTIVE
-	// (rotation); nothing changed.
+	// Refused: the presented certificate is not the item's, which is ACTIVE,
+	// and was issued no later than the item's (or was retired): nothing
+	// changed; Result.Refusal says why.
 	Refused Action = "refused"
+	// Rotated: the presented certificate, issued after the item's, became
+	// the device's current one; the previous one retires after the grace.
+	Rotated Action = "rotated"
 )
 
 // Result tells what a convergence did.
@@ -335,6 +352,9 @@ type Result struct {
 	Obligations int
 	// Promoted: a certificate REVOKED here made the ACTIVE item REVOKED.
 	Promoted bool
+	// Refusal is why a presented certificate was refused (RefusedOlder,
+	// RefusedRetired) with Detail; empty unless Action is Refused.
+	Refusal, Detail string
 }
 
 // Converge converges thing in the engine's region under its lease: it
@@ -392,6 +412,9 @@ func (e *Engine) converged(ctx context.Context, thing string) (Result, bool, err
 	item, found, _, err := e.read(ctx, thing)
 	if err != nil || !found || !l.Ledger.Converged.Matches(item) {
 		return Result{}, false, err
+	}
+	if retireDue(item, l.Ledger, e.now()) {
+		return Result{}, false, nil // a certificate to retire here: converge
 	}
 	return Result{Action: Unchanged, Item: item, Found: true}, true, nil
 }
@@ -457,6 +480,10 @@ type run struct {
 	certs map[string]fleet.Certificate
 	// revokedCert is the certificate of the device's revocation record.
 	revokedCert string
+	// refused and refusal say why a presented certificate was refused.
+	refused, refusal string
+	// rotated: this run rotated the item to the presented certificate.
+	rotated bool
 }
 
 // guard is called before every mutating call: it renews the lease once half
@@ -600,7 +627,8 @@ func (r *run) converge(ctx context.Context) (Result, error) {
 		if round > MaxRounds {
 			return res, fmt.Errorf("the inventory item of %s changed %d times during the run: %w", r.thing, MaxRounds, fleet.ErrBusy)
 		}
-		if r.o.SkipConverged && r.o.Presented == nil && len(r.o.Hints) == 0 && found && r.ledger.Converged.Matches(item) {
+		if r.o.SkipConverged && r.o.Presented == nil && len(r.o.Hints) == 0 && found && r.ledger.Converged.Matches(item) &&
+			!retireDue(item, r.ledger, r.e.now()) {
 			res.Action = stronger(res.Action, Unchanged)
 			return res, nil
 		}
@@ -618,7 +646,7 @@ func (r *run) converge(ctx context.Context) (Result, error) {
 		case err != nil:
 			return res, err
 		case act == Refused:
-			res.Action = Refused
+			res.Action, res.Refusal, res.Detail = Refused, r.refused, r.refusal
 			return res, nil
 		default:
 			res.Action = stronger(res.Action, act)
@@ -640,7 +668,7 @@ func (r *run) converge(ctx context.Context) (Result, error) {
 
 // stronger returns the more telling of two actions of one run.
 func stronger(a, b Action) Action {
-	rank := map[Action]int{"": 0, Unchanged: 1, Converged: 2, Onboarded: 3}
+	rank := map[Action]int{"": 0, Unchanged: 1, Converged: 2, Rotated: 3, Onboarded: 4}
 	if rank[b] > rank[a] {
 		return b
 	}

@@ -625,14 +625,15 @@ func TestAbsentKeepsWhatIsNotOurs(t *testing.T) {
 }
 
 // TestRotationIsRefused: a device presenting another certificate than its
-// ACTIVE item's is refused and nothing changes.
+// ACTIVE item's, issued before it, is refused: the presented certificate
+// is revoked and nothing else changes.
 func TestRotationIsRefused(t *testing.T) {
 	w := newEWorld(t)
 	ctx := context.Background()
 	if err := w.put(item(fleet.StatusActive, origin, 1)); err != nil {
 		t.Fatal(err)
 	}
-	next, err := fx.ca.IssueDevice(thing, time.Hour)
+	next, err := fx.ca.Issue(pki.Options{CommonName: thing, NotBefore: fx.dev.Cert.NotBefore.Add(-time.Minute), Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -642,11 +643,15 @@ func TestRotationIsRefused(t *testing.T) {
 	}
 	before := w.state()
 	res, err := w.e.Converge(ctx, thing, Options{Function: "jitr", Presented: &c})
-	if err != nil || res.Action != Refused {
-		t.Fatalf("converge: %+v %v, want refused", res, err)
+	if err != nil || res.Action != Refused || res.Refusal != RefusedOlder {
+		t.Fatalf("converge: %+v %v, want refused as older", res, err)
 	}
-	if !reflect.DeepEqual(w.state(), before) {
-		t.Error("a refused run changed the registry")
+	want := before.(estate)
+	cert := want.Registry.Certificates[c.ID]
+	cert.Status = fleet.CertRevoked
+	want.Registry.Certificates[c.ID] = cert
+	if !reflect.DeepEqual(w.state(), want) {
+		t.Error("a refused run changed more than the presented certificate's status")
 	}
 }
 

@@ -26,6 +26,10 @@ const (
 	// A DECOMMISSIONED item.
 	DriftThingNotRemoved   = "thing_not_removed"
 	DriftPolicyNotDetached = "policy_not_detached"
+	// An ACTIVE item's retiring certificates: one in its grace not usable
+	// here (missing, not ACTIVE, detached), one past it not removed.
+	DriftRetiringNotActive = "retiring_not_active"
+	DriftRetiredNotRemoved = "retired_not_removed"
 )
 
 // Inspect reports, without changing anything, how this region's registry
@@ -72,6 +76,11 @@ func (e *Engine) Inspect(ctx context.Context, item fleet.Device) ([]string, erro
 		if cert && !slices.Contains(policies, e.policy) {
 			drift = append(drift, DriftPolicyDetached)
 		}
+		more, err := e.inspectRetiring(ctx, item, principals)
+		if err != nil {
+			return nil, err
+		}
+		drift = append(drift, more...)
 	case fleet.StatusRevoked, fleet.StatusDecommissioned:
 		switch {
 		case !cert:
@@ -105,4 +114,47 @@ func (e *Engine) caRegistered(ctx context.Context, id string) bool {
 		return false
 	}
 	return err != nil || ca.Status == fleet.CertActive
+}
+
+// inspectRetiring reports the drift of an ACTIVE item's retiring
+// certificates: one in its grace must be ACTIVE, attached to the thing and
+// with the policy; one past it must be gone (or REVOKED, or
+// PENDING_ACTIVATION: the device's own registration, which jitr refuses).
+func (e *Engine) inspectRetiring(ctx context.Context, item fleet.Device, principals []string) ([]string, error) {
+	now := e.now()
+	var drift []string
+	for _, rc := range item.Retiring {
+		if rc.CertificateID == item.CertificateID {
+			continue
+		}
+		c, err := e.reg.DescribeCertificate(ctx, rc.CertificateID)
+		known := err == nil
+		if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+			return nil, fmt.Errorf("describe certificate %s: %w", rc.CertificateID, err)
+		}
+		if now.Before(rc.RetireAt) {
+			if !known || c.Status == fleet.CertRevoked {
+				if !known && !slices.Contains(drift, DriftRetiringNotActive) && e.caRegistered(ctx, rc.CACertificateID) {
+					drift = append(drift, DriftRetiringNotActive)
+				}
+				continue
+			}
+			ok := c.Status == fleet.CertActive && slices.Contains(principals, c.ARN)
+			if ok {
+				pols, err := e.reg.ListAttachedPolicies(ctx, c.ARN)
+				if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+					return nil, fmt.Errorf("list policies of %s: %w", c.ARN, err)
+				}
+				ok = slices.Contains(pols, e.policy)
+			}
+			if !ok && !slices.Contains(drift, DriftRetiringNotActive) {
+				drift = append(drift, DriftRetiringNotActive)
+			}
+			continue
+		}
+		if known && c.Status != fleet.CertRevoked && c.Status != fleet.CertPendingActivation && !slices.Contains(drift, DriftRetiredNotRemoved) {
+			drift = append(drift, DriftRetiredNotRemoved)
+		}
+	}
+	return drift, nil
 }

@@ -47,7 +47,8 @@ func (r *run) finishObligations(ctx context.Context, item *fleet.Device, found *
 // finish finishes one obligation: "done" or "superseded".
 func (r *run) finish(ctx context.Context, ob fleet.Obligation, item *fleet.Device, found *bool) (string, error) {
 	// What an ACTIVE item holding the certificate needs is not taken away.
-	needed := *found && item.Status == fleet.StatusActive && (ob.Certificate == "" || ob.Certificate == item.CertificateID)
+	_, graced := item.InGrace(ob.Certificate, r.e.now())
+	needed := *found && item.Status == fleet.StatusActive && (ob.Certificate == "" || ob.Certificate == item.CertificateID || graced)
 	reg := r.e.reg
 	switch ob.Kind {
 	case fleet.ObligationDeleteItem:

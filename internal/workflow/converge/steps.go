@@ -53,8 +53,24 @@ func (r *run) apply(ctx context.Context, item fleet.Device, found bool) (Action,
 	t := target{item, true}
 	switch item.Status {
 	case fleet.StatusActive:
+		prev, rotate := item, false
 		if p != nil && p.ID != item.CertificateID {
-			return Refused, t, nil
+			if _, ok := item.InGrace(p.ID, r.e.now()); !ok {
+				rotated, refusal, err := r.rotation(item, *p)
+				switch {
+				case err != nil:
+					return "", t, err
+				case refusal != "":
+					// Never onboarded: revoked here, under the lease, so that
+					// it neither connects nor fires the event again.
+					r.refused = refusal
+					if _, err := r.runSaga(ctx, r.o.Function+"/"+r.e.region+"/"+r.thing+"/refused", []saga.Step{r.revokeStep(item, p.ID)}); err != nil {
+						return "", t, fmt.Errorf("revoke the refused certificate %s of %s: %w", p.ID, r.thing, err)
+					}
+					return Refused, t, nil
+				}
+				item, rotate, t = rotated, true, target{rotated, true}
+			}
 		}
 		cleared := Unchanged
 		if others := r.others(item); len(others) > 0 {
@@ -63,8 +79,24 @@ func (r *run) apply(ctx context.Context, item fleet.Device, found bool) (Action,
 				return "", t, err
 			}
 		}
-		act, err := r.active(ctx, item, false)
-		return stronger(act, cleared), t, err
+		var act Action
+		var err error
+		if rotate {
+			act, err = r.rotate(ctx, prev, item)
+		} else {
+			act, err = r.active(ctx, item, false)
+		}
+		if err != nil {
+			return "", t, err
+		}
+		kept, err := r.keepRetiring(ctx, item)
+		if err != nil {
+			return "", t, err
+		}
+		if _, err := r.dropRetired(ctx, item); err != nil {
+			return "", t, err
+		}
+		return stronger(stronger(act, cleared), kept), t, nil
 	case fleet.StatusRevoked:
 		act, err := r.revoked(ctx, item)
 		return act, t, err
@@ -83,7 +115,7 @@ func (r *run) newItem(c fleet.Certificate) (fleet.Device, error) {
 	}
 	return fleet.Device{
 		ThingName: r.thing, CertificateID: c.ID, CertificatePEM: c.PEM, CACertificateID: c.CACertificateID,
-		NotAfter: x.NotAfter.UTC(), Status: fleet.StatusActive, OriginRegion: r.e.region, Version: 1,
+		NotAfter: x.NotAfter.UTC(), NotBefore: x.NotBefore.UTC(), Status: fleet.StatusActive, OriginRegion: r.e.region, Version: 1,
 		UpdatedAt: r.e.now().UTC(),
 	}, nil
 }
@@ -147,6 +179,21 @@ func (r *run) learn(c fleet.Certificate) { r.certs[c.ID] = c }
 // the item written (write: jitr's new device), and the certificate ACTIVE
 // last, after reading the item once more.
 func (r *run) active(ctx context.Context, item fleet.Device, write bool) (Action, error) {
+	return r.activeWith(ctx, item, write, nil)
+}
+
+// rotate converges to the rotated item (see active) and writes it, in
+// place of the new device's item, right before activating its certificate.
+func (r *run) rotate(ctx context.Context, prev, item fleet.Device) (Action, error) {
+	act, err := r.activeWith(ctx, item, false, func() saga.Step { return r.rotateItemStep(prev, item) })
+	if err == nil {
+		r.rotated = true
+		r.e.metrics.Count("CertificatesRotated", 1, obs.D("Function", r.o.Function))
+	}
+	return act, err
+}
+
+func (r *run) activeWith(ctx context.Context, item fleet.Device, write bool, rotation func() saga.Step) (Action, error) {
 	id := r.sagaID(item.CertificateID)
 	st := &certState{}
 	if c, ok := r.certs[item.CertificateID]; ok {
@@ -161,6 +208,9 @@ func (r *run) active(ctx context.Context, item fleet.Device, write bool) (Action
 	if write {
 		steps = append(steps, r.writeItemStep(item))
 	}
+	if rotation != nil {
+		steps = append(steps, rotation())
+	}
 	steps = append(steps, r.activateStep(item, st))
 	res, err := r.runSaga(ctx, id, steps)
 	if st.known {
@@ -173,6 +223,8 @@ func (r *run) active(ctx context.Context, item fleet.Device, write bool) (Action
 	switch {
 	case write && res.Step(StepWriteInventory).Changed:
 		return Onboarded, nil
+	case rotation != nil && res.Step(StepRotateInventory).Changed:
+		return Rotated, nil
 	case changed(res):
 		return Converged, nil
 	}
@@ -473,7 +525,7 @@ func (r *run) activateStep(item fleet.Device, st *certState) saga.Step {
 // other certificate of the device this region knows. The thing and the
 // attachments stay, for audit. Roll-forward only.
 func (r *run) revoked(ctx context.Context, item fleet.Device) (Action, error) {
-	steps := r.revokeSteps(item, r.ledger.Certificates)
+	steps := r.revokeSteps(item, append(slices.Clone(r.ledger.Certificates), item.CertificateIDs()...))
 	res, err := r.runSaga(ctx, r.o.Function+"/"+r.e.region+"/"+r.thing+"/revoked", steps)
 	if err != nil {
 		return "", fmt.Errorf("converge %s to REVOKED: %w", r.thing, err)
@@ -577,7 +629,7 @@ func (r *run) decommissioned(ctx context.Context, item fleet.Device) (Action, er
 	if err != nil {
 		return "", err
 	}
-	ids := slices.Clone(r.ledger.Certificates)
+	ids := append(slices.Clone(r.ledger.Certificates), item.CertificateIDs()...)
 	for _, arn := range principals {
 		if id := certIDFromARN(arn); id != "" {
 			ids = append(ids, id)
@@ -784,7 +836,11 @@ func (r *run) absent(ctx context.Context) (Action, error) {
 // over from an earlier item, or from a lost race.
 func (r *run) others(item fleet.Device) []string {
 	var out []string
-	for _, id := range append(slices.Clone(r.ledger.Certificates), r.o.Hints...) {
+	now := r.e.now()
+	for _, id := range slices.Concat(r.ledger.Certificates, r.o.Hints, item.Retired(now)) {
+		if _, graced := item.InGrace(id, now); graced {
+			continue // a retiring certificate in its grace: kept (keepRetiring)
+		}
 		if id != "" && id != item.CertificateID && !slices.Contains(out, id) {
 			out = append(out, id)
 		}
@@ -802,8 +858,13 @@ func (r *run) clearOthers(ctx context.Context, item fleet.Device, ids []string) 
 		return "", err
 	}
 	steps := make([]saga.Step, 0, len(ids))
+	retired := item.Retired(r.e.now())
 	for _, id := range ids {
-		steps = append(steps, r.clearStep(id, thing != nil))
+		step := r.clearStep(id, thing != nil)
+		if slices.Contains(retired, id) {
+			step = r.retireStep(step)
+		}
+		steps = append(steps, step)
 	}
 	res, err := r.runSaga(ctx, r.o.Function+"/"+r.e.region+"/"+r.thing+"/others", steps)
 	if err != nil {

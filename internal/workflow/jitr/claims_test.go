@@ -3,7 +3,6 @@ package jitr
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,7 +136,7 @@ func TestClaimReleasedWhenNotOnboarded(t *testing.T) {
 			}
 			return nil
 		}},
-		{name: "refusal (rotation)", prepare: inventoryStatus(fleet.StatusActive, strings.Repeat("a", 64))},
+		{name: "refusal (an older certificate than the current one)", prepare: newerOnboarded},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -54,7 +54,6 @@ const (
 	ReasonBadEvent        = "bad_event"
 	ReasonCertGone        = "certificate_not_found"
 	ReasonRevoked         = "device_revoked"
-	ReasonRotation        = "rotation_unsupported"
 	ReasonAlreadyRevoked  = "certificate_revoked"
 	ReasonCANotRegistered = "ca_not_registered"
 	ReasonNotPending      = "certificate_not_pending"
@@ -282,11 +281,19 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 	case err != nil:
 		return h.fail(ctx, log, fmt.Errorf("converge %s: %w", thing, err))
 	case res.Action == converge.Refused:
-		// Certificate rotation is a later issue: refuse without revoking, so
-		// that the certificate can be onboarded once rotation exists.
-		h.reject(ctx, ReasonRotation,
-			fmt.Errorf("device %s is onboarded with certificate %s; refusing %s until rotation is supported", thing, res.Item.CertificateID, cert.ID),
-			slog.String("thingName", thing), slog.String("certificateId", cert.ID))
+		// A certificate issued no later than the device's current one (a
+		// renewal that lost to a newer one, a retired certificate coming
+		// back) is never onboarded: the convergence revoked it, under the
+		// device's lease, so that it never connects and never fires the
+		// event again.
+		h.metrics.Count("RotationsRefused", 1, obs.D("Function", Function), obs.D("Reason", res.Refusal))
+		why := fmt.Sprintf("device %s holds certificate %s: %s", thing, res.Item.CertificateID, res.Detail)
+		if res.Refusal == converge.RefusedRetired {
+			why = fmt.Sprintf("device %s: certificate %s was retired by a rotation to %s", thing, cert.ID, res.Item.CertificateID)
+		}
+		log.WarnContext(ctx, "certificate revoked", slog.String("reason", res.Refusal), slog.String("error", why))
+		h.metrics.Count("Rejected", 1, obs.D("Function", Function), obs.D("Reason", res.Refusal))
+		h.metrics.Count("CertificateRevoked", 1, obs.D("Function", Function), obs.D("Reason", res.Refusal))
 		return nil
 	case res.Found && res.Item.Status != fleet.StatusActive:
 		log.WarnContext(ctx, "certificate revoked", slog.String("reason", ReasonRevoked),
@@ -301,6 +308,11 @@ func (h *Handler) Handle(ctx context.Context, ev fleet.CertificateRegisteredEven
 		return nil
 	}
 	onboarded = true
+	if res.Action == converge.Rotated {
+		log.InfoContext(ctx, "device rotated to a new certificate", slog.String("region", h.region),
+			slog.String("previous", previousCertificate(res.Item)), slog.Int("rounds", res.Rounds))
+		return nil
+	}
 	log.InfoContext(ctx, "device onboarded", slog.Bool("new", res.Action == converge.Onboarded), slog.String("region", h.region),
 		slog.Int("rounds", res.Rounds))
 	h.metrics.Count("DeviceOnboarded", 1, obs.D("Function", Function))
@@ -485,4 +497,13 @@ func (h *Handler) fail(ctx context.Context, log *slog.Logger, err error) error {
 	log.ErrorContext(ctx, "jitr failed", slog.String("error", err.Error()), slog.String("class", saga.Class(err)),
 		slog.Bool("redelivered", true))
 	return err
+}
+
+// previousCertificate is the certificate a rotation to item's current one
+// retired (the latest retiring one).
+func previousCertificate(item fleet.Device) string {
+	if len(item.Retiring) == 0 {
+		return ""
+	}
+	return item.Retiring[len(item.Retiring)-1].CertificateID
 }

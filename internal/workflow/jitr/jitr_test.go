@@ -20,6 +20,7 @@ import (
 	"github.com/mriot/mriot/internal/emulator/pki"
 	"github.com/mriot/mriot/internal/fake/memiot"
 	"github.com/mriot/mriot/internal/testkit/faultmatrix"
+	"github.com/mriot/mriot/internal/workflow/converge"
 )
 
 func TestFaultMatrix(t *testing.T) {
@@ -75,13 +76,13 @@ func TestOnboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fleet.Device{ThingName: "dev-1", CertificateID: w.cert.ID, CertificatePEM: w.cert.PEM,
-		CACertificateID: w.cert.CACertificateID, NotAfter: fx.dev.Cert.NotAfter.UTC(), Status: fleet.StatusActive,
-		OriginRegion: region, Version: 1, UpdatedAt: t0}
-	if !d.NotAfter.Equal(want.NotAfter) || !d.UpdatedAt.Equal(want.UpdatedAt) {
-		t.Errorf("times: %v %v, want %v %v", d.NotAfter, d.UpdatedAt, want.NotAfter, want.UpdatedAt)
+		CACertificateID: w.cert.CACertificateID, NotAfter: fx.dev.Cert.NotAfter.UTC(), NotBefore: fx.dev.Cert.NotBefore.UTC(),
+		Status: fleet.StatusActive, OriginRegion: region, Version: 1, UpdatedAt: t0}
+	if !d.NotAfter.Equal(want.NotAfter) || !d.UpdatedAt.Equal(want.UpdatedAt) || !d.NotBefore.Equal(want.NotBefore) {
+		t.Errorf("times: %v %v %v, want %v %v %v", d.NotAfter, d.UpdatedAt, d.NotBefore, want.NotAfter, want.UpdatedAt, want.NotBefore)
 	}
-	d.NotAfter, d.UpdatedAt = want.NotAfter, want.UpdatedAt
-	if d != want {
+	d.NotAfter, d.UpdatedAt, d.NotBefore = want.NotAfter, want.UpdatedAt, want.NotBefore
+	if !reflect.DeepEqual(d, want) {
 		t.Errorf("inventory item\n got %+v\nwant %+v", d, want)
 	}
 	if got := w.metrics.Get("DeviceOnboarded", obs.D("Function", Function)); got != 1 {
@@ -128,8 +129,8 @@ func TestRefusals(t *testing.T) {
 			wantStatus: fleet.CertRevoked, wantReason: ReasonRevoked},
 		{name: "device decommissioned", pem: fx.dev.CertPEM(), prepare: inventoryStatus(fleet.StatusDecommissioned, ""),
 			wantStatus: fleet.CertRevoked, wantReason: ReasonRevoked},
-		{name: "other certificate onboarded", pem: fx.dev.CertPEM(), prepare: inventoryStatus(fleet.StatusActive, strings.Repeat("a", 64)),
-			wantStatus: fleet.CertPendingActivation, wantReason: ReasonRotation},
+		{name: "newer certificate onboarded", pem: fx.dev.CertPEM(), prepare: newerOnboarded,
+			wantStatus: fleet.CertRevoked, wantReason: converge.RefusedOlder},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,6 +180,18 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newerOnboarded: the device is onboarded with a certificate issued after
+// fx.dev, which is then refused (and revoked) as older.
+func newerOnboarded(w *world) error {
+	leaf, err := fx.ca.Issue(pkiOptions{CommonName: "dev-1", NotBefore: fx.dev.Cert.NotBefore.Add(time.Hour), Validity: 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	return w.inv.Create(context.Background(), fleet.Device{ThingName: "dev-1", CertificateID: fleet.CertificateID(leaf.Cert),
+		CertificatePEM: leaf.CertPEM(), CACertificateID: w.cert.CACertificateID, NotBefore: leaf.Cert.NotBefore, Status: fleet.StatusActive,
+		OriginRegion: other, Version: 2, UpdatedAt: t0})
 }
 
 func inventoryStatus(st fleet.Status, certID string) func(*world) error {

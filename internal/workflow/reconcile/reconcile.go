@@ -71,6 +71,9 @@ type Inventory interface {
 	// RevokedOn returns the things whose revocation record was written or
 	// upgraded on day (UTC, 2006-01-02; eventually consistent).
 	RevokedOn(ctx context.Context, day string) ([]string, error)
+	// RetiringOn returns the things whose earliest retiring certificate
+	// ends its grace on day (UTC; eventually consistent).
+	RetiringOn(ctx context.Context, day string) ([]string, error)
 }
 
 // Leases is what the reconciler needs of the region's lease table.
@@ -160,6 +163,7 @@ type Reconciler struct {
 	threshold time.Duration
 	page      int
 	margin    time.Duration
+	keep      time.Duration // how long a retired certificate stays named in the item
 	now       func() time.Time
 	sleep     func(ctx context.Context, d time.Duration) error
 	log       *slog.Logger
@@ -218,6 +222,7 @@ func New(cfg Config) (*Reconciler, error) {
 	if r.engine, err = converge.New(ec); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
+	r.keep = r.engine.RetireKeep()
 	return r, nil
 }
 
@@ -691,7 +696,7 @@ func (p *pass) sweep(ctx context.Context) error {
 			p.sweepOne(ctx, thing)
 		}
 	}
-	return nil
+	return p.retirements(ctx)
 }
 
 // sweepOne checks one recently revoked device unless this region was
@@ -1003,8 +1008,8 @@ func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate
 		if err := p.retry(ctx, func() (err error) { after, err = p.r.reg.DescribeCertificate(ctx, c.ID); return }); err == nil && after.Status != fleet.CertPendingActivation {
 			p.repaired(f)
 		} else if err == nil {
-			// Refused and left pending on purpose (a rotation jitr does not
-			// accept yet): reported, not repaired.
+			// Left pending by jitr (it refused the event without a verdict on
+			// the certificate): reported, not repaired.
 			p.rep.Findings[f].Error = "left PENDING_ACTIVATION by jitr"
 		}
 		return nil
@@ -1029,6 +1034,17 @@ func (p *pass) certificate(ctx context.Context, caID string, c fleet.Certificate
 	if err != nil {
 		p.r.log.WarnContext(ctx, "certificate of an auto-registration CA without a thing name; left alone",
 			slog.String("certificateId", c.ID), slog.String("error", err.Error()))
+		return nil
+	}
+	// A retiring certificate in its grace is the item's too (the index
+	// keys the current certificate only).
+	var d fleet.Device
+	err = p.retry(ctx, func() (err error) { d, err = p.r.inv.Get(ctx, thing); return })
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+		p.skipped(ctx, c.ID, err)
+		return nil
+	}
+	if _, graced := d.InGrace(c.ID, p.r.now()); err == nil && graced && d.Status == fleet.StatusActive {
 		return nil
 	}
 	// The index is eventually consistent: the convergence reads the item

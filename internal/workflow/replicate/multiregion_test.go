@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -130,7 +131,7 @@ func TestTwoRegionsOnboardTheSameDeviceAtOnce(t *testing.T) {
 				}
 				items = append(items, d)
 			}
-			if len(items) == 2 && items[0] != items[1] {
+			if len(items) == 2 && !reflect.DeepEqual(items[0], items[1]) {
 				t.Errorf("replicas differ:\n%+v\n%+v", items[0], items[1])
 			}
 		})
