@@ -136,6 +136,9 @@ Tables for people by default; -o json prints the API's answers.`,
 			default:
 				fmt.Fprintln(w, "never seen connected")
 			}
+			for _, rc := range v.Retiring {
+				fmt.Fprintf(w, "previous certificate %s works until %s (rotation grace)\n", rc.CertificateID, rc.RetireAt.UTC().Format(time.RFC3339))
+			}
 			fmt.Fprintln(w)
 			return ff.print(w, nil, []string{"REGION", "THING", "CERTIFICATE", "ATTACHED", "POLICY", "STATE"}, rows)
 		},

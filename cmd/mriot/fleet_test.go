@@ -23,7 +23,14 @@ func TestFleetCommands(t *testing.T) {
 	f := apitest.New(t, regions)
 	all := map[string]apitest.Step{regions[0]: apitest.Attached, regions[1]: apitest.Attached}
 	f.Onboard(t, "dev-1", all)
-	f.Onboard(t, "dev-2", map[string]apitest.Step{regions[0]: apitest.Attached})
+	d2 := f.Onboard(t, "dev-2", map[string]apitest.Step{regions[0]: apitest.Attached})
+	// dev-2 was rotated: its previous certificate is in its grace.
+	prev := d2
+	d2.Retiring = []fleet.RetiringCertificate{{CertificateID: "0ld", RetireAt: time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)}}
+	d2.Version++
+	if err := f.Inventory.Update(context.Background(), d2, prev.Version); err != nil {
+		t.Fatal(err)
+	}
 	f.Publish(t, "dev-1", 1767225600000, regions[0], "id-1", `{"temp":21.5}`)
 	f.Publish(t, "dev-1", 1767225601000, regions[1], "id-2", `{"temp":22}`)
 	// dev-1 is connected in us-west-2; commands go to a commands table.
@@ -62,7 +69,7 @@ func TestFleetCommands(t *testing.T) {
 	}{
 		{args: []string{"ls"}, want: []string{"THING", "dev-1  ACTIVE", "dev-2  ACTIVE"}, notWant: []string{"CONNECTED"}},
 		{args: []string{"get", "dev-1"}, want: []string{"live everywhere: yes", "eu-west-1", "us-west-2", "ACTIVE"}},
-		{args: []string{"get", "dev-2"}, want: []string{"live everywhere: no", "not live", "never seen connected"}},
+		{args: []string{"get", "dev-2"}, want: []string{"live everywhere: no", "not live", "never seen connected", "previous certificate 0ld works until 2026-03-08T12:00:00Z"}},
 		{args: []string{"telemetry", "dev-1"}, want: []string{"1767225600000", `{"temp":21.5}`, "1767225601000"}},
 		{args: []string{"telemetry", "dev-1", "--limit", "1"}, want: []string{"1767225601000", "older messages: --all"}},
 		{args: []string{"telemetry", "dev-1", "--limit", "1", "--all"}, want: []string{"1767225601000", "1767225600000"}},
