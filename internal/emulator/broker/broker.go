@@ -571,7 +571,10 @@ func (b *Broker) subscribing(cl *mqtt.Client, pk packets.Packet) {
 	log := b.log.With("clientId", cl.ID)
 	pending := make(map[string]bool, len(pk.Filters))
 	for _, f := range pk.Filters {
-		ok := b.allowed(log, s, policy.ActionSubscribe, "topicfilter", f.Filter)
+		// Basic Ingest topics go to a rule, never through the broker: no
+		// client may subscribe to them, whatever its policy says.
+		ok := !strings.HasPrefix(f.Filter, policy.BasicIngestPrefix) &&
+			b.allowed(log, s, policy.ActionSubscribe, "topicfilter", f.Filter)
 		if !ok {
 			b.stats.SubscribeDenied.Add(1)
 			log.Info("subscribe denied", "filter", f.Filter)

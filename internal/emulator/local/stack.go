@@ -21,6 +21,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/mriot/mriot/internal/core/obs"
 	"github.com/mriot/mriot/internal/emulator/broker"
 	"github.com/mriot/mriot/internal/emulator/pki"
+	"github.com/mriot/mriot/internal/emulator/policy"
 	"github.com/mriot/mriot/internal/emulator/router"
 	"github.com/mriot/mriot/internal/emulator/rules"
 	"github.com/mriot/mriot/internal/emulator/store"
@@ -559,6 +561,10 @@ func (s *Stack) newRegion(ctx context.Context, name string, caPEMs []string) (_ 
 // onPublish is the rules engine: every message a device publishes, and every
 // registered-certificate event, is evaluated against the region's rules.
 func (r *Region) onPublish(topic string, payload []byte) {
+	if rest, ok := strings.CutPrefix(topic, policy.BasicIngestPrefix); ok {
+		r.basicIngest(rest, payload)
+		return
+	}
 	for _, br := range r.rules {
 		out, fired, err := br.rule.Evaluate(rules.Message{Topic: topic, Payload: payload, Time: time.Now()})
 		if !fired {
@@ -574,6 +580,36 @@ func (r *Region) onPublish(topic string, payload []byte) {
 		br.target.InvokeAsync(out)
 	}
 }
+
+// basicIngest is IoT's Basic Ingest: a message published on
+// $aws/rules/<rule>/<topic> goes to that rule alone, evaluated on <topic>
+// (the prefix is not part of the topic the rule sees, so topic(2) is the
+// same either way), and to no subscriber. A rule that does not exist is a
+// RuleNotFound error, logged and counted, as IoT logs it.
+func (r *Region) basicIngest(rest string, payload []byte) {
+	name, topic, _ := strings.Cut(rest, "/")
+	for _, br := range r.rules {
+		if RuleName(br.name) != name {
+			continue
+		}
+		out, fired, err := br.rule.Evaluate(rules.Message{Topic: topic, Payload: payload, Time: time.Now()})
+		switch {
+		case !fired:
+		case err != nil:
+			r.metrics.Count("RuleErrors", 1, obs.D("Rule", br.name), obs.D("Region", r.Name))
+			r.log.Warn("rule failed", "rule", br.name, "topic", topic, "basicIngest", true, "error", err.Error())
+		default:
+			br.target.InvokeAsync(out)
+		}
+		return
+	}
+	r.metrics.Count("RuleNotFound", 1, obs.D("Region", r.Name))
+	r.log.Warn("basic ingest: no such rule; message dropped", "rule", name, "topic", topic)
+}
+
+// RuleName is the name template.yaml gives the rule short names ("data":
+// mriot_data): the <rule> of a Basic Ingest topic.
+func RuleName(short string) string { return "mriot_" + short }
 
 // pipe wraps one stream record as the EventBridge event the Pipe puts on
 // the bus (detail = the record), and hands it to the bus rule's target.

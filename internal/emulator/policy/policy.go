@@ -274,9 +274,19 @@ func cached(doc string) (*Document, error) {
 	return d, nil
 }
 
-// DevicePolicy is the article's device policy for region and account: a
-// device connects with its own thing name as client id, publishes under
-// i/<thing>/, and subscribes to and receives e/<thing>/ topics.
+// DataRuleName is the data rule's name (template.yaml's DataRule for the
+// application mriot): the rule a device invokes directly with Basic Ingest.
+const DataRuleName = "mriot_data"
+
+// BasicIngestPrefix begins every Basic Ingest topic: $aws/rules/<rule>/...
+// goes to that rule alone, never through the message broker.
+const BasicIngestPrefix = "$aws/rules/"
+
+// DevicePolicy is the device policy of template.yaml for region and
+// account: a device connects with its own thing name as client id,
+// publishes under i/<thing>/ (and its telemetry to the data rule directly
+// with Basic Ingest, $aws/rules/mriot_data/i/<thing>/m), and subscribes to
+// and receives e/<thing>/ topics.
 func DevicePolicy(region, account string) string {
 	arn := "arn:aws:iot:" + region + ":" + account + ":"
 	const thing = "${iot:Connection.Thing.ThingName}"
@@ -286,6 +296,7 @@ func DevicePolicy(region, account string) string {
 	return `{"Version":"` + Version + `","Statement":[` +
 		stmt(ActionConnect, arn+"client/"+thing) + "," +
 		stmt(ActionPublish, arn+"topic/i/"+thing+"/*") + "," +
+		stmt(ActionPublish, arn+"topic/"+BasicIngestPrefix+DataRuleName+"/i/"+thing+"/m") + "," +
 		stmt(ActionSubscribe, arn+"topicfilter/e/"+thing+"/*") + "," +
 		stmt(ActionReceive, arn+"topic/e/"+thing+"/*") + "]}"
 }
