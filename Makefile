@@ -71,12 +71,13 @@ test: lint
 race:
 	$(GO) test -count=1 -race -short $(RACE_PKGS)
 
-## soak: the deterministic simulation over SEEDS seeds (default 5000) from
-## FIRST (default 0); a failing seed prints how to replay it.
+## soak: the deterministic simulation's scenarios (convergence, presence,
+## commands, rotation) over SEEDS seeds each (default 5000) from FIRST
+## (default 0); a failing seed prints how to replay it.
 SEEDS ?= 5000
 FIRST ?= 0
 soak:
-	set -o pipefail; DST_SEEDS=$(SEEDS) DST_FIRST=$(FIRST) $(GO) test -count=1 -timeout 2h -run 'TestSimulation$$' -v ./internal/testkit/dst | \
+	set -o pipefail; DST_SEEDS=$(SEEDS) DST_FIRST=$(FIRST) $(GO) test -count=1 -timeout 2h -run 'TestSimulation$$|TestPresenceSimulation$$|TestCommandSimulation$$|TestRotationSimulation$$' -v ./internal/testkit/dst | \
 		{ grep -v -e '^=== ' -e '--- PASS' || true; }
 
 ## bench-cold: every bootstrap's cold start under the RIE beside a bare

@@ -40,15 +40,12 @@ func rotationSeeds(t *testing.T) uint64 {
 // certificate (and present the previous one, and once an older one) while
 // the operator revokes and decommissions, regions go down, faults and
 // crashes happen; the invariants I1-I8 and R1-R3 (checkRotation) hold.
-// DST_SEED replays one seed.
 func TestRotationSimulation(t *testing.T) {
-	first, n := uint64(0), rotationSeeds(t)
-	if s := os.Getenv("DST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("DST_SEED=%q: %v", s, err)
-		}
-		first, n = v, 1
+	// DST_SEED and DST_FIRST as for every scenario (seeds); the count is
+	// DST_ROTATION_SEEDS, else DST_SEEDS (make soak), else 200.
+	first, n := seeds(t)
+	if os.Getenv("DST_SEED") == "" && (os.Getenv("DST_ROTATION_SEEDS") != "" || os.Getenv("DST_SEEDS") == "") {
+		n = rotationSeeds(t)
 	}
 	rotated := 0
 	for seed := first; seed < first+n; seed++ {
