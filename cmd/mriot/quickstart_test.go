@@ -104,6 +104,8 @@ func TestReadmeQuickStart(t *testing.T) {
 		`"status": "ACTIVE"`,               //
 		`"message": "Hello From Test-001"`, // the telemetry
 		`"certificateStatus": "ACTIVE"`,    // per region
+		"CONNECTED IN",                     // step 5: mriot fleet ls --connected
+		": ACKED (delivered in ",           // the command reached the device and was acknowledged
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the quick start's output lacks %q", want)
