@@ -331,41 +331,7 @@ func (inv *Inventory) ByCertificate(ctx context.Context, certID string) (string,
 // 2006-01-02), every page, and returns their things, sorted. The index is
 // eventually consistent: a record written a moment ago may be missing.
 func (inv *Inventory) RevokedOn(ctx context.Context, day string) ([]string, error) {
-	if _, err := time.Parse(time.DateOnly, day); err != nil {
-		return nil, fmt.Errorf("list revocations of %q: %w: %w", day, fleet.ErrInvalid, err)
-	}
-	key := expression.Key(ddbitem.AttrRevokedDay).Equal(expression.Value(day))
-	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
-	if err != nil {
-		return nil, fmt.Errorf("list revocations of %s: build key condition: %w", day, err)
-	}
-	in := &dynamodb.QueryInput{
-		TableName:                 aws.String(inv.table),
-		IndexName:                 aws.String(ddbitem.InventoryRevocationIndex),
-		KeyConditionExpression:    expr.KeyCondition(),
-		ExpressionAttributeNames:  expr.Names(),
-		ExpressionAttributeValues: expr.Values(),
-	}
-	var things []string
-	for {
-		out, err := inv.client.Query(ctx, in)
-		if err != nil {
-			return nil, inv.wrap(err, "list revocations of %s", day)
-		}
-		for _, item := range out.Items {
-			if s, ok := item[ddbitem.AttrThingName].(*types.AttributeValueMemberS); ok {
-				if thing, ok := ddbitem.IsRevocationKey(s.Value); ok {
-					things = append(things, thing)
-				}
-			}
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			break
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
-	}
-	slices.Sort(things)
-	return things, nil
+	return inv.onDay(ctx, "revocations", ddbitem.InventoryRevocationIndex, ddbitem.AttrRevokedDay, day, ddbitem.IsRevocationKey)
 }
 
 // RetiringOn queries the sparse global secondary index RetirementIndex
@@ -373,17 +339,25 @@ func (inv *Inventory) RevokedOn(ctx context.Context, day string) ([]string, erro
 // grace on day (UTC, 2006-01-02), every page, and returns them, sorted.
 // The index is eventually consistent.
 func (inv *Inventory) RetiringOn(ctx context.Context, day string) ([]string, error) {
+	return inv.onDay(ctx, "retirements", ddbitem.InventoryRetirementIndex, ddbitem.AttrRetireDay, day,
+		func(key string) (string, bool) { return key, true })
+}
+
+// onDay queries a sparse day index (KEYS_ONLY, hash key attr) for day,
+// every page, and returns the things thing makes of the items' keys (the
+// keys it refuses are skipped), sorted; what names the list in errors.
+func (inv *Inventory) onDay(ctx context.Context, what, index, attr, day string, thing func(key string) (string, bool)) ([]string, error) {
 	if _, err := time.Parse(time.DateOnly, day); err != nil {
-		return nil, fmt.Errorf("list retirements of %q: %w: %w", day, fleet.ErrInvalid, err)
+		return nil, fmt.Errorf("list %s of %q: %w: %w", what, day, fleet.ErrInvalid, err)
 	}
-	key := expression.Key(ddbitem.AttrRetireDay).Equal(expression.Value(day))
+	key := expression.Key(attr).Equal(expression.Value(day))
 	expr, err := expression.NewBuilder().WithKeyCondition(key).Build()
 	if err != nil {
-		return nil, fmt.Errorf("list retirements of %s: build key condition: %w", day, err)
+		return nil, fmt.Errorf("list %s of %s: build key condition: %w", what, day, err)
 	}
 	in := &dynamodb.QueryInput{
 		TableName:                 aws.String(inv.table),
-		IndexName:                 aws.String(ddbitem.InventoryRetirementIndex),
+		IndexName:                 aws.String(index),
 		KeyConditionExpression:    expr.KeyCondition(),
 		ExpressionAttributeNames:  expr.Names(),
 		ExpressionAttributeValues: expr.Values(),
@@ -392,11 +366,13 @@ func (inv *Inventory) RetiringOn(ctx context.Context, day string) ([]string, err
 	for {
 		out, err := inv.client.Query(ctx, in)
 		if err != nil {
-			return nil, inv.wrap(err, "list retirements of %s", day)
+			return nil, inv.wrap(err, "list %s of %s", what, day)
 		}
 		for _, item := range out.Items {
 			if s, ok := item[ddbitem.AttrThingName].(*types.AttributeValueMemberS); ok {
-				things = append(things, s.Value)
+				if t, ok := thing(s.Value); ok {
+					things = append(things, t)
+				}
 			}
 		}
 		if len(out.LastEvaluatedKey) == 0 {

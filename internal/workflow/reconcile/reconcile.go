@@ -674,16 +674,27 @@ const sweepDays = 2
 // converged to the revocation costs two table reads and no registry call;
 // drift behind the system's back on such a device is the pass's to find.
 func (p *pass) sweep(ctx context.Context) error {
+	if read, err := p.sweepIndex(ctx, "revocation", sweepDays, p.r.inv.RevokedOn, p.sweepOne); !read || err != nil {
+		return err
+	}
+	return p.retirements(ctx)
+}
+
+// sweepIndex reads a sparse day index (list) for the last days UTC days,
+// oldest first, and checks each device it names once (one). A failed read
+// is logged and ends the sweep with read false (the long pass still checks
+// every device, in its own time); err is the pass's time running out.
+func (p *pass) sweepIndex(ctx context.Context, what string, days int, list func(ctx context.Context, day string) ([]string, error),
+	one func(ctx context.Context, thing string)) (read bool, err error) {
 	today := p.r.now().UTC()
 	seen := map[string]bool{}
-	for i := sweepDays - 1; i >= 0; i-- {
+	for i := days - 1; i >= 0; i-- {
 		day := today.AddDate(0, 0, -i).Format(time.DateOnly)
 		var things []string
-		if err := p.retry(ctx, func() (err error) { things, err = p.r.inv.RevokedOn(ctx, day); return }); err != nil {
-			// The pass still checks every revocation, in its own time.
-			p.r.log.WarnContext(ctx, "revocation sweep failed", slog.String("day", day), slog.String("error", err.Error()),
+		if err := p.retry(ctx, func() (err error) { things, err = list(ctx, day); return }); err != nil {
+			p.r.log.WarnContext(ctx, what+" sweep failed", slog.String("day", day), slog.String("error", err.Error()),
 				slog.String("class", errClass(err)))
-			return nil
+			return false, nil
 		}
 		for _, thing := range things {
 			if seen[thing] {
@@ -691,12 +702,12 @@ func (p *pass) sweep(ctx context.Context) error {
 			}
 			seen[thing] = true
 			if err := p.enough(ctx); err != nil {
-				return err
+				return true, err
 			}
-			p.sweepOne(ctx, thing)
+			one(ctx, thing)
 		}
 	}
-	return p.retirements(ctx)
+	return true, nil
 }
 
 // sweepOne checks one recently revoked device unless this region was

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"time"
 
 	"github.com/mriot/mriot/internal/core/fleet"
 )
@@ -26,29 +25,8 @@ const retireSweepDays = 3
 // entry is dropped from the item. A device retired here costs two table
 // reads and no registry call.
 func (p *pass) retirements(ctx context.Context) error {
-	today := p.r.now().UTC()
-	seen := map[string]bool{}
-	for i := retireSweepDays - 1; i >= 0; i-- {
-		day := today.AddDate(0, 0, -i).Format(time.DateOnly)
-		var things []string
-		if err := p.retry(ctx, func() (err error) { things, err = p.r.inv.RetiringOn(ctx, day); return }); err != nil {
-			// The long pass still checks every device, in its own time.
-			p.r.log.WarnContext(ctx, "retirement sweep failed", slog.String("day", day), slog.String("error", err.Error()),
-				slog.String("class", errClass(err)))
-			return nil
-		}
-		for _, thing := range things {
-			if seen[thing] {
-				continue
-			}
-			seen[thing] = true
-			if err := p.enough(ctx); err != nil {
-				return err
-			}
-			p.retireOne(ctx, thing)
-		}
-	}
-	return nil
+	_, err := p.sweepIndex(ctx, "retirement", retireSweepDays, p.r.inv.RetiringOn, p.retireOne)
+	return err
 }
 
 // retireOne checks one device with retiring certificates.
