@@ -84,7 +84,7 @@ soak:
 ## aws-lambda-go handler and one with the SDK clients and X-Ray SDK, in one
 ## run (ROUNDS, default 10; COLD_FN=jitr,api for some). See docs/performance.md.
 ROUNDS ?= 10
-COLD_FN ?= jitr,replicate,reconcile,ingest,api,setup
+COLD_FN ?= jitr,replicate,reconcile,ingest,api,setup,presence,commands
 bench-cold:
 	$(GO) run ./scripts/coldstart -rounds $(ROUNDS) -fn $(COLD_FN)
 

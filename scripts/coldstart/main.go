@@ -53,9 +53,11 @@ var events = map[string]string{
 	"reconcile": "events/reconcile-scheduled.json",
 	"ingest":    "events/ingest-telemetry.json",
 	"api":       "events/api-get-device.json",
+	"presence":  "events/presence-connected.json",
+	"commands":  "events/commands-ack.json",
 }
 
-var allFunctions = []string{"jitr", "replicate", "reconcile", "ingest", "api", "setup"}
+var allFunctions = []string{"jitr", "replicate", "reconcile", "ingest", "api", "setup", "presence", "commands"}
 
 const (
 	peerBare   = "hello"
