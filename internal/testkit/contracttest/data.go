@@ -222,6 +222,31 @@ func eventually(t *testing.T, what string, check func() error) {
 
 // eventuallyByCertificate waits until inv.ByCertificate(certID) answers want
 // (the thing name; "" for ErrNotFound): the index is eventually consistent.
+// eventuallyOnDay waits until a sparse day index (list) gives, for day,
+// sorted things whose names end in sfx (this test's) equal to want.
+func eventuallyOnDay(t *testing.T, name string, list func(ctx context.Context, day string) ([]string, error), day, sfx string, want []string) {
+	t.Helper()
+	eventually(t, name+"("+day+")", func() error {
+		got, err := list(context.Background(), day)
+		if err != nil {
+			return err
+		}
+		if !slices.IsSorted(got) {
+			return fmt.Errorf("got %v, not sorted", got)
+		}
+		var ours []string
+		for _, g := range got {
+			if strings.HasSuffix(g, sfx) {
+				ours = append(ours, g)
+			}
+		}
+		if !slices.Equal(ours, want) {
+			return fmt.Errorf("got %v, want %v", ours, want)
+		}
+		return nil
+	})
+}
+
 func eventuallyByCertificate(t *testing.T, inv contract.Inventory, certID, want string) {
 	t.Helper()
 	eventually(t, "ByCertificate("+certID+")", func() error {
@@ -796,25 +821,7 @@ func testRevokedOn(t *testing.T, newInv func(t *testing.T) contract.Inventory) {
 	revokedOn := func(day time.Time, want ...string) {
 		t.Helper()
 		d := day.UTC().Format(time.DateOnly)
-		eventually(t, "RevokedOn("+d+")", func() error {
-			got, err := inv.RevokedOn(ctx, d)
-			if err != nil {
-				return err
-			}
-			if !slices.IsSorted(got) {
-				return fmt.Errorf("got %v, not sorted", got)
-			}
-			var ours []string
-			for _, g := range got {
-				if strings.HasSuffix(g, sfx) {
-					ours = append(ours, g)
-				}
-			}
-			if !slices.Equal(ours, want) {
-				return fmt.Errorf("got %v, want %v", ours, want)
-			}
-			return nil
-		})
+		eventuallyOnDay(t, "RevokedOn", inv.RevokedOn, d, sfx, want)
 	}
 	revokedOn(day1, a)
 	revokedOn(day2, b)

@@ -3,8 +3,6 @@ package contracttest
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -66,25 +64,7 @@ func testRetiringOn(t *testing.T, newInv func(t *testing.T) contract.Inventory) 
 	on := func(day time.Time, want ...string) {
 		t.Helper()
 		d := day.UTC().Format(time.DateOnly)
-		eventually(t, "RetiringOn("+d+")", func() error {
-			got, err := inv.RetiringOn(ctx, d)
-			if err != nil {
-				return err
-			}
-			if !slices.IsSorted(got) {
-				return fmt.Errorf("got %v, not sorted", got)
-			}
-			var ours []string
-			for _, g := range got {
-				if strings.HasSuffix(g, sfx) {
-					ours = append(ours, g)
-				}
-			}
-			if !slices.Equal(ours, want) {
-				return fmt.Errorf("got %v, want %v", ours, want)
-			}
-			return nil
-		})
+		eventuallyOnDay(t, "RetiringOn", inv.RetiringOn, d, sfx, want)
 	}
 	on(day1, a)
 	on(day2, b)
