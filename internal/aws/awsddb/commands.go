@@ -207,12 +207,10 @@ func (c *Commands) Open(ctx context.Context, thing string) ([]fleet.Command, err
 	if err != nil {
 		return nil, fmt.Errorf("open commands of %s: %w", thing, err)
 	}
-	cmds, err := ddbitem.MergePartition(items)
+	cmds, err := ddbitem.OpenCommands(items)
 	if err != nil {
 		return nil, fmt.Errorf("open commands of %s: %w", thing, err)
 	}
-	cmds = slices.DeleteFunc(cmds, func(cmd fleet.Command) bool { return cmd.Status.Final() })
-	slices.Reverse(cmds)
 	return cmds, nil
 }
 

@@ -3,6 +3,7 @@ package ddbitem
 import (
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -263,6 +264,18 @@ func MergeCommandRecords(c fleet.Command, records []map[string]types.AttributeVa
 		c.SentAt, c.SentRegion, c.SentSession = lastAt, sAttr(last, AttrRegion), sAttr(last, AttrSessionID)
 	}
 	return c
+}
+
+// OpenCommands folds a device's items (MergePartition) and keeps the
+// commands whose status is not final, oldest first.
+func OpenCommands(items []map[string]types.AttributeValue) ([]fleet.Command, error) {
+	cmds, err := MergePartition(items)
+	if err != nil {
+		return nil, err
+	}
+	cmds = slices.DeleteFunc(cmds, func(cmd fleet.Command) bool { return cmd.Status.Final() })
+	slices.Reverse(cmds)
+	return cmds, nil
 }
 
 // MergePartition folds a device's items, in any order, into its commands
